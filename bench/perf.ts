@@ -1,0 +1,110 @@
+/**
+ * `deno task perf`: one JSON object on stdout with the headline performance numbers, each ratio
+ * measured against its baseline in the same run. Progress goes to stderr.
+ *
+ *   deno task perf              headline numbers
+ *   deno task perf --sweep      also time a grid of tile shapes (to pick per-device defaults)
+ *   deno task perf --size 512   another problem size (default 1024)
+ */
+import { parseArgs } from "node:util";
+import { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { defaultMatmulKernel, matmul, NAIVE_MATMUL } from "../kernels/matmul/matmul.ts";
+import { kernelName, type MatmulKernelConfig } from "../kernels/matmul/wgsl.ts";
+import { randomF32 } from "../kernels/testing/mod.ts";
+import { cpuPeakGflops, gflops, sig3, timeMs } from "./timing.ts";
+import { tfjsMatmul } from "./tfjs_peer.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    sweep: { type: "boolean", default: false },
+    grid: { type: "string" },
+    size: { type: "string", default: "1024" },
+  },
+});
+const size = Number(values.size);
+if (!Number.isInteger(size) || size < 1) throw new Error(`--size must be a positive integer`);
+
+const log = (msg: string) => console.error(`[perf] ${msg}`);
+const rt = await GpuRuntime.create();
+const isCpu = /llvmpipe|lavapipe|swiftshader/i.test(rt.gpu.description);
+const flops = 2 * size ** 3;
+const peak = isCpu ? cpuPeakGflops() : null;
+
+const aData = randomF32(size * size, 1);
+const bData = randomF32(size * size, 2);
+const a = rt.upload(aData, [size, size]);
+const b = rt.upload(bData, [size, size]);
+const c = rt.empty([size, size]);
+const head = rt.device.createBuffer({
+  size: 16,
+  usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+});
+
+/** Our side of the same methodology as the peer: compute, then read back 4 values of C. */
+async function timeKernel(kernel: MatmulKernelConfig, reps: number): Promise<number> {
+  const spec = { m: size, n: size, k: size };
+  return await timeMs(async () => {
+    const batch = rt.batch();
+    await matmul(rt, a, b, spec, { out: c, kernel, batch });
+    batch.copy(c.buffer, 0, head, 0, 16);
+    await batch.submit();
+    await head.mapAsync(GPUMapMode.READ);
+    head.unmap();
+  }, reps);
+}
+
+const result: Record<string, unknown> = {
+  adapter: rt.gpu.description,
+  backend: rt.gpu.backend,
+};
+
+log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
+const tuned = defaultMatmulKernel(rt.gpu);
+log(`naive kernel (baseline) ...`);
+const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
+log(`  ${naiveMs.toFixed(1)} ms`);
+log(`tuned kernel ${kernelName(tuned)} ...`);
+const tunedMs = await timeKernel(tuned, 7);
+log(`  ${tunedMs.toFixed(1)} ms`);
+log(`tfjs-webgpu matMul (peer) ...`);
+const tf = await tfjsMatmul(aData, bData, size, size, size);
+const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);
+tf.dispose();
+log(`  ${tfjsMs.toFixed(1)} ms`);
+
+const s = size;
+result[`matmul_naive_gflops_${s}`] = sig3(gflops(flops, naiveMs));
+result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
+result[`matmul_tuned_kernel`] = kernelName(tuned);
+result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
+result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
+result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
+if (peak) {
+  result.cpu_peak_gflops_nominal = sig3(peak);
+  result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
+  result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
+}
+
+if (values.sweep || values.grid) {
+  const sweep: Record<string, number> = {};
+  // --grid takes a JSON list of kernel configs; --sweep uses the built-in grid.
+  const grid: MatmulKernelConfig[] = values.grid ? JSON.parse(values.grid) : [];
+  for (const [tm, tn] of values.grid ? [] : [[4, 4], [8, 8], [8, 16], [16, 8], [16, 16]]) {
+    for (const [wx, wy] of [[8, 8], [16, 4], [4, 16], [8, 1]]) {
+      grid.push({ kind: "register", tm, tn, wx, wy });
+    }
+  }
+  const shared = values.grid ? [] : [[4, 4, 16, 16, 16], [4, 4, 8, 8, 32], [8, 8, 8, 8, 16]];
+  for (const [tm, tn, wx, wy, bk] of shared) {
+    grid.push({ kind: "shared", tm, tn, wx, wy, bk });
+  }
+  for (const cfg of grid) {
+    const ms = await timeKernel(cfg, 3);
+    sweep[kernelName(cfg)] = sig3(gflops(flops, ms));
+    log(`  sweep ${kernelName(cfg)}: ${sweep[kernelName(cfg)]} GFLOP/s`);
+  }
+  result[`matmul_sweep_gflops_${s}`] = sweep;
+}
+
+console.log(JSON.stringify(result, null, 2));

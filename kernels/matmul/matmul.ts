@@ -1,0 +1,140 @@
+/**
+ * Host side of the dense matmul: picks a kernel, checks operands, records the dispatch.
+ */
+import {
+  checkMatmulOperands,
+  type FullMatmulSpec,
+  type MatmulSpec,
+  resolveMatmulSpec,
+} from "../cpu/matmul.ts";
+import type { Batch } from "../runtime/batch.ts";
+import type { Gpu } from "../runtime/device.ts";
+import type { GpuRuntime } from "../runtime/runtime.ts";
+import type { GpuTensor } from "../runtime/tensor.ts";
+import {
+  kernelName,
+  type MatmulKernelConfig,
+  matmulWgsl,
+  vec4Layout,
+  workgroupTile,
+} from "./wgsl.ts";
+
+/** The baseline kernel every benchmark ratio is measured against. */
+export const NAIVE_MATMUL: MatmulKernelConfig = { kind: "naive", wx: 8, wy: 8 };
+
+/**
+ * Default for CPU adapters (llvmpipe, SwiftShader, WARP) on large outputs: the barrier-free
+ * register kernel with a 16×16 block per invocation (one gathered element feeds 16 FMAs).
+ * Chosen by `deno task perf --sweep` on llvmpipe/AVX2; see README "Performance".
+ */
+export const CPU_ADAPTER_MATMUL: MatmulKernelConfig = {
+  kind: "register",
+  tm: 16,
+  tn: 16,
+  wx: 8,
+  wy: 8,
+};
+
+/** CPU adapters, outputs under 256×256: smaller blocks so edge tiles waste less work. */
+export const CPU_ADAPTER_MATMUL_SMALL: MatmulKernelConfig = {
+  kind: "register",
+  tm: 8,
+  tn: 8,
+  wx: 8,
+  wy: 8,
+};
+
+/** Default for real GPUs: workgroup-memory tiling, 64×64 tile, 4×4 per invocation. */
+export const GPU_MATMUL: MatmulKernelConfig = {
+  kind: "shared",
+  tm: 4,
+  tn: 4,
+  wx: 16,
+  wy: 16,
+  bk: 16,
+};
+
+/** True for adapters that run shaders on the CPU. */
+export function isCpuAdapter(gpu: Gpu): boolean {
+  const d = gpu.description.toLowerCase();
+  return gpu.adapter.info.isFallbackAdapter || /llvmpipe|swiftshader|warp|lavapipe/.test(d);
+}
+
+/** The kernel `matmul` uses on this device, for an m×n output, when none is given. */
+export function defaultMatmulKernel(gpu: Gpu, m = 1024, n = 1024): MatmulKernelConfig {
+  if (!isCpuAdapter(gpu)) return GPU_MATMUL;
+  return m * n >= 256 * 256 ? CPU_ADAPTER_MATMUL : CPU_ADAPTER_MATMUL_SMALL;
+}
+
+/** Options of {@link matmul}. */
+export interface MatmulOptions {
+  /** Write into this tensor (required when beta ≠ 0). Otherwise a new tensor is returned. */
+  out?: GpuTensor;
+  /** Kernel family and tile shape; defaults to {@link defaultMatmulKernel}. */
+  kernel?: MatmulKernelConfig;
+  /** Record into this batch instead of submitting (the caller submits). */
+  batch?: Batch;
+}
+
+/** Uniform block matching `MATMUL_PARAMS_WGSL`. */
+export function matmulParams(s: FullMatmulSpec): ArrayBuffer {
+  const buf = new ArrayBuffer(32);
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);
+  u[0] = s.m;
+  u[1] = s.n;
+  u[2] = s.k;
+  u[3] = s.broadcastA ? 0 : s.m * s.k;
+  u[4] = s.broadcastB ? 0 : s.k * s.n;
+  u[5] = s.m * s.n;
+  f[6] = s.alpha;
+  f[7] = s.beta;
+  return buf;
+}
+
+/**
+ * C = alpha·op(A)·op(B) + beta·C on the GPU, batched. Operands are f32 tensors whose element
+ * counts match `spec` (shape is free: [m,k] or [batch,m,k] are the same bytes).
+ * Without `options.batch` the work is submitted and awaited; with it, only recorded.
+ */
+export async function matmul(
+  rt: GpuRuntime,
+  a: GpuTensor,
+  b: GpuTensor,
+  spec: MatmulSpec,
+  options: MatmulOptions = {},
+): Promise<GpuTensor> {
+  const s = resolveMatmulSpec(spec);
+  a.check("matmul A", "f32");
+  b.check("matmul B", "f32");
+  if (s.beta !== 0 && !options.out) {
+    throw new Error("matmul: beta ≠ 0 accumulates into C, so options.out must be given");
+  }
+  const out = options.out ?? rt.empty([s.batch, s.m, s.n], "f32");
+  out.check("matmul C", "f32");
+  checkMatmulOperands(s, { a: a.size, b: b.size, c: out.size });
+  if (out.buffer === a.buffer || out.buffer === b.buffer) {
+    throw new Error("matmul: C must not alias A or B");
+  }
+  if (s.batch > rt.device.limits.maxComputeWorkgroupsPerDimension) {
+    throw new RangeError(`matmul: batch ${s.batch} exceeds the device's dispatch limit`);
+  }
+  const cfg = options.kernel ?? defaultMatmulKernel(rt.gpu, s.m, s.n);
+  const layout = vec4Layout(cfg, s);
+  const label = `matmul/${kernelName(cfg)}${s.transA ? "/tA" : ""}${s.transB ? "/tB" : ""}` +
+    `${layout.vecA ? "/vA" : ""}${layout.vecB ? "/vB" : ""}`;
+  const pipeline = await rt.pipelines.get(matmulWgsl(cfg, layout), label);
+  const tile = workgroupTile(cfg);
+  const batch = options.batch ?? rt.batch();
+  const ownBatch = options.batch === undefined;
+  if (s.m * s.n * s.batch > 0) {
+    batch.dispatch(
+      pipeline,
+      [batch.uniform(matmulParams(s)), a.buffer, b.buffer, out.buffer],
+      [Math.ceil(s.n / tile.cols), Math.ceil(s.m / tile.rows), s.batch],
+      label,
+    );
+  }
+  if (ownBatch) await batch.submit();
+  return out;
+}

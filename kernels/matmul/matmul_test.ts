@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { matmulCpu, type MatmulSpec } from "../cpu/matmul.ts";
+import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
+import {
+  CPU_ADAPTER_MATMUL,
+  CPU_ADAPTER_MATMUL_SMALL,
+  GPU_MATMUL,
+  matmul,
+  NAIVE_MATMUL,
+} from "./matmul.ts";
+import { kernelName, type MatmulKernelConfig } from "./wgsl.ts";
+
+const KERNELS: MatmulKernelConfig[] = [
+  NAIVE_MATMUL,
+  CPU_ADAPTER_MATMUL,
+  CPU_ADAPTER_MATMUL_SMALL,
+  GPU_MATMUL,
+  { kind: "register", tm: 4, tn: 8, wx: 2, wy: 3 }, // vec4 reads on both operands, odd groups
+  { kind: "register", tm: 3, tn: 5, wx: 4, wy: 2 }, // odd tiles: exercises every edge path
+  { kind: "shared", tm: 2, tn: 3, wx: 8, wy: 4, bk: 7 },
+];
+
+// Each odd size appears as m, n and k somewhere; 513 crosses several 64-wide tiles.
+const SIZES: [number, number, number][] = [
+  [1, 1, 1],
+  [3, 17, 1],
+  [17, 1, 3],
+  [255, 3, 17],
+  [1, 255, 513],
+  [513, 17, 255],
+  [17, 513, 3],
+  [12, 20, 8], // multiples of 4: the vec4 paths
+  [36, 516, 68],
+  [20, 5, 44],
+];
+
+let seed = 1;
+
+async function check(spec: MatmulSpec, kernel: MatmulKernelConfig): Promise<void> {
+  const rt = await testRuntime();
+  const batch = spec.batch ?? 1;
+  const { m, n, k } = spec;
+  const aData = randomF32((spec.broadcastA ? 1 : batch) * m * k, seed++);
+  const bData = randomF32((spec.broadcastB ? 1 : batch) * k * n, seed++);
+  const cInit = randomF32(batch * m * n, seed++);
+  const a = rt.upload(aData, [aData.length]);
+  const b = rt.upload(bData, [bData.length]);
+  const c = rt.empty([batch, m, n]);
+  // Poison: beta = 0 must overwrite NaN; beta ≠ 0 starts from known values.
+  if ((spec.beta ?? 0) === 0) rt.fill(c, NaN);
+  else rt.write(c, cInit);
+  try {
+    await matmul(rt, a, b, spec, { out: c, kernel });
+    const out = await rt.read(c);
+    const ref = new Float64Array(cInit);
+    matmulCpu(aData, bData, ref, spec, "f64");
+    const err = relativeError(out, ref);
+    assert.ok(
+      err < TOLERANCE.f32,
+      `${kernelName(kernel)} ${JSON.stringify(spec)}: relative error ${err} ≥ ${TOLERANCE.f32}`,
+    );
+  } finally {
+    a.release();
+    b.release();
+    c.release();
+  }
+}
+
+for (const kernel of KERNELS) {
+  Deno.test(`matmul ${kernelName(kernel)}: odd sizes × transposes vs CPU reference`, async () => {
+    for (const [m, n, k] of SIZES) {
+      for (const transA of [false, true]) {
+        for (const transB of [false, true]) {
+          // 513 on every axis at once costs seconds on the naive kernel; skip nothing else.
+          await check({ m, n, k, transA, transB }, kernel);
+        }
+      }
+    }
+  });
+
+  Deno.test(`matmul ${kernelName(kernel)}: batched, broadcast and fused C += αAB`, async () => {
+    await check({ m: 17, n: 33, k: 9, batch: 3 }, kernel);
+    await check({ m: 17, n: 33, k: 9, batch: 4, broadcastB: true, transB: true }, kernel);
+    await check({ m: 5, n: 7, k: 65, batch: 2, broadcastA: true, transA: true }, kernel);
+    await check({ m: 31, n: 29, k: 37, alpha: -0.75, beta: 1 }, kernel);
+    await check({ m: 31, n: 29, k: 37, batch: 2, alpha: 2, beta: 0.5, transA: true }, kernel);
+  });
+}
+
+Deno.test("matmul: K = 0 gives beta·C; empty M is a no-op", async () => {
+  const rt = await testRuntime();
+  const a = rt.upload(new Float32Array(0), [0]);
+  const b = rt.upload(new Float32Array(0), [0]);
+  const c = rt.upload(new Float32Array([1, 2, 3, 4]), [2, 2]);
+  await matmul(rt, a, b, { m: 2, n: 2, k: 0, beta: 0.5 }, { out: c });
+  assert.deepEqual([...await rt.read(c)], [0.5, 1, 1.5, 2]);
+  const empty = await matmul(rt, a, b, { m: 0, n: 2, k: 0 });
+  assert.deepEqual(empty.shape, [1, 0, 2]);
+  assert.equal((await rt.read(empty)).length, 0);
+});
+
+Deno.test("matmul: mismatched operands are rejected with the operand named", async () => {
+  const rt = await testRuntime();
+  const a = rt.upload(randomF32(6, 9), [2, 3]);
+  const b = rt.upload(randomF32(6, 10), [3, 2]);
+  await assert.rejects(
+    matmul(rt, a, b, { m: 2, n: 2, k: 4 }),
+    /operand A has 6 elements, expected 8/,
+  );
+  await assert.rejects(
+    matmul(rt, a, b, { m: 2, n: 2, k: 3, beta: 1 }),
+    /options.out must be given/,
+  );
+  await assert.rejects(
+    matmul(rt, a, b, { m: 2, n: 2, k: 3 }, { out: a }),
+    /operand C has 6 elements, expected 4/,
+  );
+  const square = rt.upload(randomF32(4, 11), [2, 2]);
+  await assert.rejects(
+    matmul(rt, square, square, { m: 2, n: 2, k: 2 }, { out: square }),
+    /C must not alias A or B/,
+  );
+  const u = rt.upload(new Uint32Array(6), [6]);
+  await assert.rejects(matmul(rt, u, b, { m: 2, n: 2, k: 3 }), /expected dtype f32, got u32/);
+});

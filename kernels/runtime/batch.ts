@@ -1,0 +1,179 @@
+/**
+ * Record many dispatches into one command buffer and submit them together.
+ *
+ * One submit per kernel costs a queue round trip each; a training step has hundreds of kernels.
+ * A Batch encodes them all, owns the small temporary buffers they need (uniform parameters), and
+ * frees those after the GPU is done. With `profile: true` on a device that has `timestamp-query`,
+ * each dispatch is timed on the GPU and `durations()` gives nanoseconds per label.
+ */
+import type { BufferPool } from "./buffer_pool.ts";
+import { assertAlive, type Gpu } from "./device.ts";
+
+/** A buffer binding: the whole buffer at `binding` index order. */
+export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
+
+/** Per-label GPU time gathered by a profiled batch. */
+export interface KernelTiming {
+  /** The dispatch's label (kernel name). */
+  label: string;
+  /** GPU nanoseconds between the pass's begin and end timestamps. */
+  ns: number;
+}
+
+// WebGPU caps a query set at 4096 queries: two timestamps per dispatch.
+const MAX_PROFILED_DISPATCHES = 2048;
+
+/** Encoder for a sequence of compute dispatches and buffer copies. */
+export class Batch {
+  readonly #gpu: Gpu;
+  readonly #pool: BufferPool;
+  readonly #encoder: GPUCommandEncoder;
+  readonly #temps: GPUBuffer[] = [];
+  readonly #labels: string[] = [];
+  readonly #querySet: GPUQuerySet | null;
+  #submitted = false;
+  #timings: Promise<KernelTiming[]> | null = null;
+
+  /** Prefer {@link GpuRuntime.batch}; `profile` asks for GPU timestamps per dispatch. */
+  constructor(gpu: Gpu, pool: BufferPool, profile = false) {
+    assertAlive(gpu);
+    this.#gpu = gpu;
+    this.#pool = pool;
+    this.#encoder = gpu.device.createCommandEncoder();
+    this.#querySet = profile && gpu.hasTimestamps
+      ? gpu.device.createQuerySet({ type: "timestamp", count: 2 * MAX_PROFILED_DISPATCHES })
+      : null;
+  }
+
+  /** Number of dispatches recorded. */
+  get dispatchCount(): number {
+    return this.#labels.length;
+  }
+
+  /** A uniform buffer holding `data`, freed when the batch completes. */
+  uniform(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
+    const bytes = data instanceof ArrayBuffer ? data.byteLength : data.byteLength;
+    const buffer = this.#pool.acquire(
+      Math.max(16, Math.ceil(bytes / 16) * 16),
+      GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+      "uniform",
+    );
+    const view = data instanceof ArrayBuffer ? new Uint8Array(data) : data;
+    this.#gpu.device.queue.writeBuffer(buffer, 0, view as BufferSource);
+    this.#temps.push(buffer);
+    return buffer;
+  }
+
+  /** Record one dispatch of `pipeline` with `bindings` in group 0 at indices 0, 1, 2, ... */
+  dispatch(
+    pipeline: GPUComputePipeline,
+    bindings: Binding[],
+    workgroups: readonly [number, number?, number?],
+    label = pipeline.label,
+  ): void {
+    if (this.#submitted) throw new Error("Batch.dispatch after submit");
+    const limit = this.#gpu.device.limits.maxComputeWorkgroupsPerDimension;
+    const [x, y = 1, z = 1] = workgroups;
+    for (const n of [x, y, z]) {
+      if (!Number.isInteger(n) || n < 0 || n > limit) {
+        throw new RangeError(`${label}: workgroup count ${n} outside [0, ${limit}]`);
+      }
+    }
+    if (x * y * z === 0) return; // empty problem: nothing to run
+    const entries = bindings.map((b, binding) => ({
+      binding,
+      resource: b instanceof GPUBuffer ? { buffer: b } : b,
+    }));
+    const bindGroup = this.#gpu.device.createBindGroup({
+      layout: pipeline.getBindGroupLayout(0),
+      entries,
+    });
+    const index = this.#labels.length;
+    const profiled = this.#querySet !== null && index < MAX_PROFILED_DISPATCHES;
+    const pass = this.#encoder.beginComputePass(
+      profiled
+        ? {
+          timestampWrites: {
+            querySet: this.#querySet!,
+            beginningOfPassWriteIndex: 2 * index,
+            endOfPassWriteIndex: 2 * index + 1,
+          },
+        }
+        : {},
+    );
+    pass.setPipeline(pipeline);
+    pass.setBindGroup(0, bindGroup);
+    pass.dispatchWorkgroups(x, y, z);
+    pass.end();
+    this.#labels.push(label);
+  }
+
+  /** Record a buffer-to-buffer copy. */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.#encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
+  }
+
+  /** Record a fill of `bytes` bytes with 0 (WebGPU's clearBuffer). */
+  clear(buffer: GPUBuffer, offset = 0, bytes?: number): void {
+    this.#encoder.clearBuffer(buffer, offset, bytes);
+  }
+
+  /** Submit the recorded work; resolves when the GPU has finished it. */
+  async submit(): Promise<void> {
+    if (this.#submitted) throw new Error("Batch submitted twice");
+    this.#submitted = true;
+    assertAlive(this.#gpu);
+    const device = this.#gpu.device;
+    let resolve: GPUBuffer | null = null;
+    let staging: GPUBuffer | null = null;
+    const profiled = Math.min(this.#labels.length, MAX_PROFILED_DISPATCHES);
+    if (this.#querySet && profiled > 0) {
+      const bytes = 16 * profiled;
+      resolve = this.#pool.acquire(
+        bytes,
+        GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+        "timestamps",
+      );
+      staging = this.#pool.acquire(
+        bytes,
+        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        "timestamps",
+      );
+      this.#encoder.resolveQuerySet(this.#querySet, 0, 2 * profiled, resolve, 0);
+      this.#encoder.copyBufferToBuffer(resolve, 0, staging, 0, bytes);
+    }
+    // A validation error would otherwise invalidate the whole command buffer silently.
+    device.pushErrorScope("validation");
+    device.queue.submit([this.#encoder.finish()]);
+    const error = await device.popErrorScope();
+    try {
+      if (error) {
+        throw new Error(
+          `GPU validation error in batch [${this.#labels.join(", ")}]: ${error.message}`,
+        );
+      }
+      await device.queue.onSubmittedWorkDone();
+      assertAlive(this.#gpu);
+      if (staging) {
+        await staging.mapAsync(GPUMapMode.READ, 0, 16 * profiled);
+        const ticks = new BigUint64Array(staging.getMappedRange(0, 16 * profiled).slice(0));
+        staging.unmap();
+        const timings = this.#labels.slice(0, profiled).map((label, i) => ({
+          label,
+          ns: Number(ticks[2 * i + 1] - ticks[2 * i]),
+        }));
+        this.#timings = Promise.resolve(timings);
+      }
+    } finally {
+      for (const t of this.#temps) this.#pool.release(t);
+      if (resolve) this.#pool.release(resolve);
+      if (staging) this.#pool.release(staging);
+      this.#querySet?.destroy();
+    }
+  }
+
+  /** GPU time per dispatch, after `submit()` resolved; empty when not profiled. */
+  async durations(): Promise<KernelTiming[]> {
+    return this.#timings ? await this.#timings : [];
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * WebGPU adapter and device acquisition.
+ *
+ * Deno picks its WebGPU backend (Vulkan, GL, ...) once, at process start, from the environment
+ * variable `DENO_WEBGPU_BACKEND`. We cannot switch it later, so `acquireGpu({ backend })` checks the
+ * request against what the process was started with and says how to fix a mismatch.
+ */
+
+/** Backends a caller may ask for. `"auto"` takes whatever Deno chose. */
+export type GpuBackend = "auto" | "vulkan" | "gl" | "metal" | "dx12";
+
+/** Options for {@link acquireGpu}. */
+export interface AcquireGpuOptions {
+  /** Requested backend; defaults to `MOKA_WEBGPU_BACKEND`, then `"auto"`. */
+  backend?: GpuBackend;
+  /** Passed to `requestAdapter`. */
+  powerPreference?: GPUPowerPreference;
+  /** Optional features to enable when the adapter has them (never required). */
+  wantFeatures?: GPUFeatureName[];
+}
+
+/** An acquired adapter + device, with the facts kernels need to choose code paths. */
+export interface Gpu {
+  /** The adapter the device came from. */
+  readonly adapter: GPUAdapter;
+  /** The device every kernel runs on. */
+  readonly device: GPUDevice;
+  /** Human-readable adapter description, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
+  readonly description: string;
+  /** The backend requested from Deno (`DENO_WEBGPU_BACKEND`), or `"auto"`. */
+  readonly backend: string;
+  /** `shader-f16` is enabled on the device. */
+  readonly hasF16: boolean;
+  /** `timestamp-query` is enabled on the device. */
+  readonly hasTimestamps: boolean;
+  /** Set once the device is lost; every later submit should fail with this reason. */
+  lostReason: string | null;
+}
+
+/** Thrown when no usable WebGPU adapter or device can be obtained. */
+export class GpuUnavailableError extends Error {
+  /** An error whose message says what failed and how to fix it. */
+  constructor(message: string) {
+    super(message);
+    this.name = "GpuUnavailableError";
+  }
+}
+
+const FIX_HINT = "WebGPU needs an adapter. On Linux without a GPU install Mesa's software Vulkan " +
+  "driver: `apt-get install -y mesa-vulkan-drivers` (llvmpipe), or start Deno with " +
+  "DENO_WEBGPU_BACKEND=gl to use the GL backend. Set XDG_RUNTIME_DIR to silence a Mesa warning.";
+
+function envGet(name: string): string | undefined {
+  try {
+    return Deno.env.get(name);
+  } catch {
+    return undefined; // no --allow-env: behave as if unset
+  }
+}
+
+/**
+ * Request an adapter and a device with the optional features the kernels can use
+ * (`shader-f16`, `timestamp-query`). Throws {@link GpuUnavailableError} with a fix when there is none.
+ */
+export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> {
+  const requested = options.backend ?? (envGet("MOKA_WEBGPU_BACKEND") as GpuBackend | undefined) ??
+    "auto";
+  const started = envGet("DENO_WEBGPU_BACKEND") ?? "auto";
+  if (requested !== "auto" && requested !== started) {
+    throw new GpuUnavailableError(
+      `backend "${requested}" was requested but Deno was started with DENO_WEBGPU_BACKEND=` +
+        `${started}; Deno reads it only at start-up, so run with DENO_WEBGPU_BACKEND=${requested}.`,
+    );
+  }
+  if (typeof navigator === "undefined" || !("gpu" in navigator)) {
+    throw new GpuUnavailableError(`navigator.gpu is missing in this runtime. ${FIX_HINT}`);
+  }
+  const adapter = await navigator.gpu.requestAdapter({
+    powerPreference: options.powerPreference ?? "high-performance",
+  });
+  if (!adapter) {
+    throw new GpuUnavailableError(
+      `requestAdapter() returned null (backend ${started}). ${FIX_HINT}`,
+    );
+  }
+  const wanted: GPUFeatureName[] = options.wantFeatures ?? ["shader-f16", "timestamp-query"];
+  const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+  const limits = adapter.limits;
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({
+      requiredFeatures,
+      requiredLimits: {
+        maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
+        maxBufferSize: limits.maxBufferSize,
+        maxComputeWorkgroupStorageSize: limits.maxComputeWorkgroupStorageSize,
+        maxComputeInvocationsPerWorkgroup: limits.maxComputeInvocationsPerWorkgroup,
+        maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
+      },
+    });
+  } catch (e) {
+    throw new GpuUnavailableError(
+      `requestDevice failed on ${adapter.info.description}: ${(e as Error).message}`,
+    );
+  }
+  const gpu: Gpu = {
+    adapter,
+    device,
+    description: adapter.info.description || adapter.info.vendor || "unknown adapter",
+    backend: started,
+    hasF16: device.features.has("shader-f16"),
+    hasTimestamps: device.features.has("timestamp-query"),
+    lostReason: null,
+  };
+  device.lost.then((info) => {
+    gpu.lostReason = `WebGPU device lost (${info.reason}): ${info.message}`;
+  });
+  return gpu;
+}
+
+/** Throw a clear error if the device was lost; call before submitting work. */
+export function assertAlive(gpu: Gpu): void {
+  if (gpu.lostReason !== null) {
+    throw new GpuUnavailableError(
+      `${gpu.lostReason}. Create a new Gpu with acquireGpu(); buffers of the lost device are gone.`,
+    );
+  }
+}
+
+let shared: Promise<Gpu> | null = null;
+
+/** One process-wide Gpu, acquired on first use (tests and tools share it). */
+export function sharedGpu(): Promise<Gpu> {
+  if (!shared) {
+    shared = acquireGpu().catch((e) => {
+      shared = null;
+      throw e;
+    });
+  }
+  return shared;
+}

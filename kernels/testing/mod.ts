@@ -1,0 +1,53 @@
+/**
+ * Helpers shared by the kernel tests: seeded random data, error norms, the test GPU.
+ *
+ * A kernel test that cannot get an adapter must fail with the reason, never skip: `testRuntime`
+ * throws the acquisition error as is.
+ */
+import { GpuRuntime } from "../runtime/runtime.ts";
+import { sharedGpu } from "../runtime/device.ts";
+
+let runtime: Promise<GpuRuntime> | null = null;
+
+/** The process-wide runtime for tests; throws (failing the test) when WebGPU is unavailable. */
+export function testRuntime(): Promise<GpuRuntime> {
+  runtime ??= sharedGpu().then((gpu) => new GpuRuntime(gpu));
+  return runtime;
+}
+
+/** Deterministic 32-bit PRNG (mulberry32): same seed, same stream, on every platform. */
+export function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** `n` values uniform in [-1, 1) from `seed`; never all zero. */
+export function randomF32(n: number, seed: number): Float32Array {
+  const next = rng(seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = 2 * next() - 1;
+  return out;
+}
+
+/** ‖out − ref‖₂ / ‖ref‖₂ in float64; NaN anywhere in `out` gives Infinity. */
+export function relativeError(out: ArrayLike<number>, ref: ArrayLike<number>): number {
+  if (out.length !== ref.length) throw new RangeError(`length ${out.length} vs ${ref.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < out.length; i++) {
+    if (!Number.isFinite(out[i])) return Infinity;
+    const d = out[i] - ref[i];
+    num += d * d;
+    den += ref[i] * ref[i];
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** Relative tolerance per dtype for kernels compared with a float64 reference. */
+export const TOLERANCE = { f32: 1e-5, f16: 2e-3 } as const;
