@@ -45,12 +45,15 @@ export function sig3(x: number): number {
 /**
  * Nominal fp32 peak of this CPU, for the "floor" beside each llvmpipe number:
  * cores × MHz × 2 FMA units × lanes × 2 flops, with lanes = 8 (llvmpipe emits 256-bit code).
- * Returns null when /proc/cpuinfo is unreadable.
+ * The clock comes from `MOKA_CPU_MHZ` or /proc/cpuinfo (Deno wants --allow-all for /proc);
+ * returns null when neither is available.
  */
 export function cpuPeakGflops(lanes = 8): number | null {
   try {
-    const info = Deno.readTextFileSync("/proc/cpuinfo");
-    const mhz = Number(/cpu MHz\s*:\s*([\d.]+)/.exec(info)?.[1]);
+    const fromEnv = Deno.env.get("MOKA_CPU_MHZ");
+    const mhz = fromEnv !== undefined
+      ? Number(fromEnv)
+      : Number(/cpu MHz\s*:\s*([\d.]+)/.exec(Deno.readTextFileSync("/proc/cpuinfo"))?.[1]);
     const cores = navigator.hardwareConcurrency;
     if (!Number.isFinite(mhz) || !cores) return null;
     return (cores * mhz * 2 * lanes * 2) / 1000;
