@@ -1,0 +1,258 @@
+/**
+ * Host side of the 4-bit kernels: upload a quantized weight, run y = x·Wᵀ and dx = dy·W.
+ */
+import { type QuantizedWeight, validateQuantized } from "../../models/quant/format.ts";
+import type { Batch } from "../runtime/batch.ts";
+import type { GpuRuntime } from "../runtime/runtime.ts";
+import type { GpuTensor } from "../runtime/tensor.ts";
+import {
+  type QuantBackwardConfig,
+  quantBackwardWgsl,
+  type QuantForwardConfig,
+  quantForwardWgsl,
+  type QuantKernelFormat,
+} from "./wgsl.ts";
+
+/** A frozen weight resident on the GPU in its storage format. */
+export interface GpuQuantWeight {
+  format: QuantKernelFormat;
+  /** Output features (rows of W). */
+  rows: number;
+  /** Input features (columns of W). */
+  cols: number;
+  /** Scale block (NF4) or group (int4) size; 8 for f32 (unused). */
+  blockSize: number;
+  /** Packed codes (u32) or, for `f32`, the weight itself. */
+  packed: GpuTensor;
+  /** absmax (nf4), second-level scales (nf4dq) or group scales (int4). */
+  scales: GpuTensor;
+  /** int8 absmax codes (nf4dq) or 4-bit zero points (int4); one unused word otherwise. */
+  aux: GpuTensor;
+  /** Second-level group (nf4dq). */
+  dqGroup: number;
+  /** Mean absmax (nf4dq). */
+  dqOffset: number;
+  /** GPU bytes of the weight's buffers (payload, not pool rounding). */
+  bytes: number;
+  /** Free the GPU buffers. */
+  release(): void;
+}
+
+function makeWeight(
+  format: QuantKernelFormat,
+  rows: number,
+  cols: number,
+  blockSize: number,
+  packed: GpuTensor,
+  scales: GpuTensor,
+  aux: GpuTensor,
+  dq = { group: 1, offset: 0 },
+): GpuQuantWeight {
+  return {
+    format,
+    rows,
+    cols,
+    blockSize,
+    packed,
+    scales,
+    aux,
+    dqGroup: dq.group,
+    dqOffset: dq.offset,
+    bytes: packed.byteLength + (format === "f32" ? 0 : scales.byteLength + aux.byteLength),
+    release() {
+      packed.release();
+      scales.release();
+      aux.release();
+    },
+  };
+}
+
+/**
+ * Validate a quantized weight and upload it. A weight whose buffers disagree with its shape is
+ * rejected before any byte reaches the GPU.
+ */
+export function uploadQuantized(rt: GpuRuntime, w: QuantizedWeight, what?: string): GpuQuantWeight {
+  validateQuantized(w, what);
+  const placeholder = () => rt.upload(new Uint32Array(1), [1]);
+  if (w.format === "int4") {
+    return makeWeight(
+      "int4",
+      w.rows,
+      w.cols,
+      w.groupSize,
+      rt.upload(w.packed, [w.packed.length]),
+      rt.upload(w.scales, [w.scales.length]),
+      rt.upload(w.zeros, [w.zeros.length]),
+    );
+  }
+  if (w.doubleQuant) {
+    const dq = w.doubleQuant;
+    return makeWeight(
+      "nf4dq",
+      w.rows,
+      w.cols,
+      w.blockSize,
+      rt.upload(w.packed, [w.packed.length]),
+      rt.upload(dq.scales, [dq.scales.length]),
+      rt.upload(dq.codes, [dq.codes.length]),
+      { group: dq.groupSize, offset: dq.offset },
+    );
+  }
+  return makeWeight(
+    "nf4",
+    w.rows,
+    w.cols,
+    w.blockSize,
+    rt.upload(w.packed, [w.packed.length]),
+    rt.upload(w.absmax!, [w.absmax!.length]),
+    placeholder(),
+  );
+}
+
+/** Upload an f32 weight (rows × cols, cols % 8 = 0) for the same kernels: the fp32 baseline. */
+export function uploadF32Weight(
+  rt: GpuRuntime,
+  w: Float32Array,
+  rows: number,
+  cols: number,
+): GpuQuantWeight {
+  if (w.length !== rows * cols) throw new RangeError(`f32 weight: ${w.length} for ${rows}×${cols}`);
+  if (cols % 8 !== 0) throw new RangeError(`f32 weight: cols=${cols} must be a multiple of 8`);
+  return makeWeight(
+    "f32",
+    rows,
+    cols,
+    8,
+    rt.upload(w, [rows, cols]),
+    rt.upload(new Float32Array(1), [1]),
+    rt.upload(new Uint32Array(1), [1]),
+  );
+}
+
+/** Default tiles: decode (one token) spreads rows over invocations; prefill tiles tokens too. */
+export const QUANT_DECODE: QuantForwardConfig = { tm: 1, tn: 4, wx: 64, wy: 1 };
+/** Default forward tile for several tokens. */
+export const QUANT_PREFILL: QuantForwardConfig = { tm: 4, tn: 4, wx: 8, wy: 8 };
+/** Default backward tile. */
+export const QUANT_BACKWARD: QuantBackwardConfig = { tm: 4, tw: 1, wx: 8, wy: 8 };
+
+function params(w: GpuQuantWeight, tokens: number, alpha: number, beta: number): ArrayBuffer {
+  const buf = new ArrayBuffer(48);
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);
+  u[0] = tokens;
+  u[1] = w.rows;
+  u[2] = w.cols;
+  u[3] = Math.ceil(w.cols / 8);
+  u[4] = Math.ceil(w.cols / w.blockSize);
+  u[5] = w.blockSize;
+  u[6] = Math.ceil(u[4] / 8);
+  u[7] = w.dqGroup;
+  f[8] = w.dqOffset;
+  f[9] = alpha;
+  f[10] = beta;
+  return buf;
+}
+
+/** Options of {@link quantMatmul} and {@link quantMatmulBackward}. */
+export interface QuantMatmulOptions {
+  /** Output tensor (required when beta ≠ 0). */
+  out?: GpuTensor;
+  /** Scale of the product (default 1). */
+  alpha?: number;
+  /** Scale of the previous output (default 0). */
+  beta?: number;
+  /** Record into this batch instead of submitting. */
+  batch?: Batch;
+}
+
+async function run(
+  rt: GpuRuntime,
+  code: string,
+  label: string,
+  w: GpuQuantWeight,
+  input: GpuTensor,
+  out: GpuTensor,
+  tokens: number,
+  grid: [number, number],
+  options: QuantMatmulOptions,
+): Promise<void> {
+  const pipeline = await rt.pipelines.get(code, label);
+  const batch = options.batch ?? rt.batch();
+  batch.dispatch(
+    pipeline,
+    [
+      batch.uniform(params(w, tokens, options.alpha ?? 1, options.beta ?? 0)),
+      w.packed.buffer,
+      w.scales.buffer,
+      w.aux.buffer,
+      input.buffer,
+      out.buffer,
+    ],
+    grid,
+    label,
+  );
+  if (!options.batch) await batch.submit();
+}
+
+function checkIo(x: GpuTensor, features: number, what: string): number {
+  x.check(what, "f32");
+  if (x.size % features !== 0 || x.size === 0) {
+    throw new RangeError(
+      `${what}: ${x.size} elements is not a whole number of ${features}-feature rows ` +
+        `(shape [${x.shape.join(", ")}])`,
+    );
+  }
+  return x.size / features;
+}
+
+function outputFor(rt: GpuRuntime, tokens: number, features: number, o: QuantMatmulOptions) {
+  if ((o.beta ?? 0) !== 0 && !o.out) throw new Error("beta ≠ 0 needs options.out");
+  const out = o.out ?? rt.empty([tokens, features]);
+  out.check("output", "f32");
+  if (out.size !== tokens * features) {
+    throw new RangeError(`output has ${out.size} elements, expected ${tokens}×${features}`);
+  }
+  return out;
+}
+
+/** y = α·x·Wᵀ + β·y for x [tokens, cols] → y [tokens, rows], W dequantized in registers. */
+export async function quantMatmul(
+  rt: GpuRuntime,
+  x: GpuTensor,
+  w: GpuQuantWeight,
+  options: QuantMatmulOptions & { kernel?: QuantForwardConfig } = {},
+): Promise<GpuTensor> {
+  const tokens = checkIo(x, w.cols, "quantMatmul x");
+  const out = outputFor(rt, tokens, w.rows, options);
+  const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
+  const aligned = w.cols % 8 === 0;
+  const label = `qmatmul/${w.format}/${cfg.tm}x${cfg.tn}-wg${cfg.wx}x${cfg.wy}${
+    aligned ? "/v4" : ""
+  }`;
+  const grid: [number, number] = [
+    Math.ceil(w.rows / (cfg.tn * cfg.wx)),
+    Math.ceil(tokens / (cfg.tm * cfg.wy)),
+  ];
+  await run(rt, quantForwardWgsl(w.format, cfg, aligned), label, w, x, out, tokens, grid, options);
+  return out;
+}
+
+/** dx = α·dy·W + β·dx for dy [tokens, rows] → dx [tokens, cols]. */
+export async function quantMatmulBackward(
+  rt: GpuRuntime,
+  dy: GpuTensor,
+  w: GpuQuantWeight,
+  options: QuantMatmulOptions & { kernel?: QuantBackwardConfig } = {},
+): Promise<GpuTensor> {
+  const tokens = checkIo(dy, w.rows, "quantMatmulBackward dy");
+  const out = outputFor(rt, tokens, w.cols, options);
+  const cfg = options.kernel ?? QUANT_BACKWARD;
+  const label = `qmatmul-bwd/${w.format}/${cfg.tm}x${cfg.tw}w-wg${cfg.wx}x${cfg.wy}`;
+  const grid: [number, number] = [
+    Math.ceil(Math.ceil(w.cols / 8) / (cfg.tw * cfg.wx)),
+    Math.ceil(tokens / (cfg.tm * cfg.wy)),
+  ];
+  await run(rt, quantBackwardWgsl(w.format, cfg), label, w, dy, out, tokens, grid, options);
+  return out;
+}

@@ -1,0 +1,283 @@
+/**
+ * WGSL for matmuls against a frozen 4-bit weight W (rows × cols = [out, in]), dequantized in
+ * registers, never materialised:
+ *
+ * - forward  y[t, o] = α·Σᵢ x[t, i]·W[o, i] + β·y[t, o]   (decode when M = 1, prefill/training)
+ * - backward dx[t, i] = α·Σₒ dy[t, o]·W[o, i] + β·dx[t, i] (gradient through the frozen layer)
+ *
+ * One u32 word holds 8 consecutive codes of a row, so the kernels walk K a word at a time; a word
+ * never straddles a scale block (block sizes are multiples of 8). Format `f32` is the same kernel
+ * reading an f32 weight (two vec4 per word): the fp32 baseline every 4-bit ratio is measured
+ * against, with identical tiling.
+ */
+import { NF4_LEVELS } from "../../models/quant/nf4.ts";
+
+/** Storage format of W as the kernels see it (`nf4dq`: NF4 with double-quantized absmax). */
+export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32";
+
+/** Register tile of the forward kernel: TM tokens × TN output rows per invocation. */
+export interface QuantForwardConfig {
+  tm: number;
+  tn: number;
+  wx: number;
+  wy: number;
+}
+
+/** Register tile of the backward kernel: TM tokens × TW words (8·TW input columns). */
+export interface QuantBackwardConfig {
+  tm: number;
+  tw: number;
+  wx: number;
+  wy: number;
+}
+
+/** Uniform block shared with the host (12 × 4 bytes). */
+export const QUANT_PARAMS_WGSL = `struct Params {
+  M: u32, N: u32, K: u32,
+  wpr: u32, bpr: u32, blockSize: u32, zpr: u32, dqGroup: u32,
+  dqOffset: f32, alpha: f32, beta: f32, pad: u32,
+}`;
+
+function range(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i);
+}
+
+/** NF4 level of a 4-bit code as a tree of 15 selects: no memory access, no private array. */
+function nf4LevelFn(): string {
+  const lit = (v: number) => {
+    const s = v.toPrecision(9);
+    return s.includes(".") || s.includes("e") ? s : `${s}.0`;
+  };
+  let level = NF4_LEVELS.map(lit);
+  const lines: string[] = [];
+  for (let bit = 0; bit < 4; bit++) {
+    const next: string[] = [];
+    for (let i = 0; i < level.length; i += 2) {
+      const name = `l${bit}_${i / 2}`;
+      lines.push(`  let ${name} = select(${level[i]}, ${level[i + 1]}, (q & ${1 << bit}u) != 0u);`);
+      next.push(name);
+    }
+    level = next;
+  }
+  return `fn nf4Level(q: u32) -> f32 {\n${lines.join("\n")}\n  return ${level[0]};\n}`;
+}
+
+function bindings(format: QuantKernelFormat, xName: string, yName: string, xVec4: boolean): string {
+  const w = format === "f32" ? "array<vec4<f32>>" : "array<u32>";
+  return `@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> wq: ${w};
+@group(0) @binding(2) var<storage, read> scales: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<u32>;
+@group(0) @binding(4) var<storage, read> ${xName}: array<${xVec4 ? "vec4<f32>" : "f32"}>;
+@group(0) @binding(5) var<storage, read_write> ${yName}: array<f32>;`;
+}
+
+/** Helpers every format needs: block scale (and int4 zero point) of (row, word). */
+function scaleFns(format: QuantKernelFormat): string {
+  switch (format) {
+    case "nf4":
+      return `${nf4LevelFn()}
+fn blockScale(row: u32, word: u32) -> f32 {
+  return scales[row * p.bpr + (word * 8u) / p.blockSize];
+}`;
+    case "nf4dq":
+      return `${nf4LevelFn()}
+fn blockScale(row: u32, word: u32) -> f32 {
+  let i = row * p.bpr + (word * 8u) / p.blockSize;
+  let code = extractBits(bitcast<i32>(aux[i >> 2u]), (i & 3u) * 8u, 8u); // sign-extended int8
+  return f32(code) * scales[i / p.dqGroup] + p.dqOffset;
+}`;
+    case "int4":
+      return `fn blockScale(row: u32, word: u32) -> f32 {
+  return scales[row * p.bpr + (word * 8u) / p.blockSize];
+}
+fn blockZero(row: u32, word: u32) -> f32 {
+  let g = (word * 8u) / p.blockSize;
+  return f32(extractBits(aux[row * p.zpr + (g >> 3u)], (g & 7u) * 4u, 4u));
+}`;
+    case "f32":
+      return "";
+  }
+}
+
+/**
+ * WGSL lines that define `w{tag}_{e}` (e = 0..7), the 8 dequantized weights of word `wordExpr`
+ * of row `rowExpr`.
+ */
+function decodeWord(
+  format: QuantKernelFormat,
+  tag: string,
+  rowExpr: string,
+  wordExpr: string,
+): string[] {
+  const out: string[] = [];
+  if (format === "f32") {
+    out.push(`    let wv${tag}_0 = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u];`);
+    out.push(`    let wv${tag}_1 = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u + 1u];`);
+    for (const e of range(8)) out.push(`    let w${tag}_${e} = wv${tag}_${e >> 2}[${e & 3}];`);
+    return out;
+  }
+  out.push(`    let word${tag} = wq[${rowExpr} * p.wpr + ${wordExpr}];`);
+  out.push(`    let s${tag} = blockScale(${rowExpr}, ${wordExpr});`);
+  if (format === "int4") {
+    out.push(`    let zs${tag} = blockZero(${rowExpr}, ${wordExpr}) * s${tag};`);
+    for (const e of range(8)) {
+      out.push(
+        `    let w${tag}_${e} = fma(f32(extractBits(word${tag}, ${
+          4 * e
+        }u, 4u)), s${tag}, -zs${tag});`,
+      );
+    }
+  } else {
+    for (const e of range(8)) {
+      out.push(
+        `    let w${tag}_${e} = nf4Level(extractBits(word${tag}, ${4 * e}u, 4u)) * s${tag};`,
+      );
+    }
+  }
+  return out;
+}
+
+const STORE = (name: string) =>
+  `fn store(idx: u32, acc: f32) {
+  var v = p.alpha * acc;
+  if (p.beta != 0.0) { v = fma(p.beta, ${name}[idx], v); }
+  ${name}[idx] = v;
+}`;
+
+/**
+ * Forward kernel. `aligned` (K % 8 = 0) reads x as vec4 and has no tail; otherwise x is read per
+ * element and the last, partial word of each row is masked.
+ */
+export function quantForwardWgsl(
+  format: QuantKernelFormat,
+  cfg: QuantForwardConfig,
+  aligned: boolean,
+): string {
+  if (format === "f32" && !aligned) throw new RangeError("f32 weights need K % 8 = 0");
+  const { tm, tn } = cfg;
+  const body = (guarded: boolean): string[] => {
+    const lines: string[] = [];
+    lines.push(`    let col = w * 8u;`);
+    for (const i of range(tm)) {
+      if (aligned) {
+        lines.push(`    let xv${i}_0 = x[(xr${i} + col) / 4u];`);
+        lines.push(`    let xv${i}_1 = x[(xr${i} + col) / 4u + 1u];`);
+      } else {
+        for (const e of range(8)) {
+          const idx = `xr${i} + col + ${e}u`;
+          lines.push(
+            guarded
+              ? `    let x${i}_${e} = select(0.0, x[min(${idx}, xLast)], col + ${e}u < p.K);`
+              : `    let x${i}_${e} = x[${idx}];`,
+          );
+        }
+      }
+    }
+    for (const j of range(tn)) lines.push(...decodeWord(format, `${j}`, `r${j}`, "w"));
+    const xv = (i: number, e: number) => (aligned ? `xv${i}_${e >> 2}[${e & 3}]` : `x${i}_${e}`);
+    for (const e of range(8)) {
+      for (const i of range(tm)) {
+        for (const j of range(tn)) {
+          lines.push(`    acc${i}_${j} = fma(${xv(i, e)}, w${j}_${e}, acc${i}_${j});`);
+        }
+      }
+    }
+    return lines;
+  };
+  const pre: string[] = [];
+  for (const j of range(tn)) pre.push(`  let r${j} = min(o0 + ${j}u, p.N - 1u);`);
+  for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * p.K;`);
+  for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
+  const store: string[] = [];
+  for (const i of range(tm)) {
+    store.push(`  if (t0 + ${i}u < p.M) {`);
+    for (const j of range(tn)) {
+      store.push(
+        `    if (o0 + ${j}u < p.N) { store((t0 + ${i}u) * p.N + o0 + ${j}u, acc${i}_${j}); }`,
+      );
+    }
+    store.push(`  }`);
+  }
+  const tail = aligned ? "" : `  if (fullWords < p.wpr) {
+    let w = fullWords;
+    let xLast = p.M * p.K - 1u;
+${body(true).join("\n")}
+  }`;
+  return `${QUANT_PARAMS_WGSL}
+${bindings(format, "x", "y", aligned)}
+${scaleFns(format)}
+${STORE("y")}
+
+@compute @workgroup_size(${cfg.wx}, ${cfg.wy})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  // Every format binds the same six buffers; keep unused ones in the "auto" layout.
+  _ = &scales;
+  _ = &aux;
+  let o0 = gid.x * ${tn}u;
+  let t0 = gid.y * ${tm}u;
+  if (o0 >= p.N || t0 >= p.M) { return; }
+${pre.join("\n")}
+  let fullWords = p.K / 8u;
+  for (var w = 0u; w < fullWords; w++) {
+${body(false).join("\n")}
+  }
+${tail}
+${store.join("\n")}
+}
+`;
+}
+
+/** Backward kernel dx = α·dy·W + β·dx: each invocation owns TM tokens × 8·TW input columns. */
+export function quantBackwardWgsl(format: QuantKernelFormat, cfg: QuantBackwardConfig): string {
+  if (format === "f32") throw new RangeError("the backward kernel is for 4-bit weights");
+  const { tm, tw } = cfg;
+  const pre: string[] = [];
+  for (const q of range(tw)) pre.push(`  let wc${q} = min(c0 + ${q}u, p.wpr - 1u);`);
+  for (const i of range(tm)) pre.push(`  let dr${i} = min(t0 + ${i}u, p.M - 1u) * p.N;`);
+  for (const i of range(tm)) {
+    for (const q of range(tw)) for (const e of range(8)) pre.push(`  var acc${i}_${q}_${e} = 0.0;`);
+  }
+  const loop: string[] = [];
+  for (const i of range(tm)) loop.push(`    let g${i} = dy[dr${i} + o];`);
+  for (const q of range(tw)) loop.push(...decodeWord(format, `${q}`, "o", `wc${q}`));
+  for (const i of range(tm)) {
+    for (const q of range(tw)) {
+      for (const e of range(8)) {
+        loop.push(`    acc${i}_${q}_${e} = fma(g${i}, w${q}_${e}, acc${i}_${q}_${e});`);
+      }
+    }
+  }
+  const store: string[] = [];
+  for (const i of range(tm)) {
+    store.push(`  if (t0 + ${i}u < p.M) {`);
+    for (const q of range(tw)) {
+      for (const e of range(8)) {
+        const col = `(c0 + ${q}u) * 8u + ${e}u`;
+        store.push(
+          `    if (${col} < p.K) { store((t0 + ${i}u) * p.K + ${col}, acc${i}_${q}_${e}); }`,
+        );
+      }
+    }
+    store.push(`  }`);
+  }
+  return `${QUANT_PARAMS_WGSL}
+${bindings(format, "dy", "dx", false)}
+${scaleFns(format)}
+${STORE("dx")}
+
+@compute @workgroup_size(${cfg.wx}, ${cfg.wy})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  _ = &scales;
+  _ = &aux;
+  let c0 = gid.x * ${tw}u;
+  let t0 = gid.y * ${tm}u;
+  if (c0 >= p.wpr || t0 >= p.M) { return; }
+${pre.join("\n")}
+  for (var o = 0u; o < p.N; o++) {
+${loop.join("\n")}
+  }
+${store.join("\n")}
+}
+`;
+}
