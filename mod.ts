@@ -7,7 +7,12 @@
  *   optional GPU timestamps);
  * - dense matmul kernels ({@link matmul}: C = α·op(A)·op(B) + β·C, batched, any size) with
  *   tile shapes as parameters ({@link MatmulKernelConfig}) and the CPU reference
- *   {@link matmulCpu} they are tested against.
+ *   {@link matmulCpu} they are tested against;
+ * - 4-bit frozen weights: NF4 ({@link quantizeNf4}, with QLoRA's double quantization) and
+ *   asymmetric group-wise int4 ({@link quantizeInt4}), and fused WGSL kernels that dequantize in
+ *   registers: {@link quantMatmul} (y = x·Wᵀ, decode and prefill) and
+ *   {@link quantMatmulBackward} (dx = dy·W);
+ * - the report schema of the kernel self-check ({@link SelfCheckReportSchema}).
  *
  * @example
  * ```ts
@@ -69,3 +74,55 @@ export {
   vec4Layout,
   workgroupTile,
 } from "./kernels/matmul/wgsl.ts";
+export {
+  blocksPerRow,
+  getCode,
+  type Int4Weight,
+  type Nf4DoubleQuant,
+  type Nf4Weight,
+  packCodes,
+  quantizedBytes,
+  type QuantizedWeight,
+  unpackCodes,
+  validateQuantized,
+  wordsPerRow,
+} from "./models/quant/format.ts";
+export {
+  dequantizeNf4,
+  doubleQuantize,
+  NF4_LEVELS,
+  NF4_ZERO_CODE,
+  nf4Absmax,
+  nf4Code,
+  type Nf4Options,
+  normalFloatLevels,
+  quantizeNf4,
+} from "./models/quant/nf4.ts";
+export { dequantizeInt4, quantizeInt4 } from "./models/quant/int4.ts";
+export { normalCdf, normalQuantile } from "./models/quant/normal.ts";
+export {
+  type GpuQuantWeight,
+  QUANT_BACKWARD,
+  QUANT_DECODE,
+  QUANT_PREFILL,
+  quantMatmul,
+  quantMatmulBackward,
+  type QuantMatmulOptions,
+  uploadF32Weight,
+  uploadQuantized,
+} from "./kernels/quant/qmatmul.ts";
+export {
+  type QuantBackwardConfig,
+  quantBackwardWgsl,
+  type QuantForwardConfig,
+  quantForwardWgsl,
+  type QuantKernelFormat,
+} from "./kernels/quant/wgsl.ts";
+export {
+  parseSelfCheckReport,
+  type ReportSchema,
+  type SelfCheckReport,
+  SelfCheckReportSchema,
+  type SelfCheckRow,
+  SelfCheckRowSchema,
+} from "./reports/schema.ts";

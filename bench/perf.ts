@@ -13,11 +13,13 @@ import { kernelName, type MatmulKernelConfig } from "../kernels/matmul/wgsl.ts";
 import { randomF32 } from "../kernels/testing/mod.ts";
 import { cpuPeakGflops, gflops, sig3, timeMs } from "./timing.ts";
 import { tfjsMatmul } from "./tfjs_peer.ts";
+import { quantPerf } from "./quant_perf.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
   options: {
     sweep: { type: "boolean", default: false },
+    only: { type: "string" },
     grid: { type: "string" },
     size: { type: "string", default: "1024" },
   },
@@ -91,6 +93,8 @@ if (peak) {
   result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
   result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
 }
+
+Object.assign(result, await quantPerf(rt, log));
 
 if (values.sweep || values.grid) {
   const sweep: Record<string, number> = {};

@@ -15,6 +15,7 @@ import {
 
 /** A frozen weight resident on the GPU in its storage format. */
 export interface GpuQuantWeight {
+  /** Storage format the kernels decode. */
   format: QuantKernelFormat;
   /** Output features (rows of W). */
   rows: number;
@@ -130,7 +131,7 @@ export function uploadF32Weight(
 }
 
 /** Default tiles: decode (one token) spreads rows over invocations; prefill tiles tokens too. */
-export const QUANT_DECODE: QuantForwardConfig = { tm: 1, tn: 4, wx: 64, wy: 1 };
+export const QUANT_DECODE: QuantForwardConfig = { tm: 1, tn: 8, wx: 8, wy: 1 };
 /** Default forward tile for several tokens. */
 export const QUANT_PREFILL: QuantForwardConfig = { tm: 4, tn: 4, wx: 8, wy: 8 };
 /** Default backward tile. */

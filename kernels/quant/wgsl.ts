@@ -17,17 +17,25 @@ export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32";
 
 /** Register tile of the forward kernel: TM tokens × TN output rows per invocation. */
 export interface QuantForwardConfig {
+  /** Tokens per invocation. */
   tm: number;
+  /** Output rows per invocation. */
   tn: number;
+  /** Workgroup width (over output rows). */
   wx: number;
+  /** Workgroup height (over tokens). */
   wy: number;
 }
 
 /** Register tile of the backward kernel: TM tokens × TW words (8·TW input columns). */
 export interface QuantBackwardConfig {
+  /** Tokens per invocation. */
   tm: number;
+  /** Packed words (8 input columns each) per invocation. */
   tw: number;
+  /** Workgroup width (over words). */
   wx: number;
+  /** Workgroup height (over tokens). */
   wy: number;
 }
 
@@ -93,7 +101,7 @@ fn blockScale(row: u32, word: u32) -> f32 {
 }
 fn blockZero(row: u32, word: u32) -> f32 {
   let g = (word * 8u) / p.blockSize;
-  return f32(extractBits(aux[row * p.zpr + (g >> 3u)], (g & 7u) * 4u, 4u));
+  return f32((aux[row * p.zpr + (g >> 3u)] >> ((g & 7u) * 4u)) & 15u);
 }`;
     case "f32":
       return "";
@@ -102,7 +110,7 @@ fn blockZero(row: u32, word: u32) -> f32 {
 
 /**
  * WGSL lines that define `w{tag}_{e}` (e = 0..7), the 8 dequantized weights of word `wordExpr`
- * of row `rowExpr`.
+ * of row `rowExpr` (backward kernel: rows change every step, so the scale is loaded each time).
  */
 function decodeWord(
   format: QuantKernelFormat,
@@ -121,20 +129,43 @@ function decodeWord(
   out.push(`    let s${tag} = blockScale(${rowExpr}, ${wordExpr});`);
   if (format === "int4") {
     out.push(`    let zs${tag} = blockZero(${rowExpr}, ${wordExpr}) * s${tag};`);
-    for (const e of range(8)) {
-      out.push(
-        `    let w${tag}_${e} = fma(f32(extractBits(word${tag}, ${
-          4 * e
-        }u, 4u)), s${tag}, -zs${tag});`,
-      );
-    }
-  } else {
-    for (const e of range(8)) {
-      out.push(
-        `    let w${tag}_${e} = nf4Level(extractBits(word${tag}, ${4 * e}u, 4u)) * s${tag};`,
-      );
-    }
   }
+  for (const e of range(8)) {
+    const code = `((word${tag} >> ${4 * e}u) & 15u)`;
+    out.push(
+      format === "int4"
+        ? `    let w${tag}_${e} = fma(f32${code}, s${tag}, -zs${tag});`
+        : `    let w${tag}_${e} = nf4Level${code} * s${tag};`,
+    );
+  }
+  return out;
+}
+
+/**
+ * Forward-kernel decode of word `w` of row `rowExpr` into two vec4 `lo{tag}`, `hi{tag}` (codes or
+ * levels, unscaled), with the block scale `s{tag}` (and `zs{tag}` = zero·scale) reloaded only at a
+ * block's first word: the caller declares them as `var` before a loop that starts at word 0.
+ */
+function decodeWordVec4(format: QuantKernelFormat, tag: string, rowExpr: string): string[] {
+  if (format === "f32") {
+    return [
+      `    let lo${tag} = wq[(${rowExpr} * p.K) / 4u + w * 2u];`,
+      `    let hi${tag} = wq[(${rowExpr} * p.K) / 4u + w * 2u + 1u];`,
+    ];
+  }
+  const out = [`    let word${tag} = wq[${rowExpr} * p.wpr + w];`];
+  // Uniform branch: every invocation is at the same word.
+  out.push(`    if ((w * 8u) % p.blockSize == 0u) {`);
+  out.push(`      s${tag} = blockScale(${rowExpr}, w);`);
+  if (format === "int4") out.push(`      zs${tag} = blockZero(${rowExpr}, w) * s${tag};`);
+  out.push(`    }`);
+  // Shift and mask, not extractBits: naga clamps extractBits' offset and count on every call.
+  const code = (
+    e: number,
+  ) => (e === 7 ? `(word${tag} >> 28u)` : `((word${tag} >> ${4 * e}u) & 15u)`);
+  const value = (e: number) => (format === "int4" ? `f32(${code(e)})` : `nf4Level(${code(e)})`);
+  out.push(`    let lo${tag} = vec4<f32>(${[0, 1, 2, 3].map(value).join(", ")});`);
+  out.push(`    let hi${tag} = vec4<f32>(${[4, 5, 6, 7].map(value).join(", ")});`);
   return out;
 }
 
@@ -174,13 +205,26 @@ export function quantForwardWgsl(
         }
       }
     }
-    for (const j of range(tn)) lines.push(...decodeWord(format, `${j}`, `r${j}`, "w"));
-    const xv = (i: number, e: number) => (aligned ? `xv${i}_${e >> 2}[${e & 3}]` : `x${i}_${e}`);
-    for (const e of range(8)) {
+    if (!aligned) {
       for (const i of range(tm)) {
-        for (const j of range(tn)) {
-          lines.push(`    acc${i}_${j} = fma(${xv(i, e)}, w${j}_${e}, acc${i}_${j});`);
-        }
+        lines.push(`    let xv${i}_0 = vec4<f32>(x${i}_0, x${i}_1, x${i}_2, x${i}_3);`);
+        lines.push(`    let xv${i}_1 = vec4<f32>(x${i}_4, x${i}_5, x${i}_6, x${i}_7);`);
+      }
+    }
+    if (format === "int4") {
+      // Σ (q − z)·s·x = s·(q·x) − z·s·Σx: the zero point costs one term per word, not per element.
+      for (const i of range(tm)) {
+        lines.push(`    let xs${i} = dot(xv${i}_0 + xv${i}_1, vec4<f32>(1.0));`);
+      }
+    }
+    for (const j of range(tn)) lines.push(...decodeWordVec4(format, `${j}`, `r${j}`));
+    for (const i of range(tm)) {
+      for (const j of range(tn)) {
+        const dots = `dot(lo${j}, xv${i}_0) + dot(hi${j}, xv${i}_1)`;
+        if (format === "f32") lines.push(`    acc${i}_${j} += ${dots};`);
+        else if (format === "int4") {
+          lines.push(`    acc${i}_${j} += fma(s${j}, ${dots}, -zs${j} * xs${i});`);
+        } else lines.push(`    acc${i}_${j} = fma(s${j}, ${dots}, acc${i}_${j});`);
       }
     }
     return lines;
@@ -189,6 +233,7 @@ export function quantForwardWgsl(
   for (const j of range(tn)) pre.push(`  let r${j} = min(o0 + ${j}u, p.N - 1u);`);
   for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * p.K;`);
   for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
+  for (const j of range(tn)) pre.push(`  var s${j} = 0.0;\n  var zs${j} = 0.0;`);
   const store: string[] = [];
   for (const i of range(tm)) {
     store.push(`  if (t0 + ${i}u < p.M) {`);

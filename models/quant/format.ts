@@ -10,8 +10,11 @@
 
 /** NF4 (QLoRA): 16 NormalFloat levels × per-block absmax, optionally double-quantized. */
 export interface Nf4Weight {
+  /** Format tag. */
   format: "nf4";
+  /** Output features (rows of W). */
   rows: number;
+  /** Input features (columns of W). */
   cols: number;
   /** Elements per absmax block along a row (QLoRA: 64). A multiple of 8. */
   blockSize: number;
@@ -42,8 +45,11 @@ export interface Nf4DoubleQuant {
 
 /** Asymmetric int4 (GPTQ / QA-LoRA style): w ≈ (q − zero)·scale per group along a row. */
 export interface Int4Weight {
+  /** Format tag. */
   format: "int4";
+  /** Output features (rows of W). */
   rows: number;
+  /** Input features (columns of W). */
   cols: number;
   /** Elements per group along a row: 32, 64 or 128. */
   groupSize: number;

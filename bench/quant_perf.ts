@@ -1,0 +1,88 @@
+/**
+ * 4-bit kernel measurements for `deno task perf`: matrix-vector (decode) and batched (prefill)
+ * products against a 4096×4096 weight, each format timed against the f32 weight run through the
+ * same kernel family in the same run.
+ */
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import {
+  type GpuQuantWeight,
+  quantMatmul,
+  uploadF32Weight,
+  uploadQuantized,
+} from "../kernels/quant/qmatmul.ts";
+import { quantizeNf4 } from "../models/quant/nf4.ts";
+import { quantizeInt4 } from "../models/quant/int4.ts";
+import { randomF32 } from "../kernels/testing/mod.ts";
+import { gflops, median, sig3, timeMs } from "./timing.ts";
+
+/** Median GPU-timestamp milliseconds of `record` over `reps` profiled submits (null: no timer). */
+async function gpuMs(
+  rt: GpuRuntime,
+  record: (batch: ReturnType<GpuRuntime["batch"]>) => Promise<unknown>,
+  reps = 5,
+): Promise<number | null> {
+  if (!rt.gpu.hasTimestamps) return null;
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const batch = rt.batch({ profile: true });
+    await record(batch);
+    await batch.submit();
+    times.push((await batch.durations())[0].ns / 1e6);
+  }
+  return median(times);
+}
+
+const MATVECS_PER_BATCH = 8;
+
+/** Run the 4-bit measurements; `log` gets progress lines. */
+export async function quantPerf(
+  rt: GpuRuntime,
+  log: (msg: string) => void,
+  dim = 4096,
+  tokens = 64,
+): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  log(`4-bit: quantizing a ${dim}×${dim} weight (NF4, int4 g128) ...`);
+  const w = randomF32(dim * dim, 11).map((v) => v * 0.05);
+  const weights: [string, GpuQuantWeight][] = [
+    ["f32", uploadF32Weight(rt, w, dim, dim)],
+    ["nf4", uploadQuantized(rt, quantizeNf4(w, dim, dim))],
+    ["int4", uploadQuantized(rt, quantizeInt4(w, dim, dim, 128))],
+  ];
+  const x1 = rt.upload(randomF32(dim, 12), [1, dim]);
+  const xb = rt.upload(randomF32(tokens * dim, 13), [tokens, dim]);
+  const y1 = rt.empty([1, dim]);
+  const yb = rt.empty([tokens, dim]);
+  const ms: Record<string, { vec: number; mat: number; vecGpu: number | null }> = {};
+  for (const [name, gw] of weights) {
+    // A decode step runs many layers' matvecs per submit; timing 8 per batch keeps Deno's
+    // ~11 ms submit-to-completion round trip (measured on llvmpipe) from hiding the kernels.
+    const vec = (await timeMs(async () => {
+      const batch = rt.batch();
+      for (let i = 0; i < MATVECS_PER_BATCH; i++) await quantMatmul(rt, x1, gw, { out: y1, batch });
+      await batch.submit();
+    }, 5)) / MATVECS_PER_BATCH;
+    const mat = await timeMs(() => quantMatmul(rt, xb, gw, { out: yb }).then(() => {}), 3);
+    const vecGpu = await gpuMs(rt, (batch) => quantMatmul(rt, x1, gw, { out: y1, batch }));
+    ms[name] = { vec, mat, vecGpu };
+    if (vecGpu !== null) out[`${name}_matvec_gpu_timestamp_ms_${dim}`] = sig3(vecGpu);
+    const gbps = (gw.bytes + 4 * 2 * dim) / vec / 1e6;
+    log(
+      `  ${name}: matvec ${vec.toFixed(2)} ms (${gbps.toFixed(2)} GB/s of weight+io), ` +
+        `${tokens}-token matmul ${mat.toFixed(1)} ms`,
+    );
+    out[`${name}_weight_bytes_${dim}`] = gw.bytes;
+    out[`${name}_bits_per_weight`] = sig3((8 * gw.bytes) / (dim * dim));
+    out[`${name}_matvec_ms_${dim}`] = sig3(vec);
+    out[`${name}_matvec_gbps_${dim}`] = sig3(gbps);
+    out[`${name}_matmul${tokens}_gflops_${dim}`] = sig3(gflops(2 * tokens * dim * dim, mat));
+  }
+  for (const name of ["nf4", "int4"]) {
+    out[`${name}_vs_f32_matvec_${dim}`] = sig3(ms.f32.vec / ms[name].vec);
+    const [f, q] = [ms.f32.vecGpu, ms[name].vecGpu];
+    if (f !== null && q !== null) out[`${name}_vs_f32_matvec_gpu_timestamp_${dim}`] = sig3(f / q);
+    out[`${name}_vs_f32_matmul${tokens}_${dim}`] = sig3(ms.f32.mat / ms[name].mat);
+  }
+  for (const [, gw] of weights) gw.release();
+  return out;
+}
