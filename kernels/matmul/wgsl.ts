@@ -159,6 +159,20 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
 `;
 }
 
+/** Store the TM×TN block `acc{i}_{j}` at (row0, col0) of batch offset `cOff`, inside bounds. */
+function storeBlock(tm: number, tn: number): string[] {
+  const lines: string[] = [];
+  for (const i of range(tm)) {
+    lines.push(`  if (row0 + ${i}u < p.M) {`);
+    lines.push(`    let rc = cOff + (row0 + ${i}u) * p.N + col0;`);
+    for (const j of range(tn)) {
+      lines.push(`    if (col0 + ${j}u < p.N) { storeC(rc + ${j}u, acc${i}_${j}); }`);
+    }
+    lines.push(`  }`);
+  }
+  return lines;
+}
+
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);
 }
@@ -249,14 +263,7 @@ function registerWgsl(
   }
   lines.push(`  }`);
   lines.push(`  let cOff = gid.z * p.batchStrideC;`);
-  for (const i of range(tm)) {
-    lines.push(`  if (row0 + ${i}u < p.M) {`);
-    lines.push(`    let rc = cOff + (row0 + ${i}u) * p.N + col0;`);
-    for (const j of range(tn)) {
-      lines.push(`    if (col0 + ${j}u < p.N) { storeC(rc + ${j}u, acc${i}_${j}); }`);
-    }
-    lines.push(`  }`);
-  }
+  lines.push(...storeBlock(tm, tn));
   return `${MATMUL_PARAMS_WGSL}
 ${bindings(vecA, vecB)}
 ${STORE_FN}
@@ -295,15 +302,7 @@ function sharedWgsl(
       compute.push(`      acc${i}_${j} = fma(a${i}, b${j}, acc${i}_${j});`);
     }
   }
-  const store: string[] = [];
-  for (const i of range(tm)) {
-    store.push(`  if (row0 + ${i}u < p.M) {`);
-    store.push(`    let rc = cOff + (row0 + ${i}u) * p.N + col0;`);
-    for (const j of range(tn)) {
-      store.push(`    if (col0 + ${j}u < p.N) { storeC(rc + ${j}u, acc${i}_${j}); }`);
-    }
-    store.push(`  }`);
-  }
+  const store = storeBlock(tm, tn);
   return `${MATMUL_PARAMS_WGSL}
 ${bindings()}
 ${STORE_FN}
