@@ -85,22 +85,21 @@ function scaleFns(format: QuantKernelFormat): string {
   switch (format) {
     case "nf4":
       return `${nf4LevelFn()}
-fn blockScale(row: u32, word: u32) -> f32 {
-  return scales[row * p.bpr + (word * 8u) / p.blockSize];
+fn blockScale(row: u32, blk: u32) -> f32 {
+  return scales[row * p.bpr + blk];
 }`;
     case "nf4dq":
       return `${nf4LevelFn()}
-fn blockScale(row: u32, word: u32) -> f32 {
-  let i = row * p.bpr + (word * 8u) / p.blockSize;
+fn blockScale(row: u32, blk: u32) -> f32 {
+  let i = row * p.bpr + blk;
   let code = extractBits(bitcast<i32>(aux[i >> 2u]), (i & 3u) * 8u, 8u); // sign-extended int8
   return f32(code) * scales[i / p.dqGroup] + p.dqOffset;
 }`;
     case "int4":
-      return `fn blockScale(row: u32, word: u32) -> f32 {
-  return scales[row * p.bpr + (word * 8u) / p.blockSize];
+      return `fn blockScale(row: u32, blk: u32) -> f32 {
+  return scales[row * p.bpr + blk];
 }
-fn blockZero(row: u32, word: u32) -> f32 {
-  let g = (word * 8u) / p.blockSize;
+fn blockZero(row: u32, g: u32) -> f32 {
   return f32((aux[row * p.zpr + (g >> 3u)] >> ((g & 7u) * 4u)) & 15u);
 }`;
     case "f32":
@@ -109,26 +108,21 @@ fn blockZero(row: u32, word: u32) -> f32 {
 }
 
 /**
- * WGSL lines that define `w{tag}_{e}` (e = 0..7), the 8 dequantized weights of word `wordExpr`
- * of row `rowExpr` (backward kernel: rows change every step, so the scale is loaded each time).
+ * Backward-kernel decode: WGSL lines that define `w{tag}_{e}` (e = 0..7), the 8 dequantized
+ * weights of word `wordExpr` of row `rowExpr`, whose block index the caller holds in `blk{tag}`.
+ * Rows change every step, so the scale is loaded each time.
  */
 function decodeWord(
-  format: QuantKernelFormat,
+  format: "nf4" | "nf4dq" | "int4",
   tag: string,
   rowExpr: string,
   wordExpr: string,
 ): string[] {
   const out: string[] = [];
-  if (format === "f32") {
-    out.push(`    let wv${tag}_0 = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u];`);
-    out.push(`    let wv${tag}_1 = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u + 1u];`);
-    for (const e of range(8)) out.push(`    let w${tag}_${e} = wv${tag}_${e >> 2}[${e & 3}];`);
-    return out;
-  }
   out.push(`    let word${tag} = wq[${rowExpr} * p.wpr + ${wordExpr}];`);
-  out.push(`    let s${tag} = blockScale(${rowExpr}, ${wordExpr});`);
+  out.push(`    let s${tag} = blockScale(${rowExpr}, blk${tag});`);
   if (format === "int4") {
-    out.push(`    let zs${tag} = blockZero(${rowExpr}, ${wordExpr}) * s${tag};`);
+    out.push(`    let zs${tag} = blockZero(${rowExpr}, blk${tag}) * s${tag};`);
   }
   for (const e of range(8)) {
     const code = `((word${tag} >> ${4 * e}u) & 15u)`;
@@ -154,10 +148,11 @@ function decodeWordVec4(format: QuantKernelFormat, tag: string, rowExpr: string)
     ];
   }
   const out = [`    let word${tag} = wq[${rowExpr} * p.wpr + w];`];
-  // Uniform branch: every invocation is at the same word.
-  out.push(`    if ((w * 8u) % p.blockSize == 0u) {`);
-  out.push(`      s${tag} = blockScale(${rowExpr}, w);`);
-  if (format === "int4") out.push(`      zs${tag} = blockZero(${rowExpr}, w) * s${tag};`);
+  // Uniform branch (every invocation is at the same word), and no integer division in the loop:
+  // llvmpipe divides lane by lane.
+  out.push(`    if (left == 0u) {`);
+  out.push(`      s${tag} = blockScale(${rowExpr}, blk);`);
+  if (format === "int4") out.push(`      zs${tag} = blockZero(${rowExpr}, blk) * s${tag};`);
   out.push(`    }`);
   // Shift and mask, not extractBits: naga clamps extractBits' offset and count on every call.
   const code = (
@@ -218,6 +213,8 @@ export function quantForwardWgsl(
       }
     }
     for (const j of range(tn)) lines.push(...decodeWordVec4(format, `${j}`, `r${j}`));
+    lines.push(`    if (left == 0u) { left = wpb; blk += 1u; }`);
+    lines.push(`    left -= 1u;`);
     for (const i of range(tm)) {
       for (const j of range(tn)) {
         const dots = `dot(lo${j}, xv${i}_0) + dot(hi${j}, xv${i}_1)`;
@@ -234,6 +231,9 @@ export function quantForwardWgsl(
   for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * p.K;`);
   for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
   for (const j of range(tn)) pre.push(`  var s${j} = 0.0;\n  var zs${j} = 0.0;`);
+  // Block bookkeeping by counting words: blk is the block of the current word, left the words
+  // remaining in it before the scale must be reloaded.
+  pre.push(`  let wpb = p.blockSize / 8u;\n  var blk = 0u;\n  var left = 0u;`);
   const store: string[] = [];
   for (const i of range(tm)) {
     store.push(`  if (t0 + ${i}u < p.M) {`);
@@ -279,6 +279,7 @@ export function quantBackwardWgsl(format: QuantKernelFormat, cfg: QuantBackwardC
   const { tm, tw } = cfg;
   const pre: string[] = [];
   for (const q of range(tw)) pre.push(`  let wc${q} = min(c0 + ${q}u, p.wpr - 1u);`);
+  for (const q of range(tw)) pre.push(`  let blk${q} = (wc${q} * 8u) / p.blockSize;`);
   for (const i of range(tm)) pre.push(`  let dr${i} = min(t0 + ${i}u, p.M - 1u) * p.N;`);
   for (const i of range(tm)) {
     for (const q of range(tw)) for (const e of range(8)) pre.push(`  var acc${i}_${q}_${e} = 0.0;`);
