@@ -73,7 +73,7 @@ log(`  ${tunedMs.toFixed(1)} ms`);
 const profiled = rt.batch({ profile: true });
 await matmul(rt, a, b, { m: size, n: size, k: size }, { out: c, kernel: tuned, batch: profiled });
 await profiled.submit();
-const gpuNs = (await profiled.durations())[0]?.ns;
+const gpuNs = profiled.durations()[0]?.ns;
 log(`tfjs-webgpu matMul (peer) ...`);
 const tf = await tfjsMatmul(aData, bData, size, size, size);
 const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);

@@ -27,7 +27,7 @@ async function gpuMs(
     const batch = rt.batch({ profile: true });
     await record(batch);
     await batch.submit();
-    times.push((await batch.durations())[0].ns / 1e6);
+    times.push(batch.durations()[0].ns / 1e6);
   }
   return median(times);
 }

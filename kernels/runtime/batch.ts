@@ -32,7 +32,7 @@ export class Batch {
   readonly #labels: string[] = [];
   readonly #querySet: GPUQuerySet | null;
   #submitted = false;
-  #timings: Promise<KernelTiming[]> | null = null;
+  #timings: KernelTiming[] = [];
 
   /** Prefer {@link GpuRuntime.batch}; `profile` asks for GPU timestamps per dispatch. */
   constructor(gpu: Gpu, pool: BufferPool, profile = false) {
@@ -158,11 +158,10 @@ export class Batch {
         await staging.mapAsync(GPUMapMode.READ, 0, 16 * profiled);
         const ticks = new BigUint64Array(staging.getMappedRange(0, 16 * profiled).slice(0));
         staging.unmap();
-        const timings = this.#labels.slice(0, profiled).map((label, i) => ({
+        this.#timings = this.#labels.slice(0, profiled).map((label, i) => ({
           label,
           ns: Number(ticks[2 * i + 1] - ticks[2 * i]),
         }));
-        this.#timings = Promise.resolve(timings);
       }
     } finally {
       for (const t of this.#temps) this.#pool.release(t);
@@ -173,7 +172,7 @@ export class Batch {
   }
 
   /** GPU time per dispatch, after `submit()` resolved; empty when not profiled. */
-  async durations(): Promise<KernelTiming[]> {
-    return this.#timings ? await this.#timings : [];
+  durations(): KernelTiming[] {
+    return [...this.#timings];
   }
 }

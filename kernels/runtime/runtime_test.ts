@@ -85,7 +85,7 @@ Deno.test("batch: many dispatches in one submit, with GPU timestamps per dispatc
   await matmul(rt, a, b, { m: n, n, k: n }, { out: once });
   const [tripled, single] = [await rt.read(c), await rt.read(once)];
   for (let i = 0; i < n * n; i++) assert.ok(Math.abs(tripled[i] - 3 * single[i]) < 1e-4);
-  const timings = await batch.durations();
+  const timings = batch.durations();
   if (rt.gpu.hasTimestamps) {
     assert.equal(timings.length, 3);
     for (const t of timings) {
