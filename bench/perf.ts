@@ -8,7 +8,12 @@
  */
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
-import { defaultMatmulKernel, matmul, NAIVE_MATMUL } from "../kernels/matmul/matmul.ts";
+import {
+  defaultMatmulKernel,
+  isCpuAdapter,
+  matmul,
+  NAIVE_MATMUL,
+} from "../kernels/matmul/matmul.ts";
 import { kernelName, type MatmulKernelConfig } from "../kernels/matmul/wgsl.ts";
 import { randomF32 } from "../kernels/testing/mod.ts";
 import { cpuPeakGflops, gflops, sig3, timeMs } from "./timing.ts";
@@ -19,7 +24,6 @@ const { values } = parseArgs({
   args: Deno.args,
   options: {
     sweep: { type: "boolean", default: false },
-    only: { type: "string" },
     grid: { type: "string" },
     size: { type: "string", default: "1024" },
   },
@@ -29,9 +33,8 @@ if (!Number.isInteger(size) || size < 1) throw new Error(`--size must be a posit
 
 const log = (msg: string) => console.error(`[perf] ${msg}`);
 const rt = await GpuRuntime.create();
-const isCpu = /llvmpipe|lavapipe|swiftshader/i.test(rt.gpu.description);
 const flops = 2 * size ** 3;
-const peak = isCpu ? cpuPeakGflops() : null;
+const peak = isCpuAdapter(rt.gpu) ? cpuPeakGflops() : null;
 
 const aData = randomF32(size * size, 1);
 const bData = randomF32(size * size, 2);
