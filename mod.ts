@@ -76,6 +76,7 @@ export {
 } from "./kernels/matmul/wgsl.ts";
 export {
   blocksPerRow,
+  checkWeightInput,
   getCode,
   type Int4Weight,
   type Nf4DoubleQuant,

@@ -119,6 +119,26 @@ export function quantizedBytes(w: QuantizedWeight): { bytes: number; bitsPerWeig
   return { bytes, bitsPerWeight: (8 * bytes) / (w.rows * w.cols) };
 }
 
+/**
+ * Check a row-major `rows × cols` f32 weight before quantizing it: its length, and that every
+ * value is finite (the error gives the first bad (row, col)). `who` names the caller.
+ */
+export function checkWeightInput(
+  weight: Float32Array,
+  rows: number,
+  cols: number,
+  who: string,
+): void {
+  if (weight.length !== rows * cols) {
+    throw new RangeError(`${who}: ${weight.length} values for a ${rows}×${cols} weight`);
+  }
+  for (let i = 0; i < weight.length; i++) {
+    if (!Number.isFinite(weight[i])) {
+      throw new RangeError(`${who}: non-finite weight at (${Math.floor(i / cols)}, ${i % cols})`);
+    }
+  }
+}
+
 function expectLength(name: string, got: number, want: number, what: string): void {
   if (got !== want) {
     throw new RangeError(`${what}: ${name} has ${got} elements, expected ${want}`);

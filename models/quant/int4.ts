@@ -5,6 +5,7 @@
  */
 import {
   blocksPerRow,
+  checkWeightInput,
   type Int4Weight,
   packCodes,
   unpackCodes,
@@ -18,9 +19,7 @@ export function quantizeInt4(
   cols: number,
   groupSize = 128,
 ): Int4Weight {
-  if (weight.length !== rows * cols) {
-    throw new RangeError(`quantizeInt4: ${weight.length} values for a ${rows}×${cols} weight`);
-  }
+  checkWeightInput(weight, rows, cols, "quantizeInt4");
   if (![32, 64, 128].includes(groupSize)) {
     throw new RangeError(`quantizeInt4: groupSize=${groupSize} must be 32, 64 or 128`);
   }
@@ -35,9 +34,6 @@ export function quantizeInt4(
       let lo = 0; // the range always contains 0 so that zero is exactly representable
       let hi = 0;
       for (let i = start; i < end; i++) {
-        if (!Number.isFinite(weight[i])) {
-          throw new RangeError(`quantizeInt4: non-finite weight at (${r}, ${i - r * cols})`);
-        }
         lo = Math.min(lo, weight[i]);
         hi = Math.max(hi, weight[i]);
       }

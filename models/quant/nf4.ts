@@ -4,6 +4,7 @@
  */
 import {
   blocksPerRow,
+  checkWeightInput,
   type Nf4DoubleQuant,
   type Nf4Weight,
   packCodes,
@@ -89,9 +90,7 @@ export function quantizeNf4(
   options: Nf4Options = {},
 ): Nf4Weight {
   const blockSize = options.blockSize ?? 64;
-  if (weight.length !== rows * cols) {
-    throw new RangeError(`quantizeNf4: ${weight.length} values for a ${rows}×${cols} weight`);
-  }
+  checkWeightInput(weight, rows, cols, "quantizeNf4");
   if (!Number.isInteger(blockSize) || blockSize < 8 || blockSize % 8 !== 0) {
     throw new RangeError(`quantizeNf4: blockSize=${blockSize} must be a multiple of 8`);
   }
@@ -103,12 +102,7 @@ export function quantizeNf4(
       const start = r * cols + b * blockSize;
       const end = r * cols + Math.min(cols, (b + 1) * blockSize);
       let m = 0;
-      for (let i = start; i < end; i++) {
-        if (!Number.isFinite(weight[i])) {
-          throw new RangeError(`quantizeNf4: non-finite weight at (${r}, ${i - r * cols})`);
-        }
-        m = Math.max(m, Math.abs(weight[i]));
-      }
+      for (let i = start; i < end; i++) m = Math.max(m, Math.abs(weight[i]));
       absmax[r * bpr + b] = m;
       for (let i = start; i < end; i++) codes[i] = m === 0 ? NF4_ZERO_CODE : nf4Code(weight[i] / m);
     }
