@@ -12,7 +12,14 @@
  *   asymmetric group-wise int4 ({@link quantizeInt4}), and fused WGSL kernels that dequantize in
  *   registers: {@link quantMatmul} (y = x·Wᵀ, decode and prefill) and
  *   {@link quantMatmulBackward} (dx = dy·W);
- * - the report schema of the kernel self-check ({@link SelfCheckReportSchema}).
+ * - adapters ({@link createAdapter}): MoKA and MoKA_s ({@link MokaAdapter}, the vec-trick on the
+ *   GPU via {@link KronMixtureGpu}), KronA, LoKr (PEFT's layout), LoRA and DoRA, each with a
+ *   float64 reference, GPU forward/backward, merge, and safetensors files ({@link saveAdapters});
+ *   whole-model parameter counts ({@link countTrainableParams});
+ * - AdamW on the GPU ({@link adamwStep}), the expressiveness experiment ({@link fitTarget});
+ * - the llama2.c checkpoint reader ({@link loadLlama2c}) and a safetensors reader/writer;
+ * - report schemas ({@link SelfCheckReportSchema}, {@link ExpressivenessReportSchema}) and SVG
+ *   plots ({@link renderLinePlot}).
  *
  * @example
  * ```ts
@@ -120,6 +127,9 @@ export {
   type QuantKernelFormat,
 } from "./kernels/quant/wgsl.ts";
 export {
+  type ExpressivenessReport,
+  ExpressivenessReportSchema,
+  type ExpressivenessRow,
   parseSelfCheckReport,
   type ReportSchema,
   type SelfCheckReport,
@@ -127,3 +137,135 @@ export {
   type SelfCheckRow,
   SelfCheckRowSchema,
 } from "./reports/schema.ts";
+export type { Schema } from "./models/schema.ts";
+export { escapeXml, type LinePlot, renderLinePlot, type Series } from "./reports/svg.ts";
+
+// Adapters: common interface, the five families, files and parameter counts.
+export {
+  Adapter,
+  type AdapterMath,
+  type AdapterStart,
+  type CpuGradients,
+  type F64Params,
+  type GpuAdapterLayer,
+  type Params,
+  type ParamSpec,
+  type PassOptions,
+} from "./models/adapters/adapter.ts";
+export {
+  type AdapterConfig,
+  AdapterConfigSchema,
+  adapterFromParams,
+  type AdapterKind,
+  createAdapter,
+  parseAdapterConfig,
+  trainableParams,
+} from "./models/adapters/registry.ts";
+export { type MokaConfig, MokaConfigSchema, mokaShapes } from "./models/adapters/moka/config.ts";
+export { MokaAdapter } from "./models/adapters/moka/layer.ts";
+export { kronMixtureDelta, mokaMerged } from "./models/adapters/moka/merge.ts";
+export {
+  mokaShapeCandidates,
+  type MokaShapeProposal,
+  proposeMokaShapes,
+} from "./models/adapters/moka/shapes.ts";
+export { type KronaConfig, KronaConfigSchema } from "./models/adapters/krona/config.ts";
+export { KronaAdapter } from "./models/adapters/krona/layer.ts";
+export {
+  factorization,
+  type LokrConfig,
+  LokrConfigSchema,
+  type LokrLayout,
+  lokrLayout,
+} from "./models/adapters/lokr/config.ts";
+export { LokrAdapter } from "./models/adapters/lokr/layer.ts";
+export { type LoraConfig, LoraConfigSchema } from "./models/adapters/lora/config.ts";
+export { LoraAdapter } from "./models/adapters/lora/layer.ts";
+export { type DoraConfig, DoraConfigSchema } from "./models/adapters/dora/config.ts";
+export { DoraAdapter } from "./models/adapters/dora/layer.ts";
+export {
+  checkKronShape,
+  kronBackwardCpu,
+  kronForwardCpu,
+  kronMaterializeCpu,
+  type KronShape,
+  softmax,
+} from "./models/adapters/kron_cpu.ts";
+export { type KronComponentTensors, KronMixtureGpu } from "./models/adapters/kron_gpu.ts";
+export {
+  ADAPTER_FILE_FORMAT,
+  ADAPTER_FILE_VERSION,
+  type AdapterSet,
+  decodeAdapters,
+  encodeAdapters,
+  loadAdapters,
+  saveAdapters,
+} from "./models/adapters/io.ts";
+export { countTrainableParams, type ParamCount } from "./models/adapters/count.ts";
+export {
+  LLAMA2_7B,
+  LLAMA3_8B,
+  LLAMA_SHAPES,
+  type LlamaShape,
+  LlamaShapeSchema,
+  moduleDims,
+  parseTargetModule,
+  STORIES_260K,
+  TARGET_MODULES,
+  type TargetModule,
+} from "./models/llama_shapes.ts";
+export {
+  type Llama2cCheckpoint,
+  type Llama2cConfig,
+  type Llama2cLayer,
+  llama2cLayout,
+  loadLlama2c,
+  parseLlama2c,
+  parseLlama2cHeader,
+} from "./models/llama2c.ts";
+export {
+  encodeSafetensors,
+  parseSafetensors,
+  type SafetensorsDType,
+  type SafetensorsEntry,
+  type SafetensorsFile,
+} from "./models/safetensors.ts";
+export { dataDir, defaultModelPath, modelsDir } from "./models/paths.ts";
+export {
+  dropoutKeep,
+  gaussianArray,
+  hash32,
+  kaimingUniform,
+  rng,
+  uniformArray,
+} from "./models/random.ts";
+
+// Adapter kernels and the optimizer.
+export {
+  difference,
+  doraBackward,
+  doraForward,
+  doraNormGrad,
+  dotInto,
+  dropout,
+  gateBackward,
+  gatedAxpy,
+  grid1d,
+  kronExpand,
+  packUniform,
+  rowNorms,
+  sumSlices,
+  transposeBatched,
+} from "./kernels/adapters/ops.ts";
+export { gradMatmul, sliceCount } from "./kernels/adapters/grad_matmul.ts";
+export { type AdamWStep, adamwStep, adamwStepCpu } from "./kernels/optim/adamw.ts";
+
+// Evaluations.
+export {
+  adaptersForBudget,
+  type BudgetedAdapter,
+  type FitOptions,
+  type FitResult,
+  fitTarget,
+} from "./evals/expressiveness.ts";
+export { kronRearrange, singularValues, truncationError } from "./evals/svd.ts";

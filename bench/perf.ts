@@ -5,6 +5,7 @@
  *   deno task perf              headline numbers
  *   deno task perf --sweep      also time a grid of tile shapes (to pick per-device defaults)
  *   deno task perf --size 512   another problem size (default 1024)
+ *   deno task perf --only quant,adapters   some sections (matmul, quant, adapters)
  */
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
@@ -19,6 +20,7 @@ import { randomF32 } from "../kernels/testing/mod.ts";
 import { cpuPeakGflops, gflops, sig3, timeMs } from "./timing.ts";
 import { tfjsMatmul } from "./tfjs_peer.ts";
 import { quantPerf } from "./quant_perf.ts";
+import { adapterPerf } from "./adapter_perf.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -26,6 +28,7 @@ const { values } = parseArgs({
     sweep: { type: "boolean", default: false },
     grid: { type: "string" },
     size: { type: "string", default: "1024" },
+    only: { type: "string" },
   },
 });
 const size = Number(values.size);
@@ -64,40 +67,49 @@ const result: Record<string, unknown> = {
   backend: rt.gpu.backend,
 };
 
-log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
-const tuned = defaultMatmulKernel(rt.gpu);
-log(`naive kernel (baseline) ...`);
-const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
-log(`  ${naiveMs.toFixed(1)} ms`);
-log(`tuned kernel ${kernelName(tuned)} ...`);
-const tunedMs = await timeKernel(tuned, 7);
-log(`  ${tunedMs.toFixed(1)} ms`);
-// GPU-side time of the same kernel from timestamp queries: the wall time minus this is overhead.
-const profiled = rt.batch({ profile: true });
-await matmul(rt, a, b, { m: size, n: size, k: size }, { out: c, kernel: tuned, batch: profiled });
-await profiled.submit();
-const gpuNs = profiled.durations()[0]?.ns;
-log(`tfjs-webgpu matMul (peer) ...`);
-const tf = await tfjsMatmul(aData, bData, size, size, size);
-const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);
-tf.dispose();
-log(`  ${tfjsMs.toFixed(1)} ms`);
+const wants = (section: string) => !values.only || values.only.split(",").includes(section);
 
-const s = size;
-result[`matmul_naive_gflops_${s}`] = sig3(gflops(flops, naiveMs));
-result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
-result[`matmul_tuned_kernel`] = kernelName(tuned);
-if (gpuNs !== undefined) result[`matmul_tuned_gpu_timestamp_ms_${s}`] = sig3(gpuNs / 1e6);
-result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
-result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
-result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
-if (peak) {
-  result.cpu_peak_gflops_nominal = sig3(peak);
-  result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
-  result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
+if (wants("matmul")) {
+  log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
+  const tuned = defaultMatmulKernel(rt.gpu);
+  log(`naive kernel (baseline) ...`);
+  const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
+  log(`  ${naiveMs.toFixed(1)} ms`);
+  log(`tuned kernel ${kernelName(tuned)} ...`);
+  const tunedMs = await timeKernel(tuned, 7);
+  log(`  ${tunedMs.toFixed(1)} ms`);
+  // GPU-side time of the same kernel from timestamp queries: the wall time minus this is overhead.
+  const profiled = rt.batch({ profile: true });
+  await matmul(rt, a, b, { m: size, n: size, k: size }, { out: c, kernel: tuned, batch: profiled });
+  await profiled.submit();
+  const gpuNs = profiled.durations()[0]?.ns;
+  log(`tfjs-webgpu matMul (peer) ...`);
+  const tf = await tfjsMatmul(aData, bData, size, size, size);
+  const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);
+  tf.dispose();
+  log(`  ${tfjsMs.toFixed(1)} ms`);
+
+  const s = size;
+  result[`matmul_naive_gflops_${s}`] = sig3(gflops(flops, naiveMs));
+  result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
+  result[`matmul_tuned_kernel`] = kernelName(tuned);
+  if (gpuNs !== undefined) result[`matmul_tuned_gpu_timestamp_ms_${s}`] = sig3(gpuNs / 1e6);
+  result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
+  result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
+  result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
+  if (peak) {
+    result.cpu_peak_gflops_nominal = sig3(peak);
+    result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
+    result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
+  }
 }
 
-Object.assign(result, await quantPerf(rt, log));
+if (wants("quant")) {
+  Object.assign(result, await quantPerf(rt, log));
+}
+if (wants("adapters")) {
+  Object.assign(result, await adapterPerf(rt, log));
+}
 
 if (values.sweep || values.grid) {
   const sweep: Record<string, number> = {};
@@ -117,7 +129,7 @@ if (values.sweep || values.grid) {
     sweep[kernelName(cfg)] = sig3(gflops(flops, ms));
     log(`  sweep ${kernelName(cfg)}: ${sweep[kernelName(cfg)]} GFLOP/s`);
   }
-  result[`matmul_sweep_gflops_${s}`] = sweep;
+  result[`matmul_sweep_gflops_${size}`] = sweep;
 }
 
 console.log(JSON.stringify(result, null, 2));

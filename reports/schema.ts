@@ -3,21 +3,10 @@
  * or truncated file is refused with the field that is wrong.
  */
 import { z } from "zod";
+import type { Schema } from "../models/schema.ts";
 
-/**
- * The part of a zod schema the public API promises (the objects are zod schemas; typing them
- * this way keeps zod's internal types out of our documented surface).
- */
-export interface ReportSchema<T> {
-  /** Parse or throw a zod error listing the failing fields. */
-  parse(data: unknown): T;
-  /** Parse without throwing. */
-  safeParse(
-    data: unknown,
-  ):
-    | { success: true; data: T }
-    | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
-}
+/** A zod schema as the public API sees it (see `models/schema.ts`). */
+export type ReportSchema<T> = Schema<T>;
 
 /** One kernel self-check row. */
 export interface SelfCheckRow {
@@ -92,3 +81,69 @@ export function parseSelfCheckReport(text: string, file: string): SelfCheckRepor
   }
   return parsed.data;
 }
+
+/** One fit of the expressiveness experiment. */
+export interface ExpressivenessRow {
+  /** Target name (e.g. `random-64`, `stories260K-wq0`). */
+  target: string;
+  /** Budget the configuration was sized to. */
+  budget: number;
+  /** Adapter family (LoRA, DoRA, MoKA, ...). */
+  family: string;
+  /** The adapter config (as validated by the adapter's zod schema). */
+  config: Record<string, unknown>;
+  /** Exact trainable parameters. */
+  params: number;
+  /** Final ‖ΔW − T‖_F / ‖T‖_F. */
+  relError: number;
+  /** [step, relative error] along the run. */
+  curve: [number, number][];
+  /** Wall seconds of the fit. */
+  seconds: number;
+}
+
+/** `expressiveness.json`, written by `deno task expressiveness`. */
+export interface ExpressivenessReport {
+  /** Report kind tag. */
+  kind: "expressiveness";
+  /** ISO date. */
+  date: string;
+  /** GPU adapter description. */
+  adapter: string;
+  /** Layer size d (targets are d×d). */
+  d: number;
+  /** Adam steps per fit, peak lr, seed. */
+  steps: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Seed of targets and inits. */
+  seed: number;
+  /** Per target: best rank-r truncation error (Eckart–Young), the floor LoRA can reach. */
+  lowRankFloor: Record<string, [number, number][]>;
+  /** All fits. */
+  rows: ExpressivenessRow[];
+}
+
+const ExpressivenessRowZod = z.object({
+  target: z.string(),
+  budget: z.number().int().positive(),
+  family: z.string(),
+  config: z.record(z.string(), z.unknown()),
+  params: z.number().int().positive(),
+  relError: z.number().nonnegative(),
+  curve: z.array(z.tuple([z.number().int().nonnegative(), z.number().nonnegative()])),
+  seconds: z.number().nonnegative(),
+});
+
+/** Schema of {@link ExpressivenessReport}. */
+export const ExpressivenessReportSchema: ReportSchema<ExpressivenessReport> = z.object({
+  kind: z.literal("expressiveness"),
+  date: z.string(),
+  adapter: z.string(),
+  d: z.number().int().positive(),
+  steps: z.number().int().positive(),
+  lr: z.number().positive(),
+  seed: z.number().int(),
+  lowRankFloor: z.record(z.string(), z.array(z.tuple([z.number(), z.number()]))),
+  rows: z.array(ExpressivenessRowZod),
+});

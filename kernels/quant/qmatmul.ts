@@ -178,6 +178,9 @@ async function run(
   grid: [number, number],
   options: QuantMatmulOptions,
 ): Promise<void> {
+  if (out.buffer === input.buffer) {
+    throw new Error(`${label}: the output must not alias the input (rows are read after writes)`);
+  }
   const pipeline = await rt.pipelines.get(code, label);
   const batch = options.batch ?? rt.batch();
   batch.dispatch(

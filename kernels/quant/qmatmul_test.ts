@@ -103,4 +103,8 @@ Deno.test("quant: corrupt, short and mismatched inputs are rejected before the G
     quantMatmulBackward(rt, rt.upload(randomF32(7, 1), [7]), gw),
     /not a whole number of 8-feature rows/,
   );
+  const square = uploadQuantized(rt, quantizeNf4(weights(64 * 64, 5), 64, 64));
+  const xs = rt.upload(randomF32(64, 2), [1, 64]);
+  await assert.rejects(quantMatmul(rt, xs, square, { out: xs }), /must not alias the input/);
+  await assert.rejects(quantMatmulBackward(rt, xs, square, { out: xs }), /must not alias/);
 });

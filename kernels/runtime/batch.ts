@@ -29,6 +29,7 @@ export class Batch {
   readonly #pool: BufferPool;
   readonly #encoder: GPUCommandEncoder;
   readonly #temps: GPUBuffer[] = [];
+  readonly #releaseAfter: { release(): void }[] = [];
   readonly #labels: string[] = [];
   readonly #querySet: GPUQuerySet | null;
   #submitted = false;
@@ -108,6 +109,14 @@ export class Batch {
     this.#labels.push(label);
   }
 
+  /**
+   * Release `tensor` once the GPU has run this batch. Releasing a scratch tensor at once would let
+   * a `queue.writeBuffer` (an upload) reuse its buffer before this batch even runs.
+   */
+  releaseAfter(tensor: { release(): void }): void {
+    this.#releaseAfter.push(tensor);
+  }
+
   /** Record a buffer-to-buffer copy. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
     this.#encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
@@ -165,6 +174,7 @@ export class Batch {
       }
     } finally {
       for (const t of this.#temps) this.#pool.release(t);
+      for (const t of this.#releaseAfter) t.release();
       if (resolve) this.#pool.release(resolve);
       if (staging) this.#pool.release(staging);
       this.#querySet?.destroy();

@@ -17,14 +17,25 @@ export class GpuTensor {
   /** The underlying buffer; it may be larger than `byteLength` (pool buckets). */
   readonly buffer: GPUBuffer;
   readonly #pool: BufferPool | null;
+  readonly #borrowed: boolean;
   #released = false;
 
-  /** Wrap `buffer` (returned to `pool` on release, or destroyed when `pool` is null). */
-  constructor(shape: readonly number[], dtype: DType, buffer: GPUBuffer, pool: BufferPool | null) {
+  /**
+   * Wrap `buffer` (returned to `pool` on release, or destroyed when `pool` is null; left alone
+   * when `borrowed`, as for views).
+   */
+  constructor(
+    shape: readonly number[],
+    dtype: DType,
+    buffer: GPUBuffer,
+    pool: BufferPool | null,
+    borrowed = false,
+  ) {
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.buffer = buffer;
     this.#pool = pool;
+    this.#borrowed = borrowed;
     if (buffer.size < this.byteLength) {
       throw new RangeError(
         `buffer of ${buffer.size} bytes is too small for ${dtype}[${shape.join(", ")}]`,
@@ -51,8 +62,18 @@ export class GpuTensor {
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    if (this.#borrowed) return;
     if (this.#pool) this.#pool.release(this.buffer);
     else this.buffer.destroy();
+  }
+
+  /**
+   * The first elements of this tensor's buffer seen with another shape (scratch reuse: one buffer
+   * serves differently shaped temporaries in turn). The view never frees the buffer.
+   */
+  view(shape: readonly number[]): GpuTensor {
+    this.check("view");
+    return new GpuTensor(shape, this.dtype, this.buffer, null, true);
   }
 
   /** Throw unless the tensor is live and has the expected dtype / rank. */

@@ -6,6 +6,9 @@
  */
 import { GpuRuntime } from "../runtime/runtime.ts";
 import { sharedGpu } from "../runtime/device.ts";
+import { rng } from "../../models/random.ts";
+
+export { rng };
 
 let runtime: Promise<GpuRuntime> | null = null;
 
@@ -13,18 +16,6 @@ let runtime: Promise<GpuRuntime> | null = null;
 export function testRuntime(): Promise<GpuRuntime> {
   runtime ??= sharedGpu().then((gpu) => new GpuRuntime(gpu));
   return runtime;
-}
-
-/** Deterministic 32-bit PRNG (mulberry32): same seed, same stream, on every platform. */
-export function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** `n` values uniform in [-1, 1) from `seed`; never all zero. */

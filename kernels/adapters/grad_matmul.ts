@@ -1,0 +1,64 @@
+/**
+ * Weight gradients are long contractions over tokens: dW[m, n] = Σ_k L[k, m]·R[k, n] with k in
+ * the tens of thousands and m·n small (a 64×64 factor). One matmul would give the whole job to a
+ * handful of workgroups; split-K cuts k into slices that run as a batched matmul, then adds the
+ * partial results. Slices never straddle a token, so k = tokens·perToken splits on token bounds.
+ */
+import { matmul } from "../matmul/matmul.ts";
+import type { Batch } from "../runtime/batch.ts";
+import type { GpuRuntime } from "../runtime/runtime.ts";
+import type { GpuTensor } from "../runtime/tensor.ts";
+import { sumSlices } from "./ops.ts";
+
+/** Aim for about this many output tiles in flight: enough for a big GPU, cheap on a CPU. */
+const TARGET_SLICES = 32;
+
+/** The largest divisor of `tokens` not above `want` (1 when tokens is prime and large). */
+export function sliceCount(tokens: number, want: number): number {
+  for (let s = Math.min(want, tokens); s > 1; s--) if (tokens % s === 0) return s;
+  return 1;
+}
+
+/**
+ * out = beta·out + alpha·Lᵀ·R where L is [tokens·perTokenK, m] and R is [tokens·perTokenK, n], both
+ * row-major. Split-K over tokens when the output is small.
+ */
+export async function gradMatmul(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: {
+    left: GpuTensor;
+    right: GpuTensor;
+    out: GpuTensor;
+    m: number;
+    n: number;
+    tokens: number;
+    perTokenK: number;
+    alpha?: number;
+    beta?: number;
+  },
+): Promise<void> {
+  const { left, right, out, m, n, tokens, perTokenK, alpha = 1, beta = 0 } = args;
+  const k = tokens * perTokenK;
+  // Only split when the output is too small to fill the device on its own.
+  const want = Math.max(1, Math.floor((TARGET_SLICES * 64 * 64) / Math.max(1, m * n)));
+  const slices = sliceCount(tokens, Math.min(want, TARGET_SLICES));
+  if (slices === 1) {
+    await matmul(rt, left, right, { m, n, k, transA: true, alpha, beta }, { out, batch });
+    return;
+  }
+  const partial = rt.empty([slices, m, n]);
+  await matmul(rt, left, right, {
+    m,
+    n,
+    k: k / slices,
+    batch: slices,
+    transA: true,
+    alpha,
+  }, {
+    out: partial,
+    batch,
+  });
+  await sumSlices(rt, batch, { dst: out, src: partial, slices, beta });
+  batch.releaseAfter(partial);
+}

@@ -1,0 +1,584 @@
+/**
+ * Small element-wise and reduction kernels the adapters need around the matmuls: the softmax gate
+ * of MoKA applied on the GPU (so the gate never round-trips to the host), batched transposes,
+ * dropout, and DoRA's row norms and column scalings. Each has a CPU twin in `ops_cpu.ts` that the
+ * tests compare it with.
+ *
+ * All kernels are 1-D over elements with 256 invocations per workgroup; large launches fold into
+ * a 2-D grid (x · 65535 limit) and recover the flat index.
+ */
+import type { Batch } from "../runtime/batch.ts";
+import type { GpuRuntime } from "../runtime/runtime.ts";
+import type { GpuTensor } from "../runtime/tensor.ts";
+
+const WG = 256;
+
+/** Grid for `n` invocations of a 256-wide 1-D kernel, folded to 2-D past the dispatch limit. */
+export function grid1d(rt: GpuRuntime, n: number): [number, number] {
+  const groups = Math.ceil(n / WG);
+  const limit = rt.device.limits.maxComputeWorkgroupsPerDimension;
+  if (groups <= limit) return [groups, 1];
+  const y = Math.ceil(groups / limit);
+  return [Math.ceil(groups / y), y];
+}
+
+/** A uniform block from a list of u32 and f32 fields, in order (all 4 bytes). */
+export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuffer {
+  const buf = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
+  const u = new Uint32Array(buf);
+  const f = new Float32Array(buf);
+  fields.forEach((v, i) => {
+    if ("u" in v) u[i] = v.u;
+    else f[i] = v.f;
+  });
+  return buf;
+}
+
+/**
+ * Compile (cached) and record one kernel: binding 0 is the uniform block made of `fields`, then
+ * `buffers` in order; `invocations` is the 1-D size (folded to 2-D) or "one" for one workgroup.
+ */
+async function launch(
+  rt: GpuRuntime,
+  batch: Batch,
+  kernel: { code: string; label: string },
+  fields: ({ u: number } | { f: number })[],
+  buffers: GpuTensor[],
+  invocations: number | "one",
+): Promise<void> {
+  const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
+  batch.dispatch(
+    pipeline,
+    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.buffer)],
+    invocations === "one" ? [1] : grid1d(rt, invocations),
+  );
+}
+
+// Flat index of a 2-D folded 1-D launch.
+const INDEX = /* wgsl */ `
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * ${WG}u; }`;
+
+// softmax(gate)[i], stable: subtract the max. r is small (≤ 64), so every invocation recomputes.
+const GATE = /* wgsl */ `
+fn gateWeight(i: u32, r: u32) -> f32 {
+  var mx = gate[0];
+  for (var j = 1u; j < r; j++) { mx = max(mx, gate[j]); }
+  var sum = 0.0;
+  for (var j = 0u; j < r; j++) { sum += exp(gate[j] - mx); }
+  return exp(gate[i] - mx) / sum;
+}`;
+
+const GATED_AXPY_WGSL = /* wgsl */ `
+struct P { n: u32, comp: u32, r: u32, scale: f32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> gate: array<f32>;
+@group(0) @binding(2) var<storage, read> src: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+${INDEX}
+${GATE}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  let a = p.scale * gateWeight(p.comp, p.r);
+  var prev = 0.0;
+  if (p.beta != 0.0) { prev = p.beta * dst[i]; }
+  dst[i] = prev + a * src[i];
+}`;
+
+/**
+ * dst = beta·dst + scale·softmax(gate)[comp]·src over `n` elements. MoKA uses it to add a
+ * component's output with its gate weight (beta = 1) and to scale dy per component (beta = 0).
+ */
+export async function gatedAxpy(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: {
+    dst: GpuTensor;
+    src: GpuTensor;
+    gate: GpuTensor;
+    comp: number;
+    scale: number;
+    beta: number;
+  },
+): Promise<void> {
+  const { dst, src, gate, comp, scale, beta } = args;
+  const n = dst.size;
+  if (src.size !== n) throw new RangeError(`gatedAxpy: src ${src.size} vs dst ${n} elements`);
+  if (comp >= gate.size) throw new RangeError(`gatedAxpy: component ${comp} of ${gate.size}`);
+  await launch(
+    rt,
+    batch,
+    { code: GATED_AXPY_WGSL, label: "adapter/gated-axpy" },
+    [{ u: n }, { u: comp }, { u: gate.size }, { f: scale }, { f: beta }],
+    [gate, src, dst],
+    n,
+  );
+}
+
+const TRANSPOSE_WGSL = /* wgsl */ `
+struct P { n: u32, rows: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  // i indexes dst [batch, cols, rows]; read src [batch, rows, cols].
+  let per = p.rows * p.cols;
+  let b = i / per;
+  let rem = i - b * per;
+  let c = rem / p.rows;
+  let r = rem - c * p.rows;
+  dst[i] = src[b * per + r * p.cols + c];
+}`;
+
+/** dst[b] = src[b]ᵀ for a batch of rows×cols matrices. */
+export async function transposeBatched(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dst: GpuTensor; src: GpuTensor; rows: number; cols: number },
+): Promise<void> {
+  const { dst, src, rows, cols } = args;
+  const n = src.size;
+  if (dst.size !== n || n % (rows * cols) !== 0) {
+    throw new RangeError(`transpose: ${n} → ${dst.size} elements, matrices ${rows}×${cols}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: TRANSPOSE_WGSL, label: "adapter/transpose" },
+    [{ u: n }, { u: rows }, { u: cols }],
+    [src, dst],
+    n,
+  );
+}
+
+const DOT_WGSL = /* wgsl */ `
+struct P { n: u32, index: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+var<workgroup> partial: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  var s = 0.0;
+  for (var i = lid; i < p.n; i += ${WG}u) { s += a[i] * b[i]; }
+  partial[lid] = s;
+  workgroupBarrier();
+  for (var w = ${WG / 2}u; w > 0u; w >>= 1u) {
+    if (lid < w) { partial[lid] += partial[lid + w]; }
+    workgroupBarrier();
+  }
+  if (lid == 0u) { out[p.index] = partial[0]; }
+}`;
+
+/** out[index] = Σ a·b (one workgroup: meant for factor-sized vectors, not activations). */
+export async function dotInto(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { out: GpuTensor; index: number; a: GpuTensor; b: GpuTensor },
+): Promise<void> {
+  const { out, index, a, b } = args;
+  if (a.size !== b.size) throw new RangeError(`dot: ${a.size} vs ${b.size} elements`);
+  if (index >= out.size) throw new RangeError(`dot: index ${index} of ${out.size}`);
+  await launch(rt, batch, { code: DOT_WGSL, label: "adapter/dot" }, [{ u: a.size }, { u: index }], [
+    a,
+    b,
+    out,
+  ], "one");
+}
+
+const GATE_GRAD_WGSL = /* wgsl */ `
+struct P { r: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> gate: array<f32>;
+@group(0) @binding(2) var<storage, read> u: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dg: array<f32>;
+${GATE}
+@compute @workgroup_size(1)
+fn main() {
+  var total = 0.0;
+  for (var i = 0u; i < p.r; i++) { total += u[i]; }
+  for (var j = 0u; j < p.r; j++) { dg[j] = u[j] - gateWeight(j, p.r) * total; }
+}`;
+
+/**
+ * Softmax backward for the gate: given u_i = α_i·∂L/∂α_i, dg_j = u_j − α_j·Σ_i u_i.
+ * (u_i is ⟨B_i, dB_i⟩: the component output is linear in B_i, see `kron_gpu.ts`.)
+ */
+export async function gateBackward(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dg: GpuTensor; gate: GpuTensor; u: GpuTensor },
+): Promise<void> {
+  const { dg, gate, u } = args;
+  if (dg.size !== gate.size || u.size !== gate.size) {
+    throw new RangeError(`gateBackward: sizes ${dg.size}, ${gate.size}, ${u.size}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: GATE_GRAD_WGSL, label: "adapter/gate-grad" },
+    [{ u: gate.size }],
+    [gate, u, dg],
+    "one",
+  );
+}
+
+const DROPOUT_WGSL = /* wgsl */ `
+struct P { n: u32, seed: u32, p: f32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+${INDEX}
+fn hash32(x: u32) -> u32 {
+  let state = x * 747796405u + 2891336453u;
+  let word = ((state >> ((state >> 28u) + 4u)) ^ state) * 277803737u;
+  return (word >> 22u) ^ word;
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  // Compare in integers: the f32 of a u32 rounds, the CPU twin divides in float64.
+  let h = hash32(hash32(p.seed) ^ i);
+  let keep = f32(h >> 8u) >= p.p * 16777216.0;
+  dst[i] = select(0.0, src[i] * p.scale, keep);
+}`;
+
+/**
+ * Inverted dropout: dst = keep ? src/(1−p) : 0, the keep mask a hash of (seed, index) so the
+ * backward pass and the CPU reference regenerate it instead of storing it.
+ */
+export async function dropout(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dst: GpuTensor; src: GpuTensor; p: number; seed: number },
+): Promise<void> {
+  const { dst, src, p, seed } = args;
+  if (dst.size !== src.size) throw new RangeError(`dropout: ${src.size} vs ${dst.size}`);
+  if (!(p >= 0 && p < 1)) throw new RangeError(`dropout: p=${p} must be in [0, 1)`);
+  await launch(
+    rt,
+    batch,
+    { code: DROPOUT_WGSL, label: "adapter/dropout" },
+    [{ u: src.size }, { u: seed >>> 0 }, { f: p }, { f: 1 / (1 - p) }],
+    [src, dst],
+    src.size,
+  );
+}
+
+const ROW_NORM_WGSL = /* wgsl */ `
+struct P { rows: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> m: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let r = flat(gid, nwg);
+  if (r >= p.rows) { return; }
+  var s = 0.0;
+  for (var c = 0u; c < p.cols; c++) { let v = m[r * p.cols + c]; s += v * v; }
+  out[r] = sqrt(s);
+}`;
+
+/** out[r] = ‖m[r, :]‖₂ (DoRA's weight norm per output feature). */
+export async function rowNorms(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { out: GpuTensor; m: GpuTensor; rows: number; cols: number },
+): Promise<void> {
+  const { out, m, rows, cols } = args;
+  if (m.size !== rows * cols || out.size !== rows) {
+    throw new RangeError(`rowNorms: ${m.size} elements for ${rows}×${cols}, out ${out.size}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: ROW_NORM_WGSL, label: "adapter/row-norm" },
+    [{ u: rows }, { u: cols }],
+    [m, out],
+    rows,
+  );
+}
+
+const DORA_FORWARD_WGSL = /* wgsl */ `
+struct P { n: u32, cols: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> lora: array<f32>;
+@group(0) @binding(2) var<storage, read> magnitude: array<f32>;
+@group(0) @binding(3) var<storage, read> norm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> pre: array<f32>;
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  let o = i % p.cols;
+  let v = y[i] + p.scale * lora[i];
+  pre[i] = v;
+  y[i] = magnitude[o] / norm[o] * v;
+}`;
+
+/** DoRA's output: pre = y + s·lora; y = (m/‖W+ΔW‖)·pre, per output column. */
+export async function doraForward(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: {
+    y: GpuTensor;
+    lora: GpuTensor;
+    magnitude: GpuTensor;
+    norm: GpuTensor;
+    pre: GpuTensor;
+    scale: number;
+  },
+): Promise<void> {
+  const { y, lora, magnitude, norm, pre, scale } = args;
+  const cols = magnitude.size;
+  if (lora.size !== y.size || pre.size !== y.size || norm.size !== cols || y.size % cols) {
+    throw new RangeError(`doraForward: mismatched sizes`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: DORA_FORWARD_WGSL, label: "dora/forward" },
+    [{ u: y.size }, { u: cols }, { f: scale }],
+    [lora, magnitude, norm, pre, y],
+    y.size,
+  );
+}
+
+const DORA_BACKWARD_WGSL = /* wgsl */ `
+struct P { tokens: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> dy: array<f32>;
+@group(0) @binding(2) var<storage, read> pre: array<f32>;
+@group(0) @binding(3) var<storage, read> magnitude: array<f32>;
+@group(0) @binding(4) var<storage, read> norm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dm: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dyScaled: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let o = flat(gid, nwg);
+  if (o >= p.cols) { return; }
+  let inv = 1.0 / norm[o];
+  let s = magnitude[o] * inv;
+  var acc = 0.0;
+  for (var t = 0u; t < p.tokens; t++) {
+    let i = t * p.cols + o;
+    acc += dy[i] * pre[i];
+    dyScaled[i] = s * dy[i];
+  }
+  dm[o] = acc * inv;
+}`;
+
+/** DoRA backward, per output column o: dm_o = Σ_t dy·pre/‖·‖_o and dyScaled = dy·m_o/‖·‖_o. */
+export async function doraBackward(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: {
+    dy: GpuTensor;
+    pre: GpuTensor;
+    magnitude: GpuTensor;
+    norm: GpuTensor;
+    dm: GpuTensor;
+    dyScaled: GpuTensor;
+  },
+): Promise<void> {
+  const { dy, pre, magnitude, norm, dm, dyScaled } = args;
+  const cols = magnitude.size;
+  if (pre.size !== dy.size || dyScaled.size !== dy.size || dm.size !== cols || dy.size % cols) {
+    throw new RangeError(`doraBackward: mismatched sizes`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: DORA_BACKWARD_WGSL, label: "dora/backward" },
+    [{ u: dy.size / cols }, { u: cols }],
+    [dy, pre, magnitude, norm, dm, dyScaled],
+    cols,
+  );
+}
+
+const DORA_NORM_GRAD_WGSL = /* wgsl */ `
+struct P { n: u32, cols: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> v: array<f32>;
+@group(0) @binding(2) var<storage, read> magnitude: array<f32>;
+@group(0) @binding(3) var<storage, read> norm: array<f32>;
+@group(0) @binding(4) var<storage, read> dm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dv: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  let o = i / p.cols;
+  let nrm = norm[o];
+  dv[i] = -magnitude[o] * dm[o] / (nrm * nrm) * v[i];
+}`;
+
+/**
+ * Gradient through DoRA's norm when it is not detached: dV[o,:] = −m_o·dm_o/‖V_o‖²·V[o,:]
+ * (dm is the magnitude gradient, which already carries Σ_t dy·pre/‖V_o‖).
+ */
+export async function doraNormGrad(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dv: GpuTensor; v: GpuTensor; magnitude: GpuTensor; norm: GpuTensor; dm: GpuTensor },
+): Promise<void> {
+  const { dv, v, magnitude, norm, dm } = args;
+  const rows = magnitude.size;
+  if (dv.size !== v.size || v.size % rows || norm.size !== rows || dm.size !== rows) {
+    throw new RangeError(`doraNormGrad: mismatched sizes`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: DORA_NORM_GRAD_WGSL, label: "dora/norm-grad" },
+    [{ u: v.size }, { u: v.size / rows }],
+    [v, magnitude, norm, dm, dv],
+    v.size,
+  );
+}
+
+const KRON_EXPAND_WGSL = /* wgsl */ `
+struct P { rows: u32, cols: u32, mb: u32, nb: u32, comp: u32, r: u32, scale: f32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> gate: array<f32>;
+@group(0) @binding(2) var<storage, read> a: array<f32>;
+@group(0) @binding(3) var<storage, read> b: array<f32>;
+@group(0) @binding(4) var<storage, read_write> w: array<f32>;
+${INDEX}
+${GATE}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.rows * p.cols) { return; }
+  let o = i / p.cols;
+  let c = i - o * p.cols;
+  let na = p.cols / p.nb;
+  let av = a[(o / p.mb) * na + c / p.nb];
+  let bv = b[(o % p.mb) * p.nb + c % p.nb];
+  var prev = 0.0;
+  if (p.beta != 0.0) { prev = p.beta * w[i]; }
+  w[i] = prev + p.scale * gateWeight(p.comp, p.r) * av * bv;
+}`;
+
+/**
+ * w = beta·w + scale·softmax(gate)[comp]·(A ⊗ B): materialises one Kronecker component, for
+ * merging and for the dense baseline of the benchmarks (training never calls it).
+ */
+export async function kronExpand(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: {
+    w: GpuTensor;
+    a: GpuTensor;
+    b: GpuTensor;
+    mb: number;
+    nb: number;
+    rows: number;
+    cols: number;
+    gate: GpuTensor;
+    comp: number;
+    scale: number;
+    beta: number;
+  },
+): Promise<void> {
+  const { w, a, b, mb, nb, rows, cols, gate, comp, scale, beta } = args;
+  if (
+    w.size !== rows * cols || rows % mb || cols % nb || b.size !== mb * nb ||
+    a.size !== (rows / mb) * (cols / nb)
+  ) {
+    throw new RangeError(`kronExpand: shapes do not compose to ${rows}×${cols}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: KRON_EXPAND_WGSL, label: "kron/expand" },
+    [{ u: rows }, { u: cols }, { u: mb }, { u: nb }, { u: comp }, { u: gate.size }, { f: scale }, {
+      f: beta,
+    }],
+    [gate, a, b, w],
+    rows * cols,
+  );
+}
+
+const SUM_SLICES_WGSL = /* wgsl */ `
+struct P { n: u32, slices: u32, beta: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  var s = 0.0;
+  for (var k = 0u; k < p.slices; k++) { s += src[k * p.n + i]; }
+  var prev = 0.0;
+  if (p.beta != 0.0) { prev = p.beta * dst[i]; }
+  dst[i] = prev + s;
+}`;
+
+/** dst = beta·dst + Σ_k src[k] over `slices` stacked copies of dst's shape (split-K epilogue). */
+export async function sumSlices(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dst: GpuTensor; src: GpuTensor; slices: number; beta?: number },
+): Promise<void> {
+  const { dst, src, slices, beta = 0 } = args;
+  if (src.size !== dst.size * slices) {
+    throw new RangeError(`sumSlices: ${src.size} ≠ ${slices}×${dst.size}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: SUM_SLICES_WGSL, label: "adapter/sum-slices" },
+    [{ u: dst.size }, { u: slices }, { f: beta }],
+    [src, dst],
+    dst.size,
+  );
+}
+
+const DIFFERENCE_WGSL = /* wgsl */ `
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dst: array<f32>;
+${INDEX}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let i = flat(gid, nwg);
+  if (i >= p.n) { return; }
+  dst[i] = a[i] - b[i];
+}`;
+
+/** dst = a − b (e.g. the gradient of ½‖y − target‖²). */
+export async function difference(
+  rt: GpuRuntime,
+  batch: Batch,
+  args: { dst: GpuTensor; a: GpuTensor; b: GpuTensor },
+): Promise<void> {
+  const { dst, a, b } = args;
+  if (a.size !== dst.size || b.size !== dst.size) {
+    throw new RangeError(`difference: ${a.size} − ${b.size} → ${dst.size}`);
+  }
+  await launch(
+    rt,
+    batch,
+    { code: DIFFERENCE_WGSL, label: "adapter/difference" },
+    [{ u: dst.size }],
+    [a, b, dst],
+    dst.size,
+  );
+}

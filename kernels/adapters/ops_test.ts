@@ -1,0 +1,229 @@
+/**
+ * Each adapter kernel on fresh random inputs against a float64 CPU twin (the adapters' own tests
+ * cover them again in context). f32 tolerance: TOLERANCE.f32 relative.
+ */
+import assert from "node:assert/strict";
+import { kronMaterializeCpu, softmax } from "../../models/adapters/kron_cpu.ts";
+import { dropoutKeep } from "../../models/random.ts";
+import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
+import { gradMatmul } from "./grad_matmul.ts";
+import {
+  difference,
+  doraBackward,
+  doraForward,
+  doraNormGrad,
+  dotInto,
+  dropout,
+  gateBackward,
+  gatedAxpy,
+  kronExpand,
+  rowNorms,
+  sumSlices,
+  transposeBatched,
+} from "./ops.ts";
+
+const close = (out: ArrayLike<number>, ref: ArrayLike<number>, what: string) => {
+  const e = relativeError(out, ref);
+  assert.ok(e < TOLERANCE.f32, `${what}: relative error ${e}`);
+};
+
+Deno.test("ops: gated axpy, transpose, dot, gate backward, sum of slices", async () => {
+  const rt = await testRuntime();
+  const n = 70_001; // not a multiple of the workgroup
+  const gate32 = randomF32(5, 1);
+  const alpha = softmax(gate32);
+  const [src, dst0] = [randomF32(n, 2), randomF32(n, 3)];
+  const gate = rt.upload(gate32, [5]);
+  const dst = rt.upload(dst0, [n]);
+  const b = rt.batch();
+  await gatedAxpy(rt, b, { dst, src: rt.upload(src, [n]), gate, comp: 3, scale: 0.7, beta: 1 });
+  const t = rt.upload(randomF32(3 * 7 * 5, 4), [3, 7, 5]);
+  const tt = rt.empty([3, 5, 7]);
+  await transposeBatched(rt, b, { dst: tt, src: t, rows: 7, cols: 5 });
+  const u = rt.empty([5]);
+  const va = randomF32(1000, 5);
+  const vb = randomF32(1000, 6);
+  for (let i = 0; i < 5; i++) {
+    await dotInto(rt, b, {
+      out: u,
+      index: i,
+      a: rt.upload(va.map((x) => x * (i + 1)), [1000]),
+      b: rt.upload(vb, [1000]),
+    });
+  }
+  const dg = rt.empty([5]);
+  await gateBackward(rt, b, { dg, gate, u });
+  const slices = rt.upload(randomF32(4 * 33, 7), [4, 33]);
+  const summed = rt.upload(randomF32(33, 8), [33]);
+  await sumSlices(rt, b, { dst: summed, src: slices, slices: 4, beta: 0.5 });
+  const diff = rt.empty([n]);
+  await difference(rt, b, { dst: diff, a: rt.upload(src, [n]), b: rt.upload(dst0, [n]) });
+  await b.submit();
+  close(await rt.read(diff), Float64Array.from(src, (s, i) => s - dst0[i]), "difference");
+
+  close(
+    await rt.read(dst),
+    Float64Array.from(dst0, (d, i) => d + 0.7 * alpha[3] * src[i]),
+    "gatedAxpy",
+  );
+  const tIn = await rt.read(t);
+  const tRef = new Float64Array(105);
+  for (let k = 0; k < 3; k++) {
+    for (let r = 0; r < 7; r++) {
+      for (let c = 0; c < 5; c++) tRef[k * 35 + c * 7 + r] = tIn[k * 35 + r * 5 + c];
+    }
+  }
+  assert.deepEqual([...await rt.read(tt)], [...tRef], "transpose is exact");
+  let d = 0;
+  for (let i = 0; i < 1000; i++) d += va[i] * vb[i];
+  const uRef = [1, 2, 3, 4, 5].map((k) => k * d);
+  close(await rt.read(u), uRef, "dot");
+  const total = uRef.reduce((a, c) => a + c, 0);
+  close(await rt.read(dg), uRef.map((x, j) => x - alpha[j] * total), "gateBackward");
+  const sl = await rt.read(slices);
+  const sumRef = Float64Array.from(
+    { length: 33 },
+    (_, i) => sl[i] + sl[33 + i] + sl[66 + i] + sl[99 + i] + 0.5 * randomF32(33, 8)[i],
+  );
+  close(await rt.read(summed), sumRef, "sumSlices");
+});
+
+Deno.test("ops: dropout mask equals the CPU hash; kron expand equals A⊗B", async () => {
+  const rt = await testRuntime();
+  const n = 50_000;
+  const x = randomF32(n, 9);
+  const out = rt.empty([n]);
+  const b = rt.batch();
+  await dropout(rt, b, { dst: out, src: rt.upload(x, [n]), p: 0.3, seed: 4242 });
+  const a = randomF32(3 * 4, 10);
+  const bb = randomF32(5 * 2, 11);
+  const w0 = randomF32(15 * 8, 12);
+  const w = rt.upload(w0, [15, 8]);
+  const gate = rt.upload(new Float32Array([0.3, -1]), [2]);
+  await kronExpand(rt, b, {
+    w,
+    a: rt.upload(a, [3, 4]),
+    b: rt.upload(bb, [5, 2]),
+    mb: 5,
+    nb: 2,
+    rows: 15,
+    cols: 8,
+    gate,
+    comp: 1,
+    scale: 2,
+    beta: 1,
+  });
+  await b.submit();
+  const got = await rt.read(out);
+  let kept = 0;
+  for (let i = 0; i < n; i++) {
+    const keep = dropoutKeep(4242, i, 0.3);
+    kept += keep ? 1 : 0;
+    assert.equal(got[i], keep ? Math.fround(x[i] * Math.fround(1 / 0.7)) : 0, `element ${i}`);
+  }
+  assert.ok(Math.abs(kept / n - 0.7) < 0.01, `keep rate ${kept / n}`);
+  const ref = Float64Array.from(w0);
+  kronMaterializeCpu(
+    Float64Array.from(a),
+    Float64Array.from(bb),
+    { ma: 3, na: 4, mb: 5, nb: 2 },
+    2 * softmax([0.3, -1])[1],
+    ref,
+  );
+  close(await rt.read(w), ref, "kronExpand");
+});
+
+Deno.test("ops: DoRA row norms, forward, backward and norm gradient", async () => {
+  const rt = await testRuntime();
+  const [tokens, rows, cols] = [9, 13, 21];
+  const v = randomF32(rows * cols, 1);
+  const mag = randomF32(rows, 2).map((x) => 1 + Math.abs(x));
+  const y0 = randomF32(tokens * rows, 3);
+  const lora = randomF32(tokens * rows, 4);
+  const dy = randomF32(tokens * rows, 5);
+  const gv = rt.upload(v, [rows, cols]);
+  const norms = rt.empty([rows]);
+  const y = rt.upload(y0, [tokens, rows]);
+  const pre = rt.empty([tokens, rows]);
+  const dm = rt.empty([rows]);
+  const dys = rt.empty([tokens, rows]);
+  const dv = rt.empty([rows, cols]);
+  const m = rt.upload(mag, [rows]);
+  const b = rt.batch();
+  await rowNorms(rt, b, { out: norms, m: gv, rows, cols });
+  await doraForward(rt, b, {
+    y,
+    lora: rt.upload(lora, [tokens, rows]),
+    magnitude: m,
+    norm: norms,
+    pre,
+    scale: 0.5,
+  });
+  await doraBackward(rt, b, {
+    dy: rt.upload(dy, [tokens, rows]),
+    pre,
+    magnitude: m,
+    norm: norms,
+    dm,
+    dyScaled: dys,
+  });
+  await doraNormGrad(rt, b, { dv, v: gv, magnitude: m, norm: norms, dm });
+  await b.submit();
+  const nRef = Array.from(
+    { length: rows },
+    (_, o) => Math.hypot(...v.subarray(o * cols, (o + 1) * cols)),
+  );
+  close(await rt.read(norms), nRef, "rowNorms");
+  const preRef = Float64Array.from(y0, (yv, i) => yv + 0.5 * lora[i]);
+  close(await rt.read(pre), preRef, "dora pre");
+  close(await rt.read(y), preRef.map((p, i) => (mag[i % rows] / nRef[i % rows]) * p), "dora y");
+  const dmRef = new Float64Array(rows);
+  for (let i = 0; i < dy.length; i++) dmRef[i % rows] += (dy[i] * preRef[i]) / nRef[i % rows];
+  close(await rt.read(dm), dmRef, "dora dm");
+  close(
+    await rt.read(dys),
+    Float64Array.from(dy, (g, i) => (mag[i % rows] / nRef[i % rows]) * g),
+    "dora dy scaled",
+  );
+  close(
+    await rt.read(dv),
+    Float64Array.from(
+      v,
+      (x, i) =>
+        (-mag[Math.floor(i / cols)] * dmRef[Math.floor(i / cols)] /
+          nRef[Math.floor(i / cols)] ** 2) * x,
+    ),
+    "dora norm grad",
+  );
+});
+
+Deno.test("ops: split-K weight gradient equals Lᵀ·R for split and unsplit shapes", async () => {
+  const rt = await testRuntime();
+  for (const [tokens, perTokenK, m, n] of [[64, 3, 5, 7], [37, 1, 8, 200], [8, 16, 300, 300]]) {
+    const k = tokens * perTokenK;
+    const l = randomF32(k * m, 1);
+    const r = randomF32(k * n, 2);
+    const out0 = randomF32(m * n, 3);
+    const out = rt.upload(out0, [m, n]);
+    const b = rt.batch();
+    await gradMatmul(rt, b, {
+      left: rt.upload(l, [k, m]),
+      right: rt.upload(r, [k, n]),
+      out,
+      m,
+      n,
+      tokens,
+      perTokenK,
+      alpha: 0.5,
+      beta: 1,
+    });
+    await b.submit();
+    const ref = Float64Array.from(out0);
+    for (let p = 0; p < k; p++) {
+      for (let i = 0; i < m; i++) {
+        for (let j = 0; j < n; j++) ref[i * n + j] += 0.5 * l[p * m + i] * r[p * n + j];
+      }
+    }
+    close(await rt.read(out), ref, `gradMatmul ${tokens}x${perTokenK} → ${m}x${n}`);
+  }
+});

@@ -1,0 +1,40 @@
+/**
+ * DoRA (arXiv 2402.09353) as PEFT implements it for Linear layers: y = (m/‖W + s·B·A‖)·(W·x +
+ * s·B·A·x), the norm per output feature (row of W [dOut, dIn]) and, by default, detached from the
+ * graph as the paper's §4.3 and PEFT do. m starts at ‖W‖ so the layer is unchanged at step 0.
+ */
+import { z } from "zod";
+import type { Schema } from "../../schema.ts";
+import { LOW_RANK_FIELDS } from "../lora/config.ts";
+
+const DoraConfigSchemaZod = z.object({
+  kind: z.literal("dora"),
+  ...LOW_RANK_FIELDS,
+  /** Treat ‖W + ΔW‖ as a constant in the backward pass (PEFT's default). */
+  detachNorm: z.boolean().default(true),
+}).strict();
+
+/** Validated DoRA configuration. */
+export interface DoraConfig {
+  /** Tag. */
+  kind: "dora";
+  /** Rank. */
+  r: number;
+  /** α (scale α/r). */
+  alpha: number;
+  /** Stop the gradient through the weight norm (PEFT default). */
+  detachNorm: boolean;
+  /** A's init. */
+  init: "kaiming" | "gaussian";
+}
+
+/** zod schema of {@link DoraConfig} (errors name the field). */
+export const DoraConfigSchema: Schema<DoraConfig> = DoraConfigSchemaZod;
+
+/** The zod object itself, for unions. */
+export const DoraConfigSchemaObject = DoraConfigSchemaZod;
+
+/** r·(dIn + dOut) + dOut (the magnitude vector). */
+export function doraTrainableParams(config: { r: number }, dIn: number, dOut: number): number {
+  return config.r * (dIn + dOut) + dOut;
+}

@@ -1,0 +1,116 @@
+import assert from "node:assert/strict";
+import { randomF32, relativeError, testRuntime, TOLERANCE } from "../../../kernels/testing/mod.ts";
+import { kronForwardCpu, kronMaterializeCpu } from "../kron_cpu.ts";
+import { finiteDifferenceError, gpuVsCpu, randomizeParams } from "../testing.ts";
+import { MokaConfigSchema } from "./config.ts";
+import { MokaAdapter } from "./layer.ts";
+import { proposeMokaShapes } from "./shapes.ts";
+
+// Non-square layer, components of different shapes (rank flexibility), non-square factors.
+const CONFIG = { kind: "moka", components: [[2, 3], [4, 1], [1, 6]], scale: 0.7 };
+const D_IN = 12;
+const D_OUT = 8;
+
+Deno.test("kron: the vec-trick equals the materialised A⊗B (and B⊗A would not)", () => {
+  const s = { ma: 3, na: 2, mb: 2, nb: 5 };
+  const a = Float64Array.from(randomF32(6, 1));
+  const b = Float64Array.from(randomF32(10, 2));
+  const x = Float64Array.from(randomF32(3 * 10, 3));
+  const dense = new Float64Array(6 * 10);
+  kronMaterializeCpu(a, b, s, 1, dense);
+  // Independent definition of A⊗B by blocks: block (r, p) is A[r,p]·B.
+  for (let r = 0; r < 3; r++) {
+    for (let p = 0; p < 2; p++) {
+      for (let c = 0; c < 2; c++) {
+        for (let q = 0; q < 5; q++) {
+          assert.equal(dense[(r * 2 + c) * 10 + p * 5 + q], a[r * 2 + p] * b[c * 5 + q]);
+        }
+      }
+    }
+  }
+  const viaTrick = new Float64Array(3 * 6);
+  kronForwardCpu(a, b, s, x, 3, 1, viaTrick);
+  const viaDense = new Float64Array(3 * 6);
+  const swapped = new Float64Array(3 * 6);
+  const bkronA = new Float64Array(6 * 10); // B⊗A: [mb·ma, nb·na]
+  for (let c = 0; c < 2; c++) {
+    for (let q = 0; q < 5; q++) {
+      for (let r = 0; r < 3; r++) {
+        for (let p = 0; p < 2; p++) {
+          bkronA[(c * 3 + r) * 10 + q * 2 + p] = b[c * 5 + q] * a[r * 2 + p];
+        }
+      }
+    }
+  }
+  for (let t = 0; t < 3; t++) {
+    for (let o = 0; o < 6; o++) {
+      for (let i = 0; i < 10; i++) {
+        viaDense[t * 6 + o] += dense[o * 10 + i] * x[t * 10 + i];
+        swapped[t * 6 + o] += bkronA[o * 10 + i] * x[t * 10 + i];
+      }
+    }
+  }
+  assert.ok(relativeError(viaTrick, viaDense) < 1e-14);
+  assert.ok(relativeError(viaTrick, swapped) > 0.1, "B⊗A must differ from A⊗B");
+});
+
+Deno.test("moka: ΔW = 0 at init, merge equals forward, gradients match finite differences", () => {
+  for (
+    const variant of [CONFIG, { ...CONFIG, gate: "frozen" }, {
+      kind: "moka",
+      components: [[2, 2], [4, 4]],
+      identityA: true,
+      zeroInit: "B",
+    }]
+  ) {
+    const m = MokaAdapter.create(variant, D_IN, D_OUT, 5);
+    const w = Float64Array.from(randomF32(D_OUT * D_IN, 9));
+    assert.deepEqual(m.math.merged(m.paramsF64(), w), w, "ΔW = 0 at init");
+    randomizeParams(m, 3);
+    const x = Float64Array.from(randomF32(4 * D_IN, 4));
+    const merged = m.math.merged(m.paramsF64(), w);
+    const y = m.math.forward(m.paramsF64(), w, x, 4);
+    const ref = new Float64Array(4 * D_OUT);
+    for (let t = 0; t < 4; t++) {
+      for (let o = 0; o < D_OUT; o++) {
+        for (let i = 0; i < D_IN; i++) ref[t * D_OUT + o] += merged[o * D_IN + i] * x[t * D_IN + i];
+      }
+    }
+    assert.ok(relativeError(y, ref) < 1e-13);
+    const fd = finiteDifferenceError(m, 3, 11);
+    assert.ok(fd.worst < 1e-7, `${JSON.stringify(variant)}: ${fd.name} off by ${fd.worst}`);
+  }
+});
+
+Deno.test("moka: GPU forward/backward equal the float64 reference", async () => {
+  const rt = await testRuntime();
+  for (
+    const [variant, dIn, dOut, tokens] of [
+      [CONFIG, D_IN, D_OUT, 5],
+      [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37],
+      [{ kind: "moka", components: [[4, 4], [8, 8]], identityA: true, zeroInit: "B" }, 32, 64, 9],
+      [{ kind: "moka", components: [[8, 8], [16, 16]], gate: "frozen" }, 128, 128, 64],
+    ] as const
+  ) {
+    const m = MokaAdapter.create(variant, dIn, dOut, 1);
+    randomizeParams(m, 7);
+    const errors = await gpuVsCpu(rt, m, tokens, 21);
+    for (const [name, e] of Object.entries(errors)) {
+      assert.ok(e < TOLERANCE.f32, `${JSON.stringify(variant)} ${name}: ${e}`);
+    }
+  }
+});
+
+Deno.test("moka: config errors name the field; shapes must divide the layer", () => {
+  assert.throws(() => MokaConfigSchema.parse({ kind: "moka", components: [] }), /components/);
+  assert.throws(
+    () => MokaConfigSchema.parse({ kind: "moka", components: [[2, 3]], identityA: true }),
+    /square identity/,
+  );
+  assert.throws(() => MokaAdapter.create(CONFIG, 10, 8, 1), /component 0: A 2×3 does not divide/);
+  const p = proposeMokaShapes(4096, 4096, 4 * 20000, 4);
+  assert.equal(p.length, 4);
+  assert.ok(p.every((s) => s.params <= 20000 && s.a[0] * s.b[0] === 4096));
+  assert.equal(new Set(p.map((s) => s.a.join("x"))).size, 4, "distinct shapes");
+  assert.throws(() => proposeMokaShapes(64, 64, 10, 2), /raise the budget/);
+});

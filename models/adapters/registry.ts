@@ -1,0 +1,107 @@
+/**
+ * One entry point for every adapter: a zod discriminated union of the configs, and a factory.
+ * Parameter counts come from the config alone (no tensors), so whole-model counts are instant.
+ */
+import { z } from "zod";
+import type { Schema } from "../schema.ts";
+import type { Adapter, AdapterStart, Params } from "./adapter.ts";
+import { type DoraConfig, DoraConfigSchemaObject, doraTrainableParams } from "./dora/config.ts";
+import { DoraAdapter } from "./dora/layer.ts";
+import { type KronaConfig, KronaConfigSchemaObject, kronaTrainableParams } from "./krona/config.ts";
+import { KronaAdapter } from "./krona/layer.ts";
+import { type LokrConfig, LokrConfigSchemaObject, lokrTrainableParams } from "./lokr/config.ts";
+import { LokrAdapter } from "./lokr/layer.ts";
+import { type LoraConfig, LoraConfigSchemaObject, loraTrainableParams } from "./lora/config.ts";
+import { LoraAdapter } from "./lora/layer.ts";
+import { type MokaConfig, MokaConfigSchemaObject, mokaTrainableParams } from "./moka/config.ts";
+import { MokaAdapter } from "./moka/layer.ts";
+
+/** Any adapter config, tagged by `kind`. */
+export const AdapterConfigSchema: Schema<AdapterConfig> = z.discriminatedUnion("kind", [
+  MokaConfigSchemaObject,
+  KronaConfigSchemaObject,
+  LokrConfigSchemaObject,
+  LoraConfigSchemaObject,
+  DoraConfigSchemaObject,
+]);
+
+/** A validated adapter config. */
+export type AdapterConfig = MokaConfig | KronaConfig | LokrConfig | LoraConfig | DoraConfig;
+
+/** Adapter kinds. */
+export type AdapterKind = AdapterConfig["kind"];
+
+/** Parse an adapter config; the error lists each bad field with its path under `source`. */
+export function parseAdapterConfig(value: unknown, source = "adapter config"): AdapterConfig {
+  const r = AdapterConfigSchema.safeParse(value);
+  if (!r.success) {
+    const detail = r.error.issues.map((i) => `  ${[source, ...i.path].join(".")}: ${i.message}`);
+    throw new Error(`invalid ${source}:\n${detail.join("\n")}`);
+  }
+  return r.data;
+}
+
+/**
+ * A fresh adapter for a dIn → dOut layer. `weight` (the frozen W, f32 [dOut, dIn]) is needed by
+ * DoRA's magnitude init only.
+ */
+export function createAdapter(
+  config: unknown,
+  dIn: number,
+  dOut: number,
+  seed: number,
+  weight?: Float32Array,
+): Adapter<AdapterConfig> {
+  const c = parseAdapterConfig(config);
+  if (c.kind === "dora" && !weight) {
+    throw new Error("createAdapter: DoRA needs the base weight for its magnitude");
+  }
+  return construct(c, dIn, dOut, { seed, weight });
+}
+
+/** An adapter of `config` with the given parameters (names and sizes checked). */
+export function adapterFromParams(
+  config: AdapterConfig,
+  dIn: number,
+  dOut: number,
+  params: Params,
+  source?: string,
+): Adapter<AdapterConfig> {
+  return construct(config, dIn, dOut, { params, source });
+}
+
+function construct(
+  c: AdapterConfig,
+  dIn: number,
+  dOut: number,
+  start: AdapterStart,
+): Adapter<AdapterConfig> {
+  switch (c.kind) {
+    case "moka":
+      return new MokaAdapter(c, dIn, dOut, start);
+    case "krona":
+      return new KronaAdapter(c, dIn, dOut, start);
+    case "lokr":
+      return new LokrAdapter(c, dIn, dOut, start);
+    case "lora":
+      return new LoraAdapter(c, dIn, dOut, start);
+    case "dora":
+      return new DoraAdapter(c, dIn, dOut, start);
+  }
+}
+
+/** Trainable parameters of `config` on one dIn → dOut layer, without building tensors. */
+export function trainableParams(config: AdapterConfig, dIn: number, dOut: number): number {
+  switch (config.kind) {
+    case "moka":
+      return mokaTrainableParams(config, dIn, dOut);
+    case "krona":
+      return kronaTrainableParams(config, dIn, dOut);
+    case "lokr":
+      return lokrTrainableParams(config, dIn, dOut);
+    case "lora":
+      return loraTrainableParams(config, dIn, dOut);
+    case "dora":
+      return doraTrainableParams(config, dIn, dOut);
+  }
+}

@@ -1,0 +1,139 @@
+/**
+ * llama2.c's tokenizer.bin: int32 max token length, then per token f32 score, int32 byte length,
+ * bytes. Encoding follows llama2.c (SentencePiece BPE with byte fallback): a dummy-prefix space,
+ * one token per UTF-8 code point (or its bytes as `<0xXX>` ids 3 + byte), then repeatedly merge
+ * the adjacent pair whose concatenation is in the vocabulary with the highest score.
+ */
+
+/** A loaded llama2.c vocabulary. */
+export class Llama2cTokenizer {
+  /** Token byte strings by id. */
+  readonly pieces: Uint8Array[];
+  /** Merge scores by id. */
+  readonly scores: Float32Array;
+  readonly #lookup = new Map<string, number>();
+  readonly #latin1 = new TextDecoder("latin1");
+
+  /** Build from parsed pieces and scores. */
+  constructor(pieces: Uint8Array[], scores: Float32Array) {
+    this.pieces = pieces;
+    this.scores = scores;
+    // Key by the raw bytes (latin1 maps each byte to one char, so the map is byte-exact).
+    pieces.forEach((p, id) => {
+      const key = this.#key(p);
+      if (!this.#lookup.has(key)) this.#lookup.set(key, id);
+    });
+  }
+
+  #key(bytes: Uint8Array): string {
+    return this.#latin1.decode(bytes);
+  }
+
+  /** Vocabulary size. */
+  get size(): number {
+    return this.pieces.length;
+  }
+
+  /** Parse tokenizer bytes for a vocabulary of `vocab` entries; `source` names the file. */
+  static parse(bytes: Uint8Array, vocab: number, source = "tokenizer"): Llama2cTokenizer {
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    if (bytes.byteLength < 4) throw new Error(`${source}: too short for a llama2.c tokenizer`);
+    const maxLen = view.getInt32(0, true);
+    if (!(maxLen > 0 && maxLen < 1 << 16)) {
+      throw new Error(`${source}: max token length ${maxLen} is not plausible`);
+    }
+    const pieces: Uint8Array[] = [];
+    const scores = new Float32Array(vocab);
+    let at = 4;
+    for (let id = 0; id < vocab; id++) {
+      if (at + 8 > bytes.byteLength) {
+        throw new Error(`${source}: ends inside token ${id} of ${vocab} (truncated?)`);
+      }
+      scores[id] = view.getFloat32(at, true);
+      const len = view.getInt32(at + 4, true);
+      if (len < 0 || len > maxLen || at + 8 + len > bytes.byteLength) {
+        throw new Error(
+          `${source}: token ${id} has length ${len} (max ${maxLen}, ${
+            bytes.byteLength - at - 8
+          } bytes left)`,
+        );
+      }
+      pieces.push(bytes.slice(at + 8, at + 8 + len));
+      at += 8 + len;
+    }
+    if (at !== bytes.byteLength) {
+      throw new Error(
+        `${source}: ${bytes.byteLength - at} bytes after token ${
+          vocab - 1
+        } (wrong vocabulary size?)`,
+      );
+    }
+    return new Llama2cTokenizer(pieces, scores);
+  }
+
+  /** Read a tokenizer file for a model with `vocab` tokens. */
+  static async load(path: string, vocab: number): Promise<Llama2cTokenizer> {
+    return Llama2cTokenizer.parse(await Deno.readFile(path), vocab, path);
+  }
+
+  /** Token ids of `text`, optionally with BOS (1) and EOS (2) as llama2.c numbers them. */
+  encode(text: string, options: { bos?: boolean; eos?: boolean } = {}): number[] {
+    const ids: number[] = [];
+    if (options.bos) ids.push(1);
+    if (text.length > 0) {
+      const space = this.#lookup.get(" ");
+      if (space !== undefined) ids.push(space);
+    }
+    const utf8 = new TextEncoder();
+    for (const ch of text) { // iterates code points
+      const bytes = utf8.encode(ch);
+      const id = this.#lookup.get(this.#key(bytes));
+      if (id !== undefined) ids.push(id);
+      else for (const b of bytes) ids.push(b + 3); // byte fallback: <0x00> is id 3
+    }
+    // BPE: merge the best-scoring adjacent pair until none is in the vocabulary.
+    for (;;) {
+      let best = -Infinity;
+      let bestId = -1;
+      let bestAt = -1;
+      for (let i = 0; i + 1 < ids.length; i++) {
+        if (options.bos && i === 0) continue;
+        const a = this.pieces[ids[i]];
+        const b = this.pieces[ids[i + 1]];
+        const joined = new Uint8Array(a.length + b.length);
+        joined.set(a);
+        joined.set(b, a.length);
+        const id = this.#lookup.get(this.#key(joined));
+        if (id !== undefined && this.scores[id] > best) {
+          best = this.scores[id];
+          bestId = id;
+          bestAt = i;
+        }
+      }
+      if (bestAt < 0) break;
+      ids.splice(bestAt, 2, bestId);
+    }
+    if (options.eos) ids.push(2);
+    return ids;
+  }
+
+  /** Bytes of one token after `prev` (llama2.c: drop the space after BOS, `<0xXX>` is a byte). */
+  pieceBytes(prev: number, id: number): Uint8Array {
+    if (!(id >= 0 && id < this.size)) throw new RangeError(`token id ${id} outside the vocabulary`);
+    let p = this.pieces[id];
+    const hex = /^<0x([0-9A-Fa-f]{2})>$/.exec(this.#key(p));
+    if (hex) return new Uint8Array([parseInt(hex[1], 16)]);
+    if (prev === 1 && p[0] === 0x20) p = p.subarray(1);
+    return p;
+  }
+
+  /** Text of a sequence of ids (special tokens 0–2 are dropped). */
+  decode(ids: number[], prev = 1): string {
+    const parts: number[] = [];
+    for (const id of ids) {
+      if (id > 2) parts.push(...this.pieceBytes(prev, id));
+      prev = id;
+    }
+    return new TextDecoder().decode(new Uint8Array(parts));
+  }
+}

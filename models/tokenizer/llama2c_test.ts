@@ -1,0 +1,33 @@
+import assert from "node:assert/strict";
+import { defaultModelPath } from "../paths.ts";
+import { loadModelReference } from "../llama/reference.ts";
+import { Llama2cTokenizer } from "./llama2c.ts";
+
+Deno.test("tokenizer: tok512 decodes the reference story and round-trips text", async () => {
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), 512);
+  const ref = await loadModelReference(defaultModelPath("reference.json"));
+  const story = tok.decode(ref.greedyIds);
+  assert.ok(story.startsWith("Once upon a time, there was a little girl named Lily."), story);
+  for (const text of [story, "Hello, wörld! 🙂 tabs\tand\nnewlines", "a"]) {
+    const ids = tok.encode(text, { bos: true });
+    assert.equal(ids[0], 1);
+    assert.equal(tok.decode(ids.slice(1)), text);
+  }
+  // Merges happen: far fewer ids than bytes for English.
+  assert.ok(tok.encode(story).length < new TextEncoder().encode(story).length / 2);
+  // Byte fallback for a code point outside the vocabulary: 🙂 is 4 bytes → ids 3 + byte.
+  const emoji = tok.encode("🙂");
+  assert.deepEqual(emoji.slice(-4), [0xf0 + 3, 0x9f + 3, 0x99 + 3, 0x82 + 3]);
+});
+
+Deno.test("tokenizer: truncated or mismatched files are rejected", async () => {
+  const bytes = await Deno.readFile(defaultModelPath("tok512.bin"));
+  assert.throws(
+    () => Llama2cTokenizer.parse(bytes.subarray(0, 3000), 512, "t.bin"),
+    /t\.bin: ends inside token/,
+  );
+  assert.throws(
+    () => Llama2cTokenizer.parse(bytes, 500, "t.bin"),
+    /bytes after token 499 \(wrong vocabulary size\?\)/,
+  );
+});
