@@ -10,53 +10,13 @@
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";
+
+export { grid1d, packUniform } from "../runtime/launch.ts";
 
 const WG = 256;
 
-/** Grid for `n` invocations of a 256-wide 1-D kernel, folded to 2-D past the dispatch limit. */
-export function grid1d(rt: GpuRuntime, n: number): [number, number] {
-  const groups = Math.ceil(n / WG);
-  const limit = rt.device.limits.maxComputeWorkgroupsPerDimension;
-  if (groups <= limit) return [groups, 1];
-  const y = Math.ceil(groups / limit);
-  return [Math.ceil(groups / y), y];
-}
-
-/** A uniform block from a list of u32 and f32 fields, in order (all 4 bytes). */
-export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuffer {
-  const buf = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
-  fields.forEach((v, i) => {
-    if ("u" in v) u[i] = v.u;
-    else f[i] = v.f;
-  });
-  return buf;
-}
-
-/**
- * Compile (cached) and record one kernel: binding 0 is the uniform block made of `fields`, then
- * `buffers` in order; `invocations` is the 1-D size (folded to 2-D) or "one" for one workgroup.
- */
-async function launch(
-  rt: GpuRuntime,
-  batch: Batch,
-  kernel: { code: string; label: string },
-  fields: ({ u: number } | { f: number })[],
-  buffers: GpuTensor[],
-  invocations: number | "one",
-): Promise<void> {
-  const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
-  batch.dispatch(
-    pipeline,
-    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.buffer)],
-    invocations === "one" ? [1] : grid1d(rt, invocations),
-  );
-}
-
-// Flat index of a 2-D folded 1-D launch.
-const INDEX = /* wgsl */ `
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * ${WG}u; }`;
+const INDEX = FLAT_INDEX_WGSL;
 
 // softmax(gate)[i], stable: subtract the max. r is small (≤ 64), so every invocation recomputes.
 const GATE = /* wgsl */ `

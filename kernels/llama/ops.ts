@@ -1,0 +1,571 @@
+/**
+ * The LLaMA block's non-matmul layers on the GPU, forward and backward, each the WGSL twin of a
+ * float64 reference in `models/llama/cpu/`. Activations are row-major [rows, width] with
+ * rows = sequences × T (every sequence the same length T, row r at position r mod T).
+ * One invocation per element, per row or per (sequence, head, position): plain loops, like llm.c.
+ */
+import type { Batch } from "../runtime/batch.ts";
+import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";
+import type { GpuRuntime } from "../runtime/runtime.ts";
+import type { GpuTensor } from "../runtime/tensor.ts";
+
+const HEAD = (bindings: string) => /* wgsl */ `
+${bindings}
+${FLAT_INDEX_WGSL}`;
+const MAIN =
+  "@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, " +
+  "@builtin(num_workgroups) nwg: vec3<u32>) {\n  let i = flat(gid, nwg);";
+
+function need(cond: boolean, what: string): void {
+  if (!cond) throw new RangeError(what);
+}
+
+const EMBED_WGSL = HEAD(`
+struct P { n: u32, dim: u32, vocab: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> ids: array<u32>;
+@group(0) @binding(2) var<storage, read> table: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  let r = i / p.dim;
+  let id = min(ids[r], p.vocab - 1u); // ids are validated on the host; never read out of range
+  out[i] = table[id * p.dim + (i - r * p.dim)];
+}`;
+
+/** out[r] = table[ids[r]] for ids (u32) [rows] and table [vocab, dim]. */
+export async function embed(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: { out: GpuTensor; ids: GpuTensor; table: GpuTensor; dim: number },
+): Promise<void> {
+  const { out, ids, table, dim } = a;
+  need(
+    ids.dtype === "u32" && out.size === ids.size * dim && table.size % dim === 0,
+    "embed: shapes",
+  );
+  await launch(
+    rt,
+    batch,
+    { code: EMBED_WGSL, label: "llama/embed" },
+    [
+      { u: out.size },
+      { u: dim },
+      { u: table.size / dim },
+    ],
+    [ids, table, out],
+    out.size,
+  );
+}
+
+const RMSNORM_WGSL = HEAD(`
+struct P { rows: u32, dim: u32, eps: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<storage, read_write> inv: array<f32>;`) + `
+${MAIN}
+  if (i >= p.rows) { return; }
+  let o = i * p.dim;
+  var ss = 0.0;
+  for (var k = 0u; k < p.dim; k++) { ss += x[o + k] * x[o + k]; }
+  let s = inverseSqrt(ss / f32(p.dim) + p.eps);
+  inv[i] = s;
+  for (var k = 0u; k < p.dim; k++) { y[o + k] = x[o + k] * s * w[k]; }
+}`;
+
+/** y = x/rms(x)⊙w per row; inv[r] = 1/rms kept for the backward. */
+export async function rmsnormForward(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: { y: GpuTensor; inv: GpuTensor; x: GpuTensor; w: GpuTensor; eps: number },
+): Promise<void> {
+  const { y, inv, x, w, eps } = a;
+  const dim = w.size;
+  need(x.size % dim === 0 && y.size === x.size && inv.size === x.size / dim, "rmsnorm: shapes");
+  await launch(
+    rt,
+    batch,
+    { code: RMSNORM_WGSL, label: "llama/rmsnorm" },
+    [
+      { u: inv.size },
+      { u: dim },
+      { f: eps },
+    ],
+    [x, w, y, inv],
+    inv.size,
+  );
+}
+
+const RMSNORM_BWD_WGSL = HEAD(`
+struct P { rows: u32, dim: u32, accumulate: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> inv: array<f32>;
+@group(0) @binding(4) var<storage, read> dy: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dx: array<f32>;`) + `
+${MAIN}
+  if (i >= p.rows) { return; }
+  let o = i * p.dim;
+  let s = inv[i];
+  var dot = 0.0;
+  for (var k = 0u; k < p.dim; k++) { dot += w[k] * dy[o + k] * x[o + k]; }
+  let c = s * s * s * dot / f32(p.dim);
+  for (var k = 0u; k < p.dim; k++) {
+    var prev = 0.0;
+    if (p.accumulate != 0u) { prev = dx[o + k]; }
+    dx[o + k] = prev + s * w[k] * dy[o + k] - c * x[o + k];
+  }
+}`;
+
+/** dx (+)= RMSNorm backward (the norm weight is frozen: no dw). */
+export async function rmsnormBackward(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    dx: GpuTensor;
+    x: GpuTensor;
+    w: GpuTensor;
+    inv: GpuTensor;
+    dy: GpuTensor;
+    accumulate: boolean;
+  },
+): Promise<void> {
+  const { dx, x, w, inv, dy, accumulate } = a;
+  need(
+    dx.size === x.size && dy.size === x.size && inv.size * w.size === x.size,
+    "rmsnorm bwd: shapes",
+  );
+  await launch(
+    rt,
+    batch,
+    { code: RMSNORM_BWD_WGSL, label: "llama/rmsnorm-bwd" },
+    [
+      { u: inv.size },
+      { u: w.size },
+      { u: accumulate ? 1 : 0 },
+    ],
+    [x, w, inv, dy, dx],
+    inv.size,
+  );
+}
+
+const ROPE_WGSL = HEAD(`
+struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> cosT: array<f32>;
+@group(0) @binding(2) var<storage, read> sinT: array<f32>;
+@group(0) @binding(3) var<storage, read_write> x: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  // i enumerates (row, head, pair); the row's position is row mod seq.
+  let pairsPerRow = p.heads * p.half;
+  let row = i / pairsPerRow;
+  let j = (i - row * pairsPerRow) % p.half;
+  let pos = row % p.seq;
+  let c = cosT[pos * p.half + j];
+  let s = p.sign * sinT[pos * p.half + j];
+  let k = 2u * i;
+  let v0 = x[k];
+  let v1 = x[k + 1u];
+  x[k] = v0 * c - v1 * s;
+  x[k + 1u] = v0 * s + v1 * c;
+}`;
+
+/** Rotate [rows, heads·headSize] in place by the position tables; `inverse` for the backward. */
+export async function rope(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    x: GpuTensor;
+    cos: GpuTensor;
+    sin: GpuTensor;
+    heads: number;
+    headSize: number;
+    seq: number;
+    inverse?: boolean;
+  },
+): Promise<void> {
+  const { x, cos, sin, heads, headSize, seq } = a;
+  const half = headSize / 2;
+  need(x.size % (heads * headSize) === 0 && cos.size >= seq * half, "rope: shapes");
+  const rows = x.size / (heads * headSize);
+  need(rows % seq === 0, `rope: ${rows} rows are not whole sequences of ${seq}`);
+  await launch(
+    rt,
+    batch,
+    { code: ROPE_WGSL, label: "llama/rope" },
+    [
+      { u: x.size / 2 },
+      { u: heads },
+      { u: half },
+      { u: seq },
+      { f: a.inverse ? -1 : 1 },
+    ],
+    [cos, sin, x],
+    x.size / 2,
+  );
+}
+
+/** cos/sin tables [seq, headSize/2] in float64, rounded once to f32 (as llama2.c's own tables). */
+export function ropeTables(
+  seq: number,
+  headSize: number,
+  theta: number,
+): { cos: Float32Array; sin: Float32Array } {
+  const half = headSize / 2;
+  const cos = new Float32Array(seq * half);
+  const sin = new Float32Array(seq * half);
+  for (let pos = 0; pos < seq; pos++) {
+    for (let j = 0; j < half; j++) {
+      const angle = pos / theta ** ((2 * j) / headSize);
+      cos[pos * half + j] = Math.cos(angle);
+      sin[pos * half + j] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}
+
+const ATTN_PARAMS = `
+struct P { n: u32, seq: u32, heads: u32, kvHeads: u32, hs: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;`;
+
+// One invocation per (sequence b, query head h, position t): i = (b·heads + h)·seq + t.
+const ATTN_ROW = `  if (i >= p.n) { return; }
+  let t = i % p.seq;
+  let sh = i / p.seq;
+  let h = sh % p.heads;
+  let b = sh / p.heads;
+  let kh = h / (p.heads / p.kvHeads);
+  let qw = p.heads * p.hs;
+  let kw = p.kvHeads * p.hs;
+  let qo = (b * p.seq + t) * qw + h * p.hs;
+  let ao = i * p.seq;`;
+
+const ATTN_FWD_WGSL = HEAD(`${ATTN_PARAMS}
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> k: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> att: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;`) + `
+${MAIN}
+${ATTN_ROW}
+  var mx = -3.0e38;
+  for (var u = 0u; u <= t; u++) {
+    let ko = (b * p.seq + u) * kw + kh * p.hs;
+    var d = 0.0;
+    for (var c = 0u; c < p.hs; c++) { d += q[qo + c] * k[ko + c]; }
+    d *= p.scale;
+    att[ao + u] = d;
+    mx = max(mx, d);
+  }
+  var sum = 0.0;
+  for (var u = 0u; u <= t; u++) { let e = exp(att[ao + u] - mx); att[ao + u] = e; sum += e; }
+  for (var c = 0u; c < p.hs; c++) { out[qo + c] = 0.0; }
+  for (var u = 0u; u <= t; u++) {
+    let pr = att[ao + u] / sum;
+    att[ao + u] = pr;
+    let vo = (b * p.seq + u) * kw + kh * p.hs;
+    for (var c = 0u; c < p.hs; c++) { out[qo + c] += pr * v[vo + c]; }
+  }
+  for (var u = t + 1u; u < p.seq; u++) { att[ao + u] = 0.0; }
+}`;
+
+/** Shapes of an attention call. */
+export interface AttentionDims {
+  /** Tokens per sequence. */
+  seq: number;
+  /** Query heads. */
+  heads: number;
+  /** KV heads. */
+  kvHeads: number;
+  /** Head size. */
+  headSize: number;
+}
+
+function attnFields(d: AttentionDims, n: number) {
+  return [
+    { u: n },
+    { u: d.seq },
+    { u: d.heads },
+    { u: d.kvHeads },
+    { u: d.headSize },
+    { f: 1 / Math.sqrt(d.headSize) },
+  ];
+}
+
+/** Causal GQA attention; att [sequences, heads, seq, seq] keeps the probabilities. */
+export async function attentionForward(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    out: GpuTensor;
+    att: GpuTensor;
+    q: GpuTensor;
+    k: GpuTensor;
+    v: GpuTensor;
+    dims: AttentionDims;
+  },
+): Promise<void> {
+  const { out, att, q, k, v, dims } = a;
+  const rows = q.size / (dims.heads * dims.headSize);
+  const sequences = rows / dims.seq;
+  need(
+    Number.isInteger(sequences) && k.size === rows * dims.kvHeads * dims.headSize &&
+      v.size === k.size,
+    "attention: shapes",
+  );
+  need(
+    att.size === sequences * dims.heads * dims.seq * dims.seq && out.size === q.size,
+    "attention: outputs",
+  );
+  const n = sequences * dims.heads * dims.seq;
+  await launch(rt, batch, { code: ATTN_FWD_WGSL, label: "llama/attention" }, attnFields(dims, n), [
+    q,
+    k,
+    v,
+    att,
+    out,
+  ], n);
+}
+
+const ATTN_BWD_Q_WGSL = HEAD(`${ATTN_PARAMS}
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read> att: array<f32>;
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> ds: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dq: array<f32>;`) + `
+${MAIN}
+${ATTN_ROW}
+  var dot = 0.0;
+  for (var u = 0u; u <= t; u++) {
+    let vo = (b * p.seq + u) * kw + kh * p.hs;
+    var d = 0.0;
+    for (var c = 0u; c < p.hs; c++) { d += dout[qo + c] * v[vo + c]; }
+    ds[ao + u] = d;
+    dot += d * att[ao + u];
+  }
+  for (var c = 0u; c < p.hs; c++) { dq[qo + c] = 0.0; }
+  for (var u = 0u; u <= t; u++) {
+    let g = att[ao + u] * (ds[ao + u] - dot) * p.scale; // softmax backward, then 1/√hs
+    ds[ao + u] = g;
+    let ko = (b * p.seq + u) * kw + kh * p.hs;
+    for (var c = 0u; c < p.hs; c++) { dq[qo + c] += g * k[ko + c]; }
+  }
+  for (var u = t + 1u; u < p.seq; u++) { ds[ao + u] = 0.0; }
+}`;
+
+const ATTN_BWD_KV_WGSL = HEAD(`${ATTN_PARAMS}
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> att: array<f32>;
+@group(0) @binding(3) var<storage, read> ds: array<f32>;
+@group(0) @binding(4) var<storage, read> dout: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(6) var<storage, read_write> dv: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  // i = ((b·kvHeads + kh)·seq + u)·hs + c
+  let c = i % p.hs;
+  let r = i / p.hs;
+  let u = r % p.seq;
+  let bk = r / p.seq;
+  let kh = bk % p.kvHeads;
+  let b = bk / p.kvHeads;
+  let group = p.heads / p.kvHeads;
+  let qw = p.heads * p.hs;
+  var gk = 0.0;
+  var gv = 0.0;
+  for (var h = kh * group; h < (kh + 1u) * group; h++) {
+    for (var t = u; t < p.seq; t++) {
+      let a = ((b * p.heads + h) * p.seq + t) * p.seq + u;
+      let qo = (b * p.seq + t) * qw + h * p.hs + c;
+      gk += ds[a] * q[qo];
+      gv += att[a] * dout[qo];
+    }
+  }
+  let ko = (b * p.seq + u) * (p.kvHeads * p.hs) + kh * p.hs + c;
+  dk[ko] = gk;
+  dv[ko] = gv;
+}`;
+
+/** Attention backward: dq, dk, dv (ds is scratch [sequences, heads, seq, seq]). */
+export async function attentionBackward(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    dq: GpuTensor;
+    dk: GpuTensor;
+    dv: GpuTensor;
+    ds: GpuTensor;
+    q: GpuTensor;
+    k: GpuTensor;
+    v: GpuTensor;
+    att: GpuTensor;
+    dout: GpuTensor;
+    dims: AttentionDims;
+  },
+): Promise<void> {
+  const { dq, dk, dv, ds, q, k, v, att, dout, dims } = a;
+  need(
+    ds.size === att.size && dq.size === q.size && dk.size === k.size && dv.size === v.size &&
+      dout.size === q.size,
+    "attention bwd: shapes",
+  );
+  const rows = q.size / (dims.heads * dims.headSize);
+  const nq = (rows / dims.seq) * dims.heads * dims.seq;
+  await launch(
+    rt,
+    batch,
+    { code: ATTN_BWD_Q_WGSL, label: "llama/attention-bwd-q" },
+    attnFields(dims, nq),
+    [k, v, att, dout, ds, dq],
+    nq,
+  );
+  await launch(
+    rt,
+    batch,
+    { code: ATTN_BWD_KV_WGSL, label: "llama/attention-bwd-kv" },
+    attnFields(dims, k.size),
+    [q, att, ds, dout, dk, dv],
+    k.size,
+  );
+}
+
+const SWIGLU_WGSL = HEAD(`
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> h: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  let x = a[i];
+  h[i] = x / (1.0 + exp(-x)) * b[i];
+}`;
+
+/** h = silu(a)⊙b. */
+export async function swigluForward(
+  rt: GpuRuntime,
+  batch: Batch,
+  t: { h: GpuTensor; a: GpuTensor; b: GpuTensor },
+): Promise<void> {
+  need(t.a.size === t.b.size && t.h.size === t.a.size, "swiglu: shapes");
+  await launch(rt, batch, { code: SWIGLU_WGSL, label: "llama/swiglu" }, [{ u: t.h.size }], [
+    t.a,
+    t.b,
+    t.h,
+  ], t.h.size);
+}
+
+const SWIGLU_BWD_WGSL = HEAD(`
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> dh: array<f32>;
+@group(0) @binding(4) var<storage, read_write> da: array<f32>;
+@group(0) @binding(5) var<storage, read_write> db: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  let x = a[i];
+  let sig = 1.0 / (1.0 + exp(-x));
+  db[i] = dh[i] * x * sig;
+  da[i] = dh[i] * b[i] * sig * (1.0 + x * (1.0 - sig));
+}`;
+
+/** da, db of h = silu(a)⊙b. */
+export async function swigluBackward(
+  rt: GpuRuntime,
+  batch: Batch,
+  t: { da: GpuTensor; db: GpuTensor; a: GpuTensor; b: GpuTensor; dh: GpuTensor },
+): Promise<void> {
+  need([t.b, t.dh, t.da, t.db].every((x) => x.size === t.a.size), "swiglu bwd: shapes");
+  await launch(rt, batch, { code: SWIGLU_BWD_WGSL, label: "llama/swiglu-bwd" }, [{ u: t.a.size }], [
+    t.a,
+    t.b,
+    t.dh,
+    t.da,
+    t.db,
+  ], t.a.size);
+}
+
+const ADD_WGSL = HEAD(`
+struct P { n: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> src: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  dst[i] += src[i];
+}`;
+
+/** dst += src (residual connections, gradient sums). */
+export async function addInto(
+  rt: GpuRuntime,
+  batch: Batch,
+  t: { dst: GpuTensor; src: GpuTensor },
+): Promise<void> {
+  need(t.dst.size === t.src.size, "add: shapes");
+  await launch(rt, batch, { code: ADD_WGSL, label: "llama/add" }, [{ u: t.dst.size }], [
+    t.src,
+    t.dst,
+  ], t.dst.size);
+}
+
+const CE_WGSL = HEAD(`
+struct P { rows: u32, vocab: u32, count: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> targets: array<i32>;
+@group(0) @binding(2) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> loss: array<f32>;`) + `
+${MAIN}
+  if (i >= p.rows) { return; }
+  let o = i * p.vocab;
+  let tgt = targets[i];
+  if (tgt < 0) { // masked (prompt) row: no loss, no gradient
+    loss[i] = 0.0;
+    for (var j = 0u; j < p.vocab; j++) { logits[o + j] = 0.0; }
+    return;
+  }
+  var mx = -3.0e38;
+  for (var j = 0u; j < p.vocab; j++) { mx = max(mx, logits[o + j]); }
+  var sum = 0.0;
+  for (var j = 0u; j < p.vocab; j++) { sum += exp(logits[o + j] - mx); }
+  loss[i] = log(sum) + mx - logits[o + u32(tgt)];
+  for (var j = 0u; j < p.vocab; j++) {
+    var g = exp(logits[o + j] - mx) / sum;
+    if (j == u32(tgt)) { g -= 1.0; }
+    logits[o + j] = g / p.count;
+  }
+}`;
+
+/**
+ * Cross-entropy per row, in place: logits become dlogits = (softmax − onehot)/count, loss[r] the
+ * row's −log p(target). targets are i32 in a u32 tensor, −1 = masked.
+ */
+export async function crossEntropyInPlace(
+  rt: GpuRuntime,
+  batch: Batch,
+  t: { logits: GpuTensor; targets: GpuTensor; loss: GpuTensor; vocab: number; count: number },
+): Promise<void> {
+  const rows = t.targets.size;
+  need(
+    t.logits.size === rows * t.vocab && t.loss.size === rows && t.count > 0,
+    "cross-entropy: shapes",
+  );
+  await launch(
+    rt,
+    batch,
+    { code: CE_WGSL, label: "llama/cross-entropy" },
+    [
+      { u: rows },
+      { u: t.vocab },
+      { f: t.count },
+    ],
+    [t.targets, t.logits, t.loss],
+    rows,
+  );
+}

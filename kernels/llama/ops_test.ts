@@ -1,0 +1,173 @@
+/**
+ * Each LLaMA layer kernel on fresh random inputs against its float64 twin in models/llama/cpu/
+ * (f32 tolerance: TOLERANCE.f32 relative). Shapes: 3 sequences of 7 tokens, GQA 4 heads / 2 KV.
+ */
+import assert from "node:assert/strict";
+import {
+  attentionBackward as attBwdCpu,
+  attentionForward as attFwdCpu,
+} from "../../models/llama/cpu/attention.ts";
+import { crossEntropy } from "../../models/llama/cpu/cross_entropy.ts";
+import {
+  rmsnormBackward as rmsBwdCpu,
+  rmsnormForward as rmsFwdCpu,
+} from "../../models/llama/cpu/rmsnorm.ts";
+import { ropeApply } from "../../models/llama/cpu/rope.ts";
+import {
+  swigluBackward as swiBwdCpu,
+  swigluForward as swiFwdCpu,
+} from "../../models/llama/cpu/swiglu.ts";
+import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  crossEntropyInPlace,
+  embed,
+  rmsnormBackward,
+  rmsnormForward,
+  rope,
+  ropeTables,
+  swigluBackward,
+  swigluForward,
+} from "./ops.ts";
+
+const close = (out: ArrayLike<number>, ref: ArrayLike<number>, what: string) => {
+  const e = relativeError(out, ref);
+  assert.ok(e < TOLERANCE.f32, `${what}: relative error ${e}`);
+};
+const f64 = (a: Float32Array) => Float64Array.from(a);
+
+Deno.test("llama ops: embedding, RMSNorm, RoPE and SwiGLU forward/backward", async () => {
+  const rt = await testRuntime();
+  const [rows, dim, seq, heads, hs] = [21, 24, 7, 3, 8];
+  const x = randomF32(rows * dim, 1);
+  const w = randomF32(dim, 2).map((v) => 1 + v / 2);
+  const dy = randomF32(rows * dim, 3);
+  const table = randomF32(10 * dim, 4);
+  const ids = Uint32Array.from({ length: rows }, (_, i) => (i * 7) % 10);
+  const g = {
+    x: rt.upload(x, [rows, dim]),
+    w: rt.upload(w, [dim]),
+    dy: rt.upload(dy, [rows, dim]),
+  };
+  const y = rt.empty([rows, dim]);
+  const inv = rt.empty([rows]);
+  const dx = rt.upload(randomF32(rows * dim, 5), [rows, dim]);
+  const emb = rt.empty([rows, dim]);
+  const r = rt.upload(x, [rows, dim]);
+  const tables = ropeTables(seq, hs, 10000);
+  const [cos, sin] = [
+    rt.upload(tables.cos, [tables.cos.length]),
+    rt.upload(tables.sin, [tables.sin.length]),
+  ];
+  const a = randomF32(rows * dim, 6).map((v) => 3 * v);
+  const bb = randomF32(rows * dim, 7);
+  const h = rt.empty([rows, dim]);
+  const da = rt.empty([rows, dim]);
+  const db = rt.empty([rows, dim]);
+  const b = rt.batch();
+  await embed(rt, b, {
+    out: emb,
+    ids: rt.upload(ids, [rows]),
+    table: rt.upload(table, [10, dim]),
+    dim,
+  });
+  await rmsnormForward(rt, b, { y, inv, x: g.x, w: g.w, eps: 1e-5 });
+  await rmsnormBackward(rt, b, { dx, x: g.x, w: g.w, inv, dy: g.dy, accumulate: false });
+  await rope(rt, b, { x: r, cos, sin, heads, headSize: hs, seq });
+  const ga = rt.upload(a, [rows, dim]);
+  const gb = rt.upload(bb, [rows, dim]);
+  await swigluForward(rt, b, { h, a: ga, b: gb });
+  await swigluBackward(rt, b, { da, db, a: ga, b: gb, dh: g.dy });
+  await b.submit();
+
+  const embRef = new Float64Array(rows * dim);
+  ids.forEach((id, i) => embRef.set(table.subarray(id * dim, (id + 1) * dim), i * dim));
+  assert.deepEqual([...await rt.read(emb)], [...embRef], "embedding is a copy");
+  const fwd = rmsFwdCpu(f64(x), w, rows, dim, 1e-5);
+  close(await rt.read(y), fwd.y, "rmsnorm");
+  close(await rt.read(inv), fwd.inv, "rmsnorm 1/rms");
+  close(
+    await rt.read(dx),
+    rmsBwdCpu(f64(x), w, fwd.inv, f64(dy), rows, dim).dx,
+    "rmsnorm backward",
+  );
+  const rotated = f64(x);
+  ropeApply(rotated, Array.from({ length: rows }, (_, i) => i % seq), heads, hs, 10000);
+  close(await rt.read(r), rotated, "rope");
+  close(await rt.read(h), swiFwdCpu(f64(a), f64(bb)), "swiglu");
+  const sb = swiBwdCpu(f64(a), f64(bb), f64(dy));
+  close(await rt.read(da), sb.da, "swiglu da");
+  close(await rt.read(db), sb.db, "swiglu db");
+});
+
+Deno.test("llama ops: causal GQA attention forward/backward and masked cross-entropy", async () => {
+  const rt = await testRuntime();
+  const [sequences, seq, heads, kvHeads, hs] = [3, 7, 4, 2, 8];
+  const rows = sequences * seq;
+  const q = randomF32(rows * heads * hs, 1);
+  const k = randomF32(rows * kvHeads * hs, 2);
+  const v = randomF32(rows * kvHeads * hs, 3);
+  const dout = randomF32(rows * heads * hs, 4);
+  const t = {
+    q: rt.upload(q, [rows, heads * hs]),
+    k: rt.upload(k, [rows, kvHeads * hs]),
+    v: rt.upload(v, [rows, kvHeads * hs]),
+    dout: rt.upload(dout, [rows, heads * hs]),
+  };
+  const out = rt.empty([rows, heads * hs]);
+  const att = rt.empty([sequences, heads, seq, seq]);
+  const [dq, dk, dv, ds] = [
+    rt.empty(t.q.shape),
+    rt.empty(t.k.shape),
+    rt.empty(t.v.shape),
+    rt.empty(att.shape),
+  ];
+  const dims = { seq, heads, kvHeads, headSize: hs };
+  const vocab = 11;
+  const logits = randomF32(rows * vocab, 5).map((x) => 4 * x);
+  const targets = Int32Array.from({ length: rows }, (_, i) => (i % 4 === 0 ? -1 : (i * 3) % vocab));
+  const gl = rt.upload(logits, [rows, vocab]);
+  const loss = rt.empty([rows]);
+  const count = targets.filter((x) => x >= 0).length;
+  const b = rt.batch();
+  await attentionForward(rt, b, { out, att, ...t, dims });
+  await attentionBackward(rt, b, { dq, dk, dv, ds, ...t, att, dims });
+  await crossEntropyInPlace(rt, b, {
+    logits: gl,
+    targets: rt.upload(new Uint32Array(targets.buffer), [rows]),
+    loss,
+    vocab,
+    count,
+  });
+  await b.submit();
+  const shape = { tokens: seq, heads, kvHeads, headSize: hs };
+  const [outRef, dqRef, dkRef, dvRef] = [q, q, k, v].map((a) => new Float64Array(a.length));
+  for (let s = 0; s < sequences; s++) {
+    const part = (a: Float32Array, w: number) => f64(a.subarray(s * seq * w, (s + 1) * seq * w));
+    const f = attFwdCpu(part(q, heads * hs), part(k, kvHeads * hs), part(v, kvHeads * hs), shape);
+    outRef.set(f.out, s * seq * heads * hs);
+    const g = attBwdCpu(
+      part(q, heads * hs),
+      part(k, kvHeads * hs),
+      part(v, kvHeads * hs),
+      f.att,
+      part(dout, heads * hs),
+      shape,
+    );
+    dqRef.set(g.dq, s * seq * heads * hs);
+    dkRef.set(g.dk, s * seq * kvHeads * hs);
+    dvRef.set(g.dv, s * seq * kvHeads * hs);
+  }
+  close(await rt.read(out), outRef, "attention");
+  close(await rt.read(dq), dqRef, "attention dq");
+  close(await rt.read(dk), dkRef, "attention dk");
+  close(await rt.read(dv), dvRef, "attention dv");
+  const ce = crossEntropy(f64(logits), targets, vocab);
+  const rowLoss = await rt.read(loss) as Float32Array;
+  assert.ok(
+    Math.abs(rowLoss.reduce((x, y) => x + y, 0) / count - ce.loss) < 1e-5 * ce.loss,
+    "cross-entropy loss",
+  );
+  close(await rt.read(gl), ce.dlogits, "cross-entropy dlogits");
+});

@@ -1,0 +1,445 @@
+/**
+ * Adapter fine-tuning of a {@link GpuLlama}: AdamW (decoupled weight decay), linear warm-up then
+ * linear or cosine decay, gradient accumulation, global-norm clipping, a seeded data order, a
+ * progress line (loss, tokens/s, ETA) and checkpoints (adapters + optimizer state + data position)
+ * that a resumed run continues from exactly.
+ *
+ * Examples are token ids with per-position targets (−1 = no loss, e.g. prompt tokens); each
+ * micro-batch packs `batchSize` examples padded to `seq` tokens.
+ */
+import { z } from "zod";
+import { dotInto } from "../../kernels/adapters/ops.ts";
+import { addInto } from "../../kernels/llama/ops.ts";
+import { adamwStep } from "../../kernels/optim/adamw.ts";
+import type { Batch } from "../../kernels/runtime/batch.ts";
+import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
+import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
+import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
+import { rng } from "../random.ts";
+import type { Schema } from "../schema.ts";
+import type { GpuLlama } from "./gpu/model.ts";
+
+const TrainConfigZod = z.object({
+  /** Optimizer steps. */
+  steps: z.number().int().positive(),
+  /** Peak learning rate. */
+  lr: z.number().positive(),
+  /** Warm-up steps (linear from 0). */
+  warmup: z.number().int().nonnegative().default(0),
+  /** Decay after warm-up, to 0 at `steps`. */
+  schedule: z.enum(["linear", "cosine", "constant"]).default("linear"),
+  /** AdamW decoupled weight decay. */
+  weightDecay: z.number().nonnegative().default(0),
+  beta1: z.number().min(0).lt(1).default(0.9),
+  beta2: z.number().min(0).lt(1).default(0.999),
+  eps: z.number().positive().default(1e-8),
+  /** Micro-batches per optimizer step. */
+  gradAccum: z.number().int().positive().default(1),
+  /** Clip the global gradient norm to this (0: off). */
+  clipNorm: z.number().nonnegative().default(1),
+  /** Examples per micro-batch. */
+  batchSize: z.number().int().positive(),
+  /** Tokens per example (longer ones are cut, shorter ones padded). */
+  seq: z.number().int().positive(),
+  /** Seed of the data order. */
+  seed: z.number().int().default(0),
+  /** Save a checkpoint every N optimizer steps (0: never). */
+  checkpointEvery: z.number().int().nonnegative().default(0),
+}).strict();
+
+/** Validated training configuration. */
+export interface TrainConfig {
+  /** Optimizer steps. */
+  steps: number;
+  /** Peak learning rate. */
+  lr: number;
+  /** Warm-up steps. */
+  warmup: number;
+  /** Decay shape after warm-up. */
+  schedule: "linear" | "cosine" | "constant";
+  /** Decoupled weight decay. */
+  weightDecay: number;
+  /** Adam β1. */
+  beta1: number;
+  /** Adam β2. */
+  beta2: number;
+  /** Adam ε. */
+  eps: number;
+  /** Micro-batches per step. */
+  gradAccum: number;
+  /** Global-norm clip (0 = off). */
+  clipNorm: number;
+  /** Examples per micro-batch. */
+  batchSize: number;
+  /** Tokens per example. */
+  seq: number;
+  /** Data-order seed. */
+  seed: number;
+  /** Checkpoint interval in steps (0 = never). */
+  checkpointEvery: number;
+}
+
+/** zod schema of {@link TrainConfig}. */
+export const TrainConfigSchema: Schema<TrainConfig> = TrainConfigZod;
+
+/** One training example. */
+export interface Example {
+  /** Input ids. */
+  ids: number[];
+  /** Target per position (the next token), −1 where no loss is taken. */
+  targets: number[];
+}
+
+/** Learning rate at 1-based `step`. */
+export function learningRate(c: TrainConfig, step: number): number {
+  if (step <= c.warmup) return (c.lr * step) / Math.max(1, c.warmup);
+  if (c.schedule === "constant") return c.lr;
+  const progress = (step - c.warmup) / Math.max(1, c.steps - c.warmup);
+  return c.schedule === "linear"
+    ? c.lr * (1 - progress)
+    : 0.5 * c.lr * (1 + Math.cos(Math.PI * progress));
+}
+
+/** Where the data order stands: epoch and index into that epoch's permutation. */
+export interface DataPosition {
+  /** Epoch number (each has its own seeded permutation). */
+  epoch: number;
+  /** Next example within the epoch. */
+  index: number;
+}
+
+/** The permutation of `n` examples for `epoch` (Fisher–Yates with a seeded PRNG). */
+export function epochOrder(n: number, seed: number, epoch: number): number[] {
+  const next = rng((seed * 1000003 + epoch) >>> 0);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [order[i], order[j]] = [order[j], order[i]];
+  }
+  return order;
+}
+
+/** One step's record. */
+export interface StepLog {
+  /** 1-based step. */
+  step: number;
+  /** Mean loss over the step's target tokens. */
+  loss: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Learning rate used. */
+  lr: number;
+  /** Tokens (inputs) processed in the step. */
+  tokens: number;
+  /** Wall seconds of the step. */
+  seconds: number;
+}
+
+/** Saved training state (inside the checkpoint's metadata). */
+interface TrainState {
+  step: number;
+  position: DataPosition;
+  history: StepLog[];
+  fingerprint: string;
+}
+
+/** `__metadata__.format` of training checkpoints. */
+export const CHECKPOINT_FORMAT = "moka-train-checkpoint";
+const CHECKPOINT_VERSION = "1";
+
+/** Trains the adapters attached to a model. */
+export class Trainer {
+  readonly #rt: GpuRuntime;
+  readonly #model: GpuLlama;
+  readonly #config: TrainConfig;
+  readonly #data: Example[];
+  readonly #fingerprint: string;
+  readonly #state: {
+    key: string;
+    name: string;
+    param: GpuTensor;
+    grad: GpuTensor;
+    acc: GpuTensor;
+    m: GpuTensor;
+    v: GpuTensor;
+  }[];
+  #step = 0;
+  #position: DataPosition = { epoch: 0, index: 0 };
+  /** Every completed step, in order. */
+  history: StepLog[] = [];
+
+  /**
+   * `fingerprint` identifies the run (adapter configs, data, anything whose change must forbid
+   * resuming); a checkpoint with another fingerprint is refused.
+   */
+  constructor(
+    rt: GpuRuntime,
+    model: GpuLlama,
+    config: unknown,
+    data: Example[],
+    fingerprint: string,
+  ) {
+    this.#rt = rt;
+    this.#model = model;
+    const parsed = TrainConfigZod.safeParse(config);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new Error(`train config: field ${i.path.join(".")}: ${i.message}`);
+    }
+    this.#config = parsed.data;
+    if (data.length === 0) throw new Error("train: no examples");
+    data.forEach((e, i) => {
+      if (e.ids.length !== e.targets.length || e.ids.length === 0) {
+        throw new Error(
+          `train: example ${i} has ${e.ids.length} ids and ${e.targets.length} targets`,
+        );
+      }
+      if (!e.targets.some((t) => t >= 0)) {
+        throw new Error(`train: example ${i} has no target token`);
+      }
+    });
+    this.#data = data;
+    this.#fingerprint = `${fingerprint}|${JSON.stringify(this.#config)}`;
+    this.#state = [];
+    for (const [key, layer] of model.adapters) {
+      for (const [name, grad] of Object.entries(layer.grads)) {
+        const zeros = new Float32Array(grad.size);
+        this.#state.push({
+          key,
+          name,
+          param: layer.params[name],
+          grad,
+          acc: rt.empty(grad.shape),
+          m: rt.upload(zeros, grad.shape),
+          v: rt.upload(zeros, grad.shape),
+        });
+      }
+    }
+    if (this.#state.length === 0) {
+      throw new Error("train: the model has no trainable adapter attached");
+    }
+  }
+
+  /** Optimizer steps done. */
+  get step(): number {
+    return this.#step;
+  }
+
+  /** The validated config. */
+  get config(): TrainConfig {
+    return this.#config;
+  }
+
+  #nextExamples(count: number): Example[] {
+    const out: Example[] = [];
+    while (out.length < count) {
+      const order = epochOrder(this.#data.length, this.#config.seed, this.#position.epoch);
+      out.push(this.#data[order[this.#position.index]]);
+      this.#position.index++;
+      if (this.#position.index === this.#data.length) {
+        this.#position = { epoch: this.#position.epoch + 1, index: 0 };
+      }
+    }
+    return out;
+  }
+
+  #pack(examples: Example[]): { ids: Uint32Array; targets: Uint32Array; count: number } {
+    const { seq } = this.#config;
+    const ids = new Uint32Array(examples.length * seq);
+    const targets = new Uint32Array(examples.length * seq).fill(0xffffffff); // −1 as i32
+    let count = 0;
+    examples.forEach((e, b) => {
+      for (let t = 0; t < Math.min(seq, e.ids.length); t++) {
+        ids[b * seq + t] = e.ids[t];
+        if (e.targets[t] >= 0) {
+          targets[b * seq + t] = e.targets[t];
+          count++;
+        }
+      }
+    });
+    return { ids, targets, count };
+  }
+
+  /** Run one optimizer step (gradAccum micro-batches); returns its log line. */
+  async trainStep(): Promise<StepLog> {
+    const c = this.#config;
+    const rt = this.#rt;
+    const started = performance.now();
+    const micro = Array.from(
+      { length: c.gradAccum },
+      () => this.#pack(this.#nextExamples(c.batchSize)),
+    );
+    const total = micro.reduce((n, m) => n + m.count, 0);
+    if (total === 0) {
+      throw new Error("train: a step without target tokens (every target cut by seq?)");
+    }
+    let lossSum = 0;
+    for (const [i, m] of micro.entries()) {
+      const ids = rt.upload(m.ids, [m.ids.length]);
+      const targets = rt.upload(m.targets, [m.targets.length]);
+      const b = rt.batch();
+      const logits = await this.#model.forward(b, ids, c.seq, true);
+      // Dividing by the step's total count makes the accumulated sum the mean over the step.
+      const loss = await this.#model.lossAndBackward(b, logits, targets, total);
+      for (const s of this.#state) {
+        if (i === 0) b.copy(s.grad.buffer, 0, s.acc.buffer, 0, s.grad.byteLength);
+        else await addInto(rt, b, { dst: s.acc, src: s.grad });
+      }
+      await b.submit();
+      lossSum += (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0);
+      for (const t of [ids, targets, logits, loss]) t.release();
+    }
+    const gradNorm = await this.#globalNorm();
+    const step = this.#step + 1;
+    const lr = learningRate(c, step);
+    const gradScale = c.clipNorm > 0 && gradNorm > c.clipNorm ? c.clipNorm / gradNorm : 1;
+    const b = rt.batch();
+    for (const s of this.#state) {
+      await adamwStep(rt, b, { param: s.param, grad: s.acc, m: s.m, v: s.v }, {
+        lr,
+        step,
+        beta1: c.beta1,
+        beta2: c.beta2,
+        eps: c.eps,
+        weightDecay: c.weightDecay,
+        gradScale,
+      });
+    }
+    await b.submit();
+    this.#step = step;
+    const log: StepLog = {
+      step,
+      loss: lossSum / total,
+      gradNorm,
+      lr,
+      tokens: micro.length * c.batchSize * c.seq,
+      seconds: (performance.now() - started) / 1000,
+    };
+    this.history.push(log);
+    return log;
+  }
+
+  async #globalNorm(): Promise<number> {
+    const rt = this.#rt;
+    const sq = rt.empty([this.#state.length]);
+    const b: Batch = rt.batch();
+    for (const [i, s] of this.#state.entries()) {
+      await dotInto(rt, b, { out: sq, index: i, a: s.acc, b: s.acc });
+    }
+    await b.submit();
+    const parts = await rt.read(sq) as Float32Array;
+    sq.release();
+    return Math.sqrt(parts.reduce((x, y) => x + y, 0));
+  }
+
+  /**
+   * Train until `config.steps`, saving a checkpoint to `checkpointPath` every `checkpointEvery`
+   * steps and at the end; `stopAfter` ends early (tests, time limits). `progress` gets each step.
+   */
+  async run(
+    options: {
+      checkpointPath?: string;
+      stopAfter?: number;
+      progress?: (log: StepLog, eta: number) => void;
+    } = {},
+  ): Promise<StepLog[]> {
+    const c = this.#config;
+    const started = performance.now();
+    const first = this.#step;
+    while (
+      this.#step < c.steps && (options.stopAfter === undefined || this.#step < options.stopAfter)
+    ) {
+      const log = await this.trainStep();
+      const perStep = (performance.now() - started) / 1000 / (this.#step - first);
+      options.progress?.(log, perStep * (c.steps - this.#step));
+      if (options.checkpointPath && c.checkpointEvery > 0 && this.#step % c.checkpointEvery === 0) {
+        await this.save(options.checkpointPath);
+      }
+    }
+    if (options.checkpointPath) await this.save(options.checkpointPath);
+    return this.history;
+  }
+
+  /** Save adapters, optimizer state, step and data position (temp file + rename). */
+  async save(path: string): Promise<void> {
+    const tensors = [];
+    for (const s of this.#state) {
+      const shape = [...s.param.shape];
+      tensors.push({
+        name: `param.${s.key}.${s.name}`,
+        shape,
+        data: await this.#rt.read(s.param) as Float32Array,
+      });
+      tensors.push({
+        name: `adam_m.${s.key}.${s.name}`,
+        shape,
+        data: await this.#rt.read(s.m) as Float32Array,
+      });
+      tensors.push({
+        name: `adam_v.${s.key}.${s.name}`,
+        shape,
+        data: await this.#rt.read(s.v) as Float32Array,
+      });
+    }
+    const state: TrainState = {
+      step: this.#step,
+      position: this.#position,
+      history: this.history,
+      fingerprint: this.#fingerprint,
+    };
+    const bytes = encodeSafetensors(tensors, {
+      format: CHECKPOINT_FORMAT,
+      version: CHECKPOINT_VERSION,
+      state: JSON.stringify(state),
+    });
+    const tmp = `${path}.tmp-${Deno.pid}`;
+    await Deno.writeFile(tmp, bytes);
+    await Deno.rename(tmp, path);
+  }
+
+  /** Restore from a checkpoint of the same run (fingerprint and tensor set checked first). */
+  async resume(path: string): Promise<void> {
+    const file = parseSafetensors(await Deno.readFile(path), path);
+    if (
+      file.metadata.format !== CHECKPOINT_FORMAT || file.metadata.version !== CHECKPOINT_VERSION
+    ) {
+      throw new Error(`${path}: not a version-${CHECKPOINT_VERSION} training checkpoint`);
+    }
+    let state: TrainState;
+    try {
+      state = JSON.parse(file.metadata.state);
+    } catch {
+      throw new Error(`${path}: corrupt training state`);
+    }
+    if (state.fingerprint !== this.#fingerprint) {
+      throw new Error(
+        `${path}: checkpoint of a different run (adapters, data or train config changed)`,
+      );
+    }
+    const want = this.#state.flatMap((s) =>
+      ["param", "adam_m", "adam_v"].map((p) => `${p}.${s.key}.${s.name}`)
+    );
+    const missing = want.filter((n) => !file.entries.has(n));
+    if (missing.length || file.entries.size !== want.length) {
+      throw new Error(
+        `${path}: tensors do not match the attached adapters (missing ${
+          missing.slice(0, 3).join(", ")
+        })`,
+      );
+    }
+    const values = want.map((n) => file.tensor(n)); // decode everything before touching the GPU
+    this.#state.forEach((s, i) => {
+      this.#rt.write(s.param, values[3 * i]);
+      this.#rt.write(s.m, values[3 * i + 1]);
+      this.#rt.write(s.v, values[3 * i + 2]);
+    });
+    this.#step = state.step;
+    this.#position = state.position;
+    this.history = state.history;
+  }
+
+  /** Free optimizer buffers (the adapters belong to the model). */
+  release(): void {
+    for (const s of this.#state) for (const t of [s.acc, s.m, s.v]) t.release();
+  }
+}
