@@ -17,7 +17,11 @@
  *   float64 reference, GPU forward/backward, merge, and safetensors files ({@link saveAdapters});
  *   whole-model parameter counts ({@link countTrainableParams});
  * - AdamW on the GPU ({@link adamwStep}), the expressiveness experiment ({@link fitTarget});
- * - the llama2.c checkpoint reader ({@link loadLlama2c}) and a safetensors reader/writer;
+ * - LLaMA: the llama2.c checkpoint and tokenizer readers ({@link loadLlama2c},
+ *   {@link Llama2cTokenizer}), a safetensors reader/writer, the float64 reference model
+ *   ({@link CpuLlama}), the GPU model with f32/NF4/int4 bases and adapters ({@link GpuLlama}),
+ *   KV-cached greedy and beam-search generation ({@link generate}) and adapter training with
+ *   checkpoints ({@link Trainer});
  * - report schemas ({@link SelfCheckReportSchema}, {@link ExpressivenessReportSchema}) and SVG
  *   plots ({@link renderLinePlot}).
  *
@@ -259,6 +263,53 @@ export {
 } from "./kernels/adapters/ops.ts";
 export { gradMatmul, sliceCount } from "./kernels/adapters/grad_matmul.ts";
 export { type AdamWStep, adamwStep, adamwStepCpu } from "./kernels/optim/adamw.ts";
+
+// LLaMA: readers, the float64 reference, the GPU model, generation and training.
+export { Llama2cTokenizer } from "./models/tokenizer/llama2c.ts";
+export {
+  fromLlama2c,
+  headSize,
+  kvDim,
+  linearDims,
+  LLAMA2C_WEIGHT,
+  type LlamaConfig,
+} from "./models/llama/config.ts";
+export {
+  adapterKey,
+  type CpuAdapters,
+  CpuLlama,
+  type LayerTape,
+  type Tape,
+} from "./models/llama/cpu/model.ts";
+export {
+  type BaseFormat,
+  GpuLlama,
+  type GpuLlamaOptions,
+  KvCache,
+} from "./models/llama/gpu/model.ts";
+export {
+  cpuScorer,
+  generate,
+  type GenerateOptions,
+  gpuScorer,
+  nextTokenLogits,
+  type Scorer,
+} from "./models/llama/generate.ts";
+export {
+  CHECKPOINT_FORMAT,
+  type DataPosition,
+  epochOrder,
+  type Example,
+  learningRate,
+  type StepLog,
+  type TrainConfig,
+  TrainConfigSchema,
+  Trainer,
+} from "./models/llama/train.ts";
+export { loadModelReference, type ModelReference } from "./models/llama/reference.ts";
+/** The LLaMA layer kernels (forward and backward), each tested against `models/llama/cpu/`. */
+export * as llamaKernels from "./kernels/llama/ops.ts";
+export { FLAT_INDEX_WGSL, launch } from "./kernels/runtime/launch.ts";
 
 // Evaluations.
 export {

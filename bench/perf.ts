@@ -5,7 +5,7 @@
  *   deno task perf              headline numbers
  *   deno task perf --sweep      also time a grid of tile shapes (to pick per-device defaults)
  *   deno task perf --size 512   another problem size (default 1024)
- *   deno task perf --only quant,adapters   some sections (matmul, quant, adapters)
+ *   deno task perf --only quant,adapters   some sections (matmul, quant, adapters, model)
  */
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
@@ -21,6 +21,7 @@ import { cpuPeakGflops, gflops, sig3, timeMs } from "./timing.ts";
 import { tfjsMatmul } from "./tfjs_peer.ts";
 import { quantPerf } from "./quant_perf.ts";
 import { adapterPerf } from "./adapter_perf.ts";
+import { modelPerf } from "./model_perf.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -109,6 +110,9 @@ if (wants("quant")) {
 }
 if (wants("adapters")) {
   Object.assign(result, await adapterPerf(rt, log));
+}
+if (wants("model")) {
+  Object.assign(result, await modelPerf(rt, log));
 }
 
 if (values.sweep || values.grid) {

@@ -153,7 +153,7 @@ export async function rmsnormBackward(
 }
 
 const ROPE_WGSL = HEAD(`
-struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32 }
+struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32, offset: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
@@ -164,7 +164,7 @@ ${MAIN}
   let pairsPerRow = p.heads * p.half;
   let row = i / pairsPerRow;
   let j = (i - row * pairsPerRow) % p.half;
-  let pos = row % p.seq;
+  let pos = row % p.seq + p.offset;
   let c = cosT[pos * p.half + j];
   let s = p.sign * sinT[pos * p.half + j];
   let k = 2u * i;
@@ -186,11 +186,14 @@ export async function rope(
     headSize: number;
     seq: number;
     inverse?: boolean;
+    /** Added to every position (decoding one token at `offset`). */
+    offset?: number;
   },
 ): Promise<void> {
   const { x, cos, sin, heads, headSize, seq } = a;
   const half = headSize / 2;
-  need(x.size % (heads * headSize) === 0 && cos.size >= seq * half, "rope: shapes");
+  const offset = a.offset ?? 0;
+  need(x.size % (heads * headSize) === 0 && cos.size >= (seq + offset) * half, "rope: shapes");
   const rows = x.size / (heads * headSize);
   need(rows % seq === 0, `rope: ${rows} rows are not whole sequences of ${seq}`);
   await launch(
@@ -203,6 +206,7 @@ export async function rope(
       { u: half },
       { u: seq },
       { f: a.inverse ? -1 : 1 },
+      { u: offset },
     ],
     [cos, sin, x],
     x.size / 2,
@@ -567,5 +571,88 @@ export async function crossEntropyInPlace(
     ],
     [t.targets, t.logits, t.loss],
     rows,
+  );
+}
+
+const ATTN_DECODE_WGSL = HEAD(`
+struct P { n: u32, heads: u32, kvHeads: u32, hs: u32, pos: u32, maxSeq: u32, scale: f32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> q: array<f32>;
+@group(0) @binding(2) var<storage, read> kc: array<f32>;
+@group(0) @binding(3) var<storage, read> vc: array<f32>;
+@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;`) + `
+${MAIN}
+  if (i >= p.n) { return; }
+  // i = beam·heads + h; the beam's cache rows [0, pos] hold its keys and values.
+  let h = i % p.heads;
+  let beam = i / p.heads;
+  let kh = h / (p.heads / p.kvHeads);
+  let kw = p.kvHeads * p.hs;
+  let qo = i * p.hs;
+  let so = i * p.maxSeq;
+  var mx = -3.0e38;
+  for (var u = 0u; u <= p.pos; u++) {
+    let ko = (beam * p.maxSeq + u) * kw + kh * p.hs;
+    var d = 0.0;
+    for (var c = 0u; c < p.hs; c++) { d += q[qo + c] * kc[ko + c]; }
+    d *= p.scale;
+    scores[so + u] = d;
+    mx = max(mx, d);
+  }
+  var sum = 0.0;
+  for (var u = 0u; u <= p.pos; u++) { let e = exp(scores[so + u] - mx); scores[so + u] = e; sum += e; }
+  for (var c = 0u; c < p.hs; c++) { out[qo + c] = 0.0; }
+  for (var u = 0u; u <= p.pos; u++) {
+    let pr = scores[so + u] / sum;
+    let vo = (beam * p.maxSeq + u) * kw + kh * p.hs;
+    for (var c = 0u; c < p.hs; c++) { out[qo + c] += pr * v[vo + c]; }
+  }
+}`.replace("v[vo + c]", "vc[vo + c]");
+
+/**
+ * One decoding step of attention: q [beams, heads·hs] of the token at `pos` against the KV cache
+ * kc/vc [beams, maxSeq, kvHeads·hs] (rows 0..pos filled). scores is scratch [beams, heads, maxSeq].
+ */
+export async function attentionDecode(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    out: GpuTensor;
+    scores: GpuTensor;
+    q: GpuTensor;
+    kc: GpuTensor;
+    vc: GpuTensor;
+    heads: number;
+    kvHeads: number;
+    headSize: number;
+    pos: number;
+    maxSeq: number;
+  },
+): Promise<void> {
+  const { out, scores, q, kc, vc, heads, kvHeads, headSize, pos, maxSeq } = a;
+  const beams = q.size / (heads * headSize);
+  need(Number.isInteger(beams) && out.size === q.size && pos < maxSeq, "attention decode: shapes");
+  need(
+    kc.size === beams * maxSeq * kvHeads * headSize && vc.size === kc.size,
+    "attention decode: cache",
+  );
+  need(scores.size >= beams * heads * maxSeq, "attention decode: scratch");
+  const n = beams * heads;
+  await launch(
+    rt,
+    batch,
+    { code: ATTN_DECODE_WGSL, label: "llama/attention-decode" },
+    [
+      { u: n },
+      { u: heads },
+      { u: kvHeads },
+      { u: headSize },
+      { u: pos },
+      { u: maxSeq },
+      { f: 1 / Math.sqrt(headSize) },
+    ],
+    [q, kc, vc, scores, out],
+    n,
   );
 }

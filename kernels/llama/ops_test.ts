@@ -20,6 +20,7 @@ import {
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import {
   attentionBackward,
+  attentionDecode,
   attentionForward,
   crossEntropyInPlace,
   embed,
@@ -170,4 +171,51 @@ Deno.test("llama ops: causal GQA attention forward/backward and masked cross-ent
     "cross-entropy loss",
   );
   close(await rt.read(gl), ce.dlogits, "cross-entropy dlogits");
+});
+
+Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an offset", async () => {
+  const rt = await testRuntime();
+  const [heads, kvHeads, hs, maxSeq, pos, beams] = [4, 2, 8, 10, 5, 2];
+  const T = pos + 1;
+  const outRef = new Float64Array(beams * heads * hs);
+  const qs = new Float32Array(beams * heads * hs);
+  const kc = new Float32Array(beams * maxSeq * kvHeads * hs).fill(NaN); // unwritten rows stay NaN
+  const vc = new Float32Array(kc.length).fill(NaN);
+  for (let b = 0; b < beams; b++) {
+    const q = randomF32(T * heads * hs, 10 * b + 1);
+    const k = randomF32(T * kvHeads * hs, 10 * b + 2);
+    const v = randomF32(T * kvHeads * hs, 10 * b + 3);
+    const ref = attFwdCpu(f64(q), f64(k), f64(v), { tokens: T, heads, kvHeads, headSize: hs });
+    outRef.set(ref.out.subarray(pos * heads * hs), b * heads * hs);
+    qs.set(q.subarray(pos * heads * hs), b * heads * hs);
+    kc.set(k, b * maxSeq * kvHeads * hs);
+    vc.set(v, b * maxSeq * kvHeads * hs);
+  }
+  const out = rt.empty([beams, heads * hs]);
+  const x = randomF32(beams * heads * hs, 9);
+  const rx = rt.upload(x, [beams, heads * hs]);
+  const tables = ropeTables(16, hs, 10000);
+  const b = rt.batch();
+  await attentionDecode(rt, b, {
+    out,
+    scores: rt.empty([beams, heads, maxSeq]),
+    q: rt.upload(qs, [beams, heads * hs]),
+    kc: rt.upload(kc, [beams, maxSeq, kvHeads * hs]),
+    vc: rt.upload(vc, [beams, maxSeq, kvHeads * hs]),
+    heads,
+    kvHeads,
+    headSize: hs,
+    pos,
+    maxSeq,
+  });
+  const [cos, sin] = [
+    rt.upload(tables.cos, [tables.cos.length]),
+    rt.upload(tables.sin, [tables.sin.length]),
+  ];
+  await rope(rt, b, { x: rx, cos, sin, heads, headSize: hs, seq: 1, offset: 7 });
+  await b.submit();
+  close(await rt.read(out), outRef, "attention decode");
+  const rotated = f64(x);
+  ropeApply(rotated, [7, 7], heads, hs, 10000);
+  close(await rt.read(rx), rotated, "rope at offset 7");
 });

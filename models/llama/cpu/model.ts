@@ -180,18 +180,30 @@ export class CpuLlama {
 }
 
 /** Activations of one block kept for the backward. */
-interface LayerTape {
+export interface LayerTape {
+  /** Residual stream entering the block. */
   input: Float64Array;
+  /** Attention RMSNorm output and 1/rms. */
   n1: { y: Float64Array; inv: Float64Array };
+  /** Queries after RoPE. */
   q: Float64Array;
+  /** Keys after RoPE. */
   k: Float64Array;
+  /** Values. */
   v: Float64Array;
+  /** Attention probabilities [heads, T, T]. */
   att: Float64Array;
+  /** Attention output before wo. */
   attOut: Float64Array;
+  /** Residual after attention. */
   h1: Float64Array;
+  /** FFN RMSNorm output and 1/rms. */
   n2: { y: Float64Array; inv: Float64Array };
+  /** Gate projection (w1). */
   g: Float64Array;
+  /** Up projection (w3). */
   u: Float64Array;
+  /** silu(g)⊙u. */
   act: Float64Array;
 }
 

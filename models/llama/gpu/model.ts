@@ -8,6 +8,7 @@
 import {
   addInto,
   attentionBackward,
+  attentionDecode,
   attentionForward,
   crossEntropyInPlace,
   embed,
@@ -237,7 +238,13 @@ export class GpuLlama {
    * Logits [sequences·seq, vocab] of `ids` (u32 [sequences·seq], each sequence `seq` long).
    * With `keep`, the activations stay for {@link backward}.
    */
-  async forward(batch: Batch, ids: GpuTensor, seq: number, keep = false): Promise<GpuTensor> {
+  async forward(
+    batch: Batch,
+    ids: GpuTensor,
+    seq: number,
+    keep = false,
+    cache?: KvCache,
+  ): Promise<GpuTensor> {
     const rt = this.#rt;
     const c = this.config;
     const rows = ids.size;
@@ -283,6 +290,7 @@ export class GpuLlama {
         headSize: hs,
         seq,
       });
+      if (cache) cache.fill(batch, l, k, v, seq);
       const att = rt.empty([rows / seq, c.heads, seq, seq]);
       const attOut = rt.empty([rows, dim]);
       await attentionForward(rt, batch, { out: attOut, att, q, k, v, dims });
@@ -311,18 +319,95 @@ export class GpuLlama {
       layers.push({ input: h, n1, inv1, q, k, v, att, attOut, h1, n2, inv2, g, u, act });
       h = h2;
     }
-    const nf = rt.empty([rows, dim]);
-    const invf = rt.empty([rows]);
-    await rmsnormForward(rt, batch, { y: nf, inv: invf, x: h, w: this.#finalNorm, eps: c.normEps });
-    const logits = rt.empty([rows, c.vocab]);
-    await matmul(rt, nf, this.#cls, { m: rows, n: c.vocab, k: dim, transB: true }, {
-      out: logits,
-      batch,
-    });
+    const { nf, invf, logits } = await this.#head(batch, h, rows);
     for (const t of temps) batch.releaseAfter(t);
     this.#tape = { layers, final: h, nf, invf, rows, seq };
     if (!keep) this.#dropTape(batch);
     return logits;
+  }
+
+  /** An empty KV cache for `slots` sequences (beams) of up to `maxSeq` tokens. */
+  createCache(slots: number, maxSeq = this.config.seqLen): KvCache {
+    if (maxSeq > this.config.seqLen) {
+      throw new RangeError(`cache of ${maxSeq} > seqLen ${this.config.seqLen}`);
+    }
+    return new KvCache(this.#rt, this.config.layers, slots, maxSeq, kvDim(this.config));
+  }
+
+  /**
+   * One decoding step: `ids` (u32 [slots]) are the tokens at position `pos` of every slot; their
+   * keys/values go into the cache, the logits [slots, vocab] come back (inference only).
+   */
+  async decode(batch: Batch, ids: GpuTensor, pos: number, cache: KvCache): Promise<GpuTensor> {
+    const rt = this.#rt;
+    const c = this.config;
+    const rows = ids.size;
+    if (rows !== cache.slots || pos >= cache.maxSeq) {
+      throw new RangeError(
+        `decode: ${rows} ids for ${cache.slots} slots, position ${pos} of ${cache.maxSeq}`,
+      );
+    }
+    this.#dropTape(batch);
+    const { dim, hiddenDim } = c;
+    const hs = headSize(c);
+    const temps: GpuTensor[] = [];
+    const keep = (t: GpuTensor) => (temps.push(t), t);
+    const h = keep(rt.empty([rows, dim]));
+    await embed(rt, batch, { out: h, ids, table: this.#emb, dim });
+    const scores = keep(rt.empty([rows, c.heads, cache.maxSeq]));
+    for (let l = 0; l < c.layers; l++) {
+      const n1 = keep(rt.empty([rows, dim]));
+      const inv = keep(rt.empty([rows]));
+      await rmsnormForward(rt, batch, { y: n1, inv, x: h, w: this.#norms[l].attn, eps: c.normEps });
+      const q = keep(await this.#linear(batch, adapterKey(l, "q"), n1, rows, dim));
+      const k = keep(await this.#linear(batch, adapterKey(l, "k"), n1, rows, kvDim(c)));
+      const v = keep(await this.#linear(batch, adapterKey(l, "v"), n1, rows, kvDim(c)));
+      const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq: 1, offset: pos };
+      await rope(rt, batch, { x: q, heads: c.heads, ...r });
+      await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
+      cache.write(batch, l, k, v, pos);
+      const attOut = keep(rt.empty([rows, dim]));
+      await attentionDecode(rt, batch, {
+        out: attOut,
+        scores,
+        q,
+        kc: cache.k[l],
+        vc: cache.v[l],
+        heads: c.heads,
+        kvHeads: c.kvHeads,
+        headSize: hs,
+        pos,
+        maxSeq: cache.maxSeq,
+      });
+      const o = keep(await this.#linear(batch, adapterKey(l, "o"), attOut, rows, dim));
+      await addInto(rt, batch, { dst: h, src: o });
+      const n2 = keep(rt.empty([rows, dim]));
+      await rmsnormForward(rt, batch, { y: n2, inv, x: h, w: this.#norms[l].ffn, eps: c.normEps });
+      const g = keep(await this.#linear(batch, adapterKey(l, "gate"), n2, rows, hiddenDim));
+      const u = keep(await this.#linear(batch, adapterKey(l, "up"), n2, rows, hiddenDim));
+      const act = keep(rt.empty([rows, hiddenDim]));
+      await swigluForward(rt, batch, { h: act, a: g, b: u });
+      const d = keep(await this.#linear(batch, adapterKey(l, "down"), act, rows, dim));
+      await addInto(rt, batch, { dst: h, src: d });
+    }
+    const { nf, invf, logits } = await this.#head(batch, h, rows);
+    for (const t of [...temps, nf, invf]) batch.releaseAfter(t);
+    return logits;
+  }
+
+  /** Final RMSNorm and classifier: logits [rows, vocab] (nf and 1/rms kept for the backward). */
+  async #head(batch: Batch, h: GpuTensor, rows: number) {
+    const rt = this.#rt;
+    const c = this.config;
+    const nf = rt.empty([rows, c.dim]);
+    const invf = rt.empty([rows]);
+    await rmsnormForward(rt, batch, { y: nf, inv: invf, x: h, w: this.#finalNorm, eps: c.normEps });
+    const logits = rt.empty([rows, c.vocab]);
+    await matmul(rt, nf, this.#cls, { m: rows, n: c.vocab, k: c.dim, transB: true }, {
+      out: logits,
+      batch,
+    });
+    return { nf, invf, logits };
   }
 
   #dropTape(batch: Batch): void {
@@ -463,5 +548,76 @@ export class GpuLlama {
       if (w.kind === "f32") w.t.release();
       else w.w.release();
     }
+  }
+}
+
+/**
+ * Keys and values of every layer for `slots` sequences: k[l], v[l] are [slots, maxSeq, kvDim].
+ * Beam search reorders slots with {@link KvCache.reorder} (copies from a parent slot).
+ */
+export class KvCache {
+  /** Keys per layer. */
+  k: GpuTensor[];
+  /** Values per layer. */
+  v: GpuTensor[];
+  /** Sequences held. */
+  readonly slots: number;
+  /** Positions per sequence. */
+  readonly maxSeq: number;
+  readonly #rt: GpuRuntime;
+  readonly #width: number;
+
+  /** Allocate (contents undefined until written). */
+  constructor(rt: GpuRuntime, layers: number, slots: number, maxSeq: number, width: number) {
+    this.#rt = rt;
+    this.slots = slots;
+    this.maxSeq = maxSeq;
+    this.#width = width;
+    this.k = Array.from({ length: layers }, () => rt.empty([slots, maxSeq, width]));
+    this.v = Array.from({ length: layers }, () => rt.empty([slots, maxSeq, width]));
+  }
+
+  /** Copy one sequence's k/v [seq, width] (a prefill) into positions [0, seq) of every slot. */
+  fill(batch: Batch, layer: number, k: GpuTensor, v: GpuTensor, seq: number): void {
+    const bytes = seq * this.#width * 4;
+    for (let s = 0; s < this.slots; s++) {
+      const at = s * this.maxSeq * this.#width * 4;
+      batch.copy(k.buffer, 0, this.k[layer].buffer, at, bytes);
+      batch.copy(v.buffer, 0, this.v[layer].buffer, at, bytes);
+    }
+  }
+
+  /** Write row s of k/v [slots, width] at position `pos` of slot s. */
+  write(batch: Batch, layer: number, k: GpuTensor, v: GpuTensor, pos: number): void {
+    const row = this.#width * 4;
+    for (let s = 0; s < this.slots; s++) {
+      const at = (s * this.maxSeq + pos) * row;
+      batch.copy(k.buffer, s * row, this.k[layer].buffer, at, row);
+      batch.copy(v.buffer, s * row, this.v[layer].buffer, at, row);
+    }
+  }
+
+  /** Slot s takes over positions [0, length) of slot parents[s] (through fresh buffers). */
+  reorder(batch: Batch, parents: number[], length: number): void {
+    if (parents.length !== this.slots) {
+      throw new RangeError(`reorder: ${parents.length} parents for ${this.slots} slots`);
+    }
+    if (parents.every((p, s) => p === s)) return;
+    const bytes = length * this.#width * 4;
+    const stride = this.maxSeq * this.#width * 4;
+    const move = (old: GpuTensor[]) =>
+      old.map((t) => {
+        const next = this.#rt.empty(t.shape);
+        parents.forEach((p, s) => batch.copy(t.buffer, p * stride, next.buffer, s * stride, bytes));
+        batch.releaseAfter(t);
+        return next;
+      });
+    this.k = move(this.k);
+    this.v = move(this.v);
+  }
+
+  /** Free the cache. */
+  release(): void {
+    for (const t of [...this.k, ...this.v]) t.release();
   }
 }

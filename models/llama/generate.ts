@@ -1,0 +1,212 @@
+/**
+ * Generation: greedy decoding and beam search (the commonsense protocol uses 4 beams, 32 new
+ * tokens), written once over a {@link Scorer} so the GPU (KV cache) and the float64 CPU model run
+ * the very same search and can be compared token for token.
+ *
+ * Beam search follows Hugging Face's `num_beams` search without sampling: each step ranks the
+ * top 2·B continuations of all live beams by summed log-probability; one ending in EOS becomes a
+ * finished hypothesis scored sum / (generated length)^lengthPenalty, the others fill the next B
+ * beams; the search stops when B hypotheses are finished and none of the live beams can beat the
+ * worst of them (HF's `early_stopping=False` rule), or at `maxNew` tokens.
+ */
+import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
+import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
+import type { GpuLlama, KvCache } from "./gpu/model.ts";
+
+/** Next-token logits for a set of slots (beams). */
+export interface Scorer {
+  /** Logits [vocab] after the prompt; every slot starts from it. */
+  start(prompt: number[], slots: number, maxNew: number): Promise<ArrayLike<number>>;
+  /**
+   * Slot s continues slot parents[s] with tokens[s] at position `pos`; returns logits
+   * [slots·vocab] of the next position.
+   */
+  step(tokens: number[], parents: number[], pos: number): Promise<ArrayLike<number>>;
+  /** Free resources. */
+  finish(): void;
+}
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** New tokens at most. */
+  maxNew: number;
+  /** Beams (1 = greedy). */
+  beams?: number;
+  /** End-of-sequence id (llama2.c: 2). */
+  eos?: number;
+  /** Exponent of the length normalisation (HF default 1). */
+  lengthPenalty?: number;
+}
+
+function logSoftmax(row: ArrayLike<number>, offset: number, vocab: number): Float64Array {
+  let mx = -Infinity;
+  for (let j = 0; j < vocab; j++) mx = Math.max(mx, row[offset + j]);
+  let sum = 0;
+  for (let j = 0; j < vocab; j++) sum += Math.exp(row[offset + j] - mx);
+  const lse = mx + Math.log(sum);
+  return Float64Array.from({ length: vocab }, (_, j) => row[offset + j] - lse);
+}
+
+/** Generated ids (without the prompt and without EOS). */
+export async function generate(
+  scorer: Scorer,
+  prompt: number[],
+  vocab: number,
+  options: GenerateOptions,
+): Promise<number[]> {
+  const beams = options.beams ?? 1;
+  const eos = options.eos ?? 2;
+  const lp = options.lengthPenalty ?? 1;
+  const { maxNew } = options;
+  if (!(beams >= 1 && Number.isInteger(beams))) throw new RangeError(`generate: beams=${beams}`);
+  if (prompt.length === 0) throw new RangeError("generate: empty prompt");
+  try {
+    let logits = await scorer.start(prompt, beams, maxNew);
+    if (beams === 1) {
+      const out: number[] = [];
+      for (let i = 0; i < maxNew; i++) {
+        let best = 0;
+        for (let j = 1; j < vocab; j++) if (logits[j] > logits[best]) best = j;
+        if (best === eos) break;
+        out.push(best);
+        if (i + 1 < maxNew) logits = await scorer.step([best], [0], prompt.length + i);
+      }
+      return out;
+    }
+    type Beam = { tokens: number[]; score: number };
+    const norm = (score: number, length: number) => score / Math.max(1, length) ** lp;
+    let live: Beam[] = [{ tokens: [], score: 0 }]; // one live beam at first: no duplicate starts
+    const finished: Beam[] = [];
+    for (let step = 0; step < maxNew; step++) {
+      const cands: { parent: number; token: number; score: number }[] = [];
+      live.forEach((b, i) => {
+        const lps = logSoftmax(logits, step === 0 ? 0 : i * vocab, vocab);
+        for (let t = 0; t < vocab; t++) {
+          cands.push({ parent: i, token: t, score: b.score + lps[t] });
+        }
+      });
+      cands.sort((a, b) => b.score - a.score);
+      const next: (Beam & { parent: number })[] = [];
+      for (const c of cands.slice(0, 2 * beams)) {
+        const tokens = [...live[c.parent].tokens];
+        if (c.token === eos) {
+          finished.push({ tokens, score: norm(c.score, tokens.length) });
+        } else next.push({ tokens: [...tokens, c.token], score: c.score, parent: c.parent });
+        if (next.length === beams) break;
+      }
+      finished.sort((a, b) => b.score - a.score);
+      finished.splice(beams);
+      const bestLive = Math.max(...next.map((b) => norm(b.score, b.tokens.length)));
+      if (finished.length === beams && finished[beams - 1].score >= bestLive) {
+        return finished[0].tokens;
+      }
+      live = next;
+      if (step + 1 < maxNew) {
+        logits = await scorer.step(
+          next.map((b) => b.tokens.at(-1)!),
+          next.map((b) => b.parent),
+          prompt.length + step,
+        );
+      }
+    }
+    const pool = [
+      ...finished,
+      ...live.map((b) => ({ tokens: b.tokens, score: norm(b.score, b.tokens.length) })),
+    ];
+    pool.sort((a, b) => b.score - a.score);
+    return pool[0].tokens;
+  } finally {
+    scorer.finish();
+  }
+}
+
+/** Scores with the GPU model and a KV cache (one prefill, then one decode step per token). */
+export function gpuScorer(rt: GpuRuntime, model: GpuLlama): Scorer {
+  let cache: KvCache | null = null;
+  const vocab = model.config.vocab;
+  return {
+    async start(prompt, slots, maxNew) {
+      cache = model.createCache(slots, Math.min(model.config.seqLen, prompt.length + maxNew));
+      const ids = rt.upload(Uint32Array.from(prompt), [prompt.length]);
+      const b = rt.batch();
+      const logits = await model.forward(b, ids, prompt.length, false, cache);
+      await b.submit();
+      const all = await rt.read(logits) as Float32Array;
+      ids.release();
+      logits.release();
+      return all.subarray((prompt.length - 1) * vocab);
+    },
+    async step(tokens, parents, pos) {
+      if (!cache) throw new Error("gpuScorer: start first");
+      if (pos >= cache.maxSeq) {
+        throw new RangeError(`generation reached the model's ${cache.maxSeq} positions`);
+      }
+      const ids = rt.upload(Uint32Array.from(tokens), [tokens.length]);
+      const b = rt.batch();
+      cache.reorder(b, parents, pos);
+      const logits = await model.decode(b, ids, pos, cache);
+      await b.submit();
+      const out = await rt.read(logits) as Float32Array;
+      ids.release();
+      logits.release();
+      return out;
+    },
+    finish() {
+      cache?.release();
+      cache = null;
+    },
+  };
+}
+
+/** Scores with the float64 CPU model by full recomputation (the reference). */
+export function cpuScorer(model: CpuLlama, adapters?: CpuAdapters): Scorer {
+  let seqs: number[][] = [];
+  const vocab = model.config.vocab;
+  const last = (ids: number[]) => {
+    const { logits } = model.forward(ids, adapters);
+    return logits.subarray((ids.length - 1) * vocab);
+  };
+  return {
+    start(prompt, slots) {
+      seqs = Array.from({ length: slots }, () => [...prompt]);
+      return Promise.resolve(last(prompt));
+    },
+    step(tokens, parents) {
+      seqs = parents.map((p, s) => [...seqs[p], tokens[s]]);
+      const out = new Float64Array(seqs.length * vocab);
+      seqs.forEach((ids, s) => out.set(last(ids), s * vocab));
+      return Promise.resolve(out);
+    },
+    finish() {
+      seqs = [];
+    },
+  };
+}
+
+/**
+ * Next-token logits after each prompt, batched: prompts are right-padded to the longest (causal
+ * attention never looks right, so padding changes nothing) and run as one forward; row i is read
+ * at prompt i's last position. For MMLU-style scoring of answer letters.
+ */
+export async function nextTokenLogits(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  prompts: number[][],
+): Promise<Float32Array[]> {
+  if (prompts.length === 0) return [];
+  const seq = Math.max(...prompts.map((p) => p.length));
+  if (prompts.some((p) => p.length === 0)) throw new RangeError("nextTokenLogits: empty prompt");
+  const vocab = model.config.vocab;
+  const ids = new Uint32Array(prompts.length * seq);
+  prompts.forEach((p, i) => ids.set(p, i * seq));
+  const gpuIds = rt.upload(ids, [ids.length]);
+  const b = rt.batch();
+  const logits = await model.forward(b, gpuIds, seq);
+  await b.submit();
+  const all = await rt.read(logits) as Float32Array;
+  gpuIds.release();
+  logits.release();
+  return prompts.map((p, i) =>
+    all.slice(((i * seq) + p.length - 1) * vocab, ((i * seq) + p.length) * vocab)
+  );
+}
