@@ -265,7 +265,14 @@ export { gradMatmul, sliceCount } from "./kernels/adapters/grad_matmul.ts";
 export { type AdamWStep, adamwStep, adamwStepCpu } from "./kernels/optim/adamw.ts";
 
 // LLaMA: readers, the float64 reference, the GPU model, generation and training.
-export { Llama2cTokenizer } from "./models/tokenizer/llama2c.ts";
+export {
+  ByteFallbackTokenizer,
+  Llama2cTokenizer,
+  loadLlama2cTokenizer,
+} from "./models/tokenizer/llama2c.ts";
+export type { TextTokenizer } from "./models/tokenizer/tokenizer.ts";
+export { HfTokenizer, llama2cToTokenizerJson } from "./models/tokenizer/hf.ts";
+export { hfTensorShapes, loadHfLlama, parseHfConfig, permuteRope } from "./models/hf.ts";
 export {
   fromLlama2c,
   headSize,

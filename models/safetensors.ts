@@ -156,9 +156,12 @@ function decode(raw: Uint8Array, dtype: SafetensorsDType): Float32Array {
   return out;
 }
 
-/** Serialise f32 tensors (in the given order) and string metadata as safetensors bytes. */
+/**
+ * Serialise tensors (in the given order) and string metadata as safetensors bytes; each tensor is
+ * stored as `dtype` (default F32; F16 and BF16 round to nearest even).
+ */
 export function encodeSafetensors(
-  tensors: { name: string; shape: number[]; data: Float32Array }[],
+  tensors: { name: string; shape: number[]; data: Float32Array; dtype?: SafetensorsDType }[],
   metadata: Record<string, string> = {},
 ): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: metadata };
@@ -170,8 +173,13 @@ export function encodeSafetensors(
         `encodeSafetensors: "${t.name}" has ${t.data.length} values for shape [${t.shape}]`,
       );
     }
-    header[t.name] = { dtype: "F32", shape: t.shape, data_offsets: [offset, offset + 4 * n] };
-    offset += 4 * n;
+    const bytes = BYTES[t.dtype ?? "F32"] * n;
+    header[t.name] = {
+      dtype: t.dtype ?? "F32",
+      shape: t.shape,
+      data_offsets: [offset, offset + bytes],
+    };
+    offset += bytes;
   }
   let json = new TextEncoder().encode(JSON.stringify(header));
   // Pad the header with spaces so the data starts 8-byte aligned (as the reference writer does).
@@ -182,9 +190,20 @@ export function encodeSafetensors(
   view.setBigUint64(0, BigInt(json.byteLength), true);
   out.set(json, 8);
   let at = 8 + json.byteLength;
+  const word = new Uint32Array(1);
+  const f = new Float32Array(word.buffer);
   for (const t of tensors) {
-    for (let i = 0; i < t.data.length; i++) view.setFloat32(at + 4 * i, t.data[i], true);
-    at += 4 * t.data.length;
+    const dtype = t.dtype ?? "F32";
+    for (let i = 0; i < t.data.length; i++) {
+      if (dtype === "F32") view.setFloat32(at + 4 * i, t.data[i], true);
+      else if (dtype === "F16") view.setFloat16(at + 2 * i, t.data[i], true);
+      else {
+        f[0] = t.data[i];
+        const w = word[0];
+        view.setUint16(at + 2 * i, ((w + 0x7fff + ((w >>> 16) & 1)) >>> 16) & 0xffff, true);
+      }
+    }
+    at += BYTES[dtype] * t.data.length;
   }
   return out;
 }

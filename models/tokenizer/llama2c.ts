@@ -5,8 +5,14 @@
  * the adjacent pair whose concatenation is in the vocabulary with the highest score.
  */
 
+import type { TextTokenizer } from "./tokenizer.ts";
+
 /** A loaded llama2.c vocabulary. */
-export class Llama2cTokenizer {
+export class Llama2cTokenizer implements TextTokenizer {
+  /** BOS id in llama2.c's numbering. */
+  readonly bosId = 1;
+  /** EOS id. */
+  readonly eosId = 2;
   /** Token byte strings by id. */
   readonly pieces: Uint8Array[];
   /** Merge scores by id. */
@@ -136,4 +142,49 @@ export class Llama2cTokenizer {
     }
     return new TextDecoder().decode(new Uint8Array(parts));
   }
+}
+
+/**
+ * The encoding every llama2.c SentencePiece vocabulary accepts without its merge table: each UTF-8
+ * byte b is token 3 + b (`<0xXX>`), BOS 1, EOS 2. Used when `tokenizer.bin` is not available.
+ */
+export class ByteFallbackTokenizer implements TextTokenizer {
+  /** BOS id. */
+  readonly bosId = 1;
+  /** EOS id. */
+  readonly eosId = 2;
+  /** Vocabulary size of the model it serves. */
+  readonly size: number;
+
+  /** For a model with `vocab` ≥ 259 tokens. */
+  constructor(vocab: number) {
+    if (vocab < 259) {
+      throw new RangeError(`byte fallback needs ≥ 259 tokens, the model has ${vocab}`);
+    }
+    this.size = vocab;
+  }
+
+  /** 3 + byte for every UTF-8 byte. */
+  encode(text: string, options: { bos?: boolean; eos?: boolean } = {}): number[] {
+    const ids = [...new TextEncoder().encode(text)].map((b) => b + 3);
+    return [...(options.bos ? [1] : []), ...ids, ...(options.eos ? [2] : [])];
+  }
+
+  /** Bytes back to text (ids outside the byte range are dropped). */
+  decode(ids: number[]): string {
+    return new TextDecoder().decode(
+      Uint8Array.from(ids.filter((i) => i >= 3 && i < 259).map((i) => i - 3)),
+    );
+  }
+}
+
+/** `tok512.bin`-style file when it exists at `path`, else the byte-fallback encoding. */
+export async function loadLlama2cTokenizer(path: string, vocab: number): Promise<TextTokenizer> {
+  try {
+    await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return new ByteFallbackTokenizer(vocab);
+    throw e;
+  }
+  return await Llama2cTokenizer.load(path, vocab);
 }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { defaultModelPath } from "../paths.ts";
 import { loadModelReference } from "../llama/reference.ts";
-import { Llama2cTokenizer } from "./llama2c.ts";
+import { ByteFallbackTokenizer, Llama2cTokenizer, loadLlama2cTokenizer } from "./llama2c.ts";
 
 Deno.test("tokenizer: tok512 decodes the reference story and round-trips text", async () => {
   const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), 512);
@@ -29,5 +29,15 @@ Deno.test("tokenizer: truncated or mismatched files are rejected", async () => {
   assert.throws(
     () => Llama2cTokenizer.parse(bytes, 500, "t.bin"),
     /bytes after token 499 \(wrong vocabulary size\?\)/,
+  );
+});
+
+Deno.test("tokenizer: without tokenizer.bin the byte-fallback encoding is used and round-trips", async () => {
+  const tok = await loadLlama2cTokenizer("/nonexistent/tok512.bin", 512);
+  assert.ok(tok instanceof ByteFallbackTokenizer);
+  assert.deepEqual(tok.encode("Hé", { bos: true }), [1, 0x48 + 3, 0xc3 + 3, 0xa9 + 3]);
+  assert.equal(tok.decode(tok.encode("Hé 🙂")), "Hé 🙂");
+  assert.ok(
+    (await loadLlama2cTokenizer(defaultModelPath("tok512.bin"), 512)) instanceof Llama2cTokenizer,
   );
 });

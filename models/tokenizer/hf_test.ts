@@ -1,0 +1,107 @@
+import assert from "node:assert/strict";
+import { defaultModelPath } from "../paths.ts";
+import { loadModelReference } from "../llama/reference.ts";
+import { HfTokenizer, llama2cToTokenizerJson } from "./hf.ts";
+import { Llama2cTokenizer } from "./llama2c.ts";
+
+Deno.test("hf tokenizer: tok512 as a LLaMA-2-style tokenizer.json encodes exactly like llama2.c", async () => {
+  const l2c = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), 512);
+  const hf = new HfTokenizer(llama2cToTokenizerJson(l2c), { bos_token: "<s>", eos_token: "</s>" });
+  const ref = await loadModelReference(defaultModelPath("reference.json"));
+  const story = l2c.decode(ref.greedyIds);
+  for (
+    const text of [
+      story,
+      "Hello, wörld! 🙂",
+      "Lily and Ben played in the park.",
+      "  two  spaces",
+      "a",
+    ]
+  ) {
+    assert.deepEqual(hf.encode(text, { bos: true }), l2c.encode(text, { bos: true }), text);
+    assert.equal(hf.decode(hf.encode(text)), text);
+  }
+  assert.equal(hf.bosId, 1);
+  assert.equal(hf.eosId, 2);
+});
+
+// GPT-2's byte → printable-character map, which byte-level BPE (LLaMA-3) is built on.
+function bytesToUnicode(): Map<number, string> {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  return new Map(bs.map((b, i) => [b, String.fromCodePoint(cs[i])]));
+}
+
+Deno.test("hf tokenizer: byte-level BPE (LLaMA-3 style) applies ranked merges and round-trips bytes", () => {
+  const map = bytesToUnicode();
+  const vocab: Record<string, number> = {};
+  for (let b = 0; b < 256; b++) vocab[map.get(b)!] = b;
+  const extra = ["Ġt", "he", "Ġthe", "Ġc", "at"];
+  extra.forEach((t, i) => vocab[t] = 256 + i);
+  const json = {
+    version: "1.0",
+    added_tokens: [
+      {
+        id: 300,
+        content: "<|begin_of_text|>",
+        special: true,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      },
+      {
+        id: 301,
+        content: "<|end_of_text|>",
+        special: true,
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+      },
+    ],
+    normalizer: null,
+    pre_tokenizer: {
+      type: "ByteLevel",
+      add_prefix_space: false,
+      trim_offsets: true,
+      use_regex: true,
+    },
+    post_processor: null,
+    decoder: { type: "ByteLevel", add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: ["Ġ t", "h e", "Ġt he", "Ġ c", "a t"],
+    },
+  };
+  const tok = new HfTokenizer(json);
+  // "the cat": "the" has no Ġ (no merge t+he exists) → t, he; " cat" → Ġc, at.
+  assert.deepEqual(tok.encode("the cat"), [vocab["t"], 257, 259, 260]);
+  assert.deepEqual(tok.encode(" the"), [258]);
+  assert.deepEqual(tok.encode("x", { bos: true, eos: true }), [300, vocab["x"], 301]);
+  for (const text of ["the cat sat", "ünïcödé 🙂", "tabs\tand\nnewlines"]) {
+    assert.equal(tok.decode(tok.encode(text)), text);
+  }
+  assert.throws(
+    () => new HfTokenizer({ model: { type: "Unigram", vocab: {} } }, {}, "t.json"),
+    /t\.json: model type Unigram/,
+  );
+  assert.throws(() => new HfTokenizer({ nope: 1 }, {}, "t.json"), /t\.json: field model/);
+});
