@@ -10,13 +10,14 @@
 import { z } from "zod";
 import { dotInto } from "../../kernels/adapters/ops.ts";
 import { addInto } from "../../kernels/llama/ops.ts";
-import { adamwStep } from "../../kernels/optim/adamw.ts";
+import { adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import { rng } from "../random.ts";
 import type { Schema } from "../schema.ts";
+import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama } from "./gpu/model.ts";
 
 const TrainConfigZod = z.object({
@@ -442,4 +443,81 @@ export class Trainer {
   release(): void {
     for (const s of this.#state) for (const t of [s.acc, s.m, s.v]) t.release();
   }
+}
+
+/** One human-readable progress line: step, loss, tokens/s, ETA. */
+export function progressLine(log: StepLog, totalSteps: number, etaSeconds: number): string {
+  const eta = etaSeconds >= 3600
+    ? `${Math.floor(etaSeconds / 3600)}h${
+      String(Math.round((etaSeconds % 3600) / 60)).padStart(2, "0")
+    }m`
+    : etaSeconds >= 60
+    ? `${Math.floor(etaSeconds / 60)}m${String(Math.round(etaSeconds % 60)).padStart(2, "0")}s`
+    : `${Math.round(etaSeconds)}s`;
+  return `step ${log.step}/${totalSteps} · loss ${log.loss.toFixed(4)} · lr ${
+    log.lr.toExponential(2)
+  } · ` +
+    `|g| ${log.gradNorm.toFixed(3)} · ${(log.tokens / log.seconds).toFixed(1)} tok/s · ETA ${eta}`;
+}
+
+/**
+ * The same optimisation on the float64 CPU model (every example in every step, AdamW, the
+ * schedule and clipping of `config`): the reference the GPU trainer is compared with.
+ */
+export function trainCpu(
+  model: CpuLlama,
+  adapters: CpuAdapters,
+  data: Example[],
+  config: unknown,
+): number[] {
+  const c = TrainConfigZod.parse(config);
+  const state = new Map<string, { m: Float64Array; v: Float64Array }>();
+  const losses: number[] = [];
+  for (let step = 1; step <= c.steps; step++) {
+    const total = data.reduce(
+      (n, e) => n + e.targets.slice(0, c.seq).filter((t) => t >= 0).length,
+      0,
+    );
+    const grads = new Map<string, Record<string, Float64Array>>();
+    let loss = 0;
+    for (const e of data) {
+      const n = e.targets.slice(0, c.seq).filter((t) => t >= 0).length;
+      const r = model.lossAndGrads(e.ids.slice(0, c.seq), e.targets.slice(0, c.seq), adapters);
+      loss += r.loss * n;
+      for (const [k, g] of r.grads) {
+        const acc = grads.get(k) ?? {};
+        for (const [name, v] of Object.entries(g)) {
+          acc[name] ??= new Float64Array(v.length);
+          for (let i = 0; i < v.length; i++) acc[name][i] += (v[i] * n) / total;
+        }
+        grads.set(k, acc);
+      }
+    }
+    losses.push(loss / total);
+    let sq = 0;
+    for (const g of grads.values()) {
+      for (const v of Object.values(g)) for (const x of v) sq += x * x;
+    }
+    const norm = Math.sqrt(sq);
+    const gradScale = c.clipNorm > 0 && norm > c.clipNorm ? c.clipNorm / norm : 1;
+    for (const [k, g] of grads) {
+      const { params } = adapters.get(k)!;
+      for (const [name, grad] of Object.entries(g)) {
+        const key = `${k}.${name}`;
+        if (!state.has(key)) {
+          state.set(key, { m: new Float64Array(grad.length), v: new Float64Array(grad.length) });
+        }
+        adamwStepCpu({ param: params[name], grad, ...state.get(key)! }, {
+          lr: learningRate(c, step),
+          step,
+          beta1: c.beta1,
+          beta2: c.beta2,
+          eps: c.eps,
+          weightDecay: c.weightDecay,
+          gradScale,
+        });
+      }
+    }
+  }
+  return losses;
 }

@@ -9,7 +9,15 @@ import { Llama2cTokenizer } from "../tokenizer/llama2c.ts";
 import { fromLlama2c, linearDims } from "./config.ts";
 import { adapterKey } from "./cpu/model.ts";
 import { GpuLlama } from "./gpu/model.ts";
-import { epochOrder, type Example, learningRate, Trainer } from "./train.ts";
+import {
+  epochOrder,
+  type Example,
+  learningRate,
+  progressLine,
+  trainCpu,
+  Trainer,
+} from "./train.ts";
+import { type CpuAdapters, CpuLlama } from "./cpu/model.ts";
 
 // Shapes must divide 64, 32 (k, v) and 172 (the MLP) alike.
 const MOKA = { kind: "moka", components: [[4, 4], [2, 2]] };
@@ -59,6 +67,12 @@ Deno.test("train: schedule and data order are what the config says", () => {
   assert.deepEqual([...o].sort((a, b) => a - b), [...Array(10).keys()]);
   assert.deepEqual(o, epochOrder(10, 3, 0));
   assert.notDeepEqual(o, epochOrder(10, 3, 1));
+  const line = progressLine(
+    { step: 3, loss: 2.5, gradNorm: 0.5, lr: 1e-3, tokens: 512, seconds: 2 },
+    10,
+    125,
+  );
+  assert.equal(line, "step 3/10 · loss 2.5000 · lr 1.00e-3 · |g| 0.500 · 256.0 tok/s · ETA 2m05s");
 });
 
 Deno.test("train: 50 steps of MoKA on an NF4 stories260K drive the loss down by half", async () => {
@@ -70,7 +84,9 @@ Deno.test("train: 50 steps of MoKA on an NF4 stories260K drive the loss down by 
     data,
     "test",
   );
-  const logs = await trainer.run();
+  const logs = await trainer.run({
+    progress: (log, eta) => console.log(progressLine(log, 50, eta)),
+  });
   const first = logs[0].loss;
   const last = logs.at(-1)!.loss;
   assert.ok(last < 0.5 * first, `loss ${first.toFixed(3)} → ${last.toFixed(3)}`);
@@ -113,4 +129,31 @@ Deno.test("train: kill after a checkpoint and resume gives the uninterrupted run
   for (const x of [straight, part, fresh]) x.model.release();
   for (const t of [t1, t2, t3, other]) t.release();
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("train: the float64 CPU model trained the same way drives the same loss down by half", async () => {
+  const { data, model: gpu } = await setup("f32");
+  gpu.release();
+  const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
+  const config = fromLlama2c(ckpt.config);
+  const cpu = new CpuLlama(config, ckpt);
+  const adapters: CpuAdapters = new Map();
+  for (let l = 0; l < config.layers; l++) {
+    for (const m of TARGET_MODULES) {
+      const [dIn, dOut] = linearDims(config, m);
+      const a = createAdapter(MOKA, dIn, dOut, 100 * l + TARGET_MODULES.indexOf(m));
+      adapters.set(adapterKey(l, m), { adapter: a, params: a.paramsF64() });
+    }
+  }
+  const losses = trainCpu(cpu, adapters, data, {
+    steps: 50,
+    lr: 5e-3,
+    warmup: 5,
+    batchSize: 2,
+    seq: 16,
+  });
+  assert.ok(
+    losses.at(-1)! < 0.5 * losses[0],
+    `CPU loss ${losses[0].toFixed(3)} → ${losses.at(-1)!.toFixed(3)}`,
+  );
 });
