@@ -318,7 +318,60 @@ export { loadModelReference, type ModelReference } from "./models/llama/referenc
 export * as llamaKernels from "./kernels/llama/ops.ts";
 export { FLAT_INDEX_WGSL, launch } from "./kernels/runtime/launch.ts";
 
-// Evaluations.
+// Tasks and evaluations.
+export {
+  alpacaExample,
+  alpacaPrompt,
+  type InstructionRecord,
+  InstructionRecordSchema,
+  responseOf,
+} from "./tasks/alpaca.ts";
+export {
+  COMMONSENSE_ORDER,
+  COMMONSENSE_TASKS,
+  type CommonsenseTask,
+  loadCommonsense,
+  loadRecordFile,
+  parseRecords,
+  parseTask,
+} from "./tasks/commonsense/data.ts";
+export {
+  formatQuestion,
+  formatSubject,
+  loadMmlu,
+  MMLU_SUBJECTS,
+  type MmluCategory,
+  mmluCategory,
+  mmluPrompt,
+  type MmluQuestion,
+  parseMmluCsv,
+} from "./tasks/mmlu/data.ts";
+export { parseCsv } from "./tasks/csv.ts";
+export {
+  type CommonsenseRun,
+  commonsenseTrainRecords,
+  runCommonsense,
+  runMmlu,
+  toExamples,
+} from "./tasks/pipeline.ts";
+export {
+  type CommonsenseEvalOptions,
+  evaluateCommonsense,
+  extractAnswer,
+  scoreAnswers,
+  type TaskScore,
+} from "./evals/commonsense.ts";
+export {
+  evaluateMmlu,
+  letterIds,
+  type MmluOptions,
+  mmluPromptIds,
+  type MmluScores,
+  type NextLogits,
+  scoreMmlu,
+} from "./evals/mmlu.ts";
+export { progressLine, trainCpu } from "./models/llama/train.ts";
+export { adaptersForModel } from "./models/llama/attach.ts";
 export {
   adaptersForBudget,
   type BudgetedAdapter,

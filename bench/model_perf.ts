@@ -5,13 +5,9 @@
  * GPU time of one training step goes (per-kernel timestamps, grouped by kernel family).
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
-import { createAdapter } from "../models/adapters/registry.ts";
-import type { Adapter } from "../models/adapters/adapter.ts";
-import type { AdapterConfig } from "../models/adapters/registry.ts";
 import { type Llama2cCheckpoint, type Llama2cConfig, loadLlama2c } from "../models/llama2c.ts";
-import { TARGET_MODULES } from "../models/llama_shapes.ts";
-import { fromLlama2c, linearDims } from "../models/llama/config.ts";
-import { adapterKey } from "../models/llama/cpu/model.ts";
+import { fromLlama2c } from "../models/llama/config.ts";
+import { adaptersForModel } from "../models/llama/attach.ts";
 import { generate, gpuScorer } from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { randomCheckpoint } from "../models/llama/testing.ts";
@@ -42,13 +38,7 @@ async function measure(
 ): Promise<void> {
   const config = fromLlama2c(ckpt.config);
   const model = GpuLlama.create(rt, config, ckpt, { base: "nf4" });
-  const adapters = new Map<string, Adapter<AdapterConfig>>();
-  for (let l = 0; l < config.layers; l++) {
-    for (const m of TARGET_MODULES) {
-      const [dIn, dOut] = linearDims(config, m);
-      adapters.set(adapterKey(l, m), createAdapter(moka, dIn, dOut, l));
-    }
-  }
+  const adapters = adaptersForModel(config, moka, 1);
   await model.attach(adapters);
   const seq = 256;
   const next = rng(5);

@@ -1,13 +1,10 @@
 import assert from "node:assert/strict";
 import { testRuntime } from "../../kernels/testing/mod.ts";
-import { type Adapter, createAdapter } from "../adapters/mod.ts";
-import type { AdapterConfig } from "../adapters/registry.ts";
 import { loadLlama2c } from "../llama2c.ts";
-import { TARGET_MODULES } from "../llama_shapes.ts";
 import { defaultModelPath } from "../paths.ts";
 import { Llama2cTokenizer } from "../tokenizer/llama2c.ts";
-import { fromLlama2c, linearDims } from "./config.ts";
-import { adapterKey } from "./cpu/model.ts";
+import { fromLlama2c } from "./config.ts";
+import { adaptersForModel } from "./attach.ts";
 import { GpuLlama } from "./gpu/model.ts";
 import {
   epochOrder,
@@ -41,16 +38,7 @@ async function setup(base: "f32" | "nf4") {
     };
   });
   const model = GpuLlama.create(rt, config, ckpt, { base });
-  const adapters = new Map<string, Adapter<AdapterConfig>>();
-  for (let l = 0; l < config.layers; l++) {
-    for (const m of TARGET_MODULES) {
-      const [dIn, dOut] = linearDims(config, m);
-      adapters.set(
-        adapterKey(l, m),
-        createAdapter(MOKA, dIn, dOut, 100 * l + TARGET_MODULES.indexOf(m)),
-      );
-    }
-  }
+  const adapters = adaptersForModel(config, MOKA, 1);
   await model.attach(adapters);
   return { rt, model, data };
 }
@@ -137,14 +125,11 @@ Deno.test("train: the float64 CPU model trained the same way drives the same los
   const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
   const config = fromLlama2c(ckpt.config);
   const cpu = new CpuLlama(config, ckpt);
-  const adapters: CpuAdapters = new Map();
-  for (let l = 0; l < config.layers; l++) {
-    for (const m of TARGET_MODULES) {
-      const [dIn, dOut] = linearDims(config, m);
-      const a = createAdapter(MOKA, dIn, dOut, 100 * l + TARGET_MODULES.indexOf(m));
-      adapters.set(adapterKey(l, m), { adapter: a, params: a.paramsF64() });
-    }
-  }
+  const adapters: CpuAdapters = new Map(
+    [...adaptersForModel(config, MOKA, 1)].map((
+      [k, a],
+    ) => [k, { adapter: a, params: a.paramsF64() }]),
+  );
   const losses = trainCpu(cpu, adapters, data, {
     steps: 50,
     lr: 5e-3,

@@ -1,0 +1,102 @@
+/**
+ * Commonsense evaluation as LLM-Adapters' `commonsense_evaluate.py` does it: generate from the
+ * Alpaca prompt (4 beams, up to 32 new tokens in the protocol), take the response, and the first
+ * match of the task's answer pattern (true|false, solution1/2, answer1-5, ending1-4, option1/2)
+ * is the prediction; accuracy per task, the average over tasks, and the unparseable count.
+ */
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { generate, gpuScorer } from "../models/llama/generate.ts";
+import type { GpuLlama } from "../models/llama/gpu/model.ts";
+import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
+import { alpacaPrompt, type InstructionRecord, responseOf } from "../tasks/alpaca.ts";
+import { COMMONSENSE_TASKS, type CommonsenseTask } from "../tasks/commonsense/data.ts";
+
+/** The predicted answer word in `text`, or "" when none is found. */
+export function extractAnswer(task: CommonsenseTask, text: string): string {
+  const m = responseOf(text).match(new RegExp(COMMONSENSE_TASKS[task].source, "g"));
+  return m ? m[0] : "";
+}
+
+/** One task's result. */
+export interface TaskScore {
+  /** correct / total. */
+  accuracy: number;
+  /** Right predictions. */
+  correct: number;
+  /** Records evaluated. */
+  total: number;
+  /** Generations with no answer word. */
+  unparseable: number;
+}
+
+/** Score predictions against gold answers. */
+export function scoreAnswers(predictions: string[], gold: string[]): TaskScore {
+  let correct = 0;
+  let unparseable = 0;
+  predictions.forEach((p, i) => {
+    if (p === "") unparseable++;
+    else if (p === gold[i]) correct++;
+  });
+  return {
+    accuracy: gold.length ? correct / gold.length : 0,
+    correct,
+    total: gold.length,
+    unparseable,
+  };
+}
+
+/** Options of {@link evaluateCommonsense}. */
+export interface CommonsenseEvalOptions {
+  /** Beams (protocol: 4). */
+  beams?: number;
+  /** New tokens (protocol: 32). */
+  maxNew?: number;
+  /** Called after each record. */
+  progress?: (task: CommonsenseTask, done: number, total: number) => void;
+}
+
+/** Generate and score every record of every task; returns per-task scores and the mean accuracy. */
+export async function evaluateCommonsense(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  tok: TextTokenizer,
+  data: Partial<Record<CommonsenseTask, InstructionRecord[]>>,
+  options: CommonsenseEvalOptions = {},
+): Promise<
+  {
+    tasks: Partial<Record<CommonsenseTask, TaskScore>>;
+    average: number;
+    generations: Record<string, string[]>;
+  }
+> {
+  const beams = options.beams ?? 4;
+  const maxNew = options.maxNew ?? 32;
+  const tasks: Partial<Record<CommonsenseTask, TaskScore>> = {};
+  const generations: Record<string, string[]> = {};
+  for (const [task, records] of Object.entries(data) as [CommonsenseTask, InstructionRecord[]][]) {
+    const preds: string[] = [];
+    generations[task] = [];
+    for (const [i, r] of records.entries()) {
+      const prompt = tok.encode(alpacaPrompt(r), { bos: true });
+      const room = model.config.seqLen - prompt.length;
+      if (room < 1) {
+        throw new Error(
+          `${task} record ${i}: prompt of ${prompt.length} tokens fills the model's context`,
+        );
+      }
+      const ids = await generate(gpuScorer(rt, model), prompt, model.config.vocab, {
+        maxNew: Math.min(maxNew, room),
+        beams,
+        eos: tok.eosId,
+      });
+      const text = tok.decode(ids);
+      generations[task].push(text);
+      preds.push(extractAnswer(task, text));
+      options.progress?.(task, i + 1, records.length);
+    }
+    tasks[task] = scoreAnswers(preds, records.map((r) => r.answer ?? ""));
+  }
+  const scores = Object.values(tasks);
+  const average = scores.length ? scores.reduce((s, t) => s + t.accuracy, 0) / scores.length : 0;
+  return { tasks, average, generations };
+}

@@ -1,0 +1,103 @@
+/**
+ * The eight commonsense benchmarks in the LLM-Adapters JSON format (arrays of
+ * {instruction, input, output, answer}) and commonsense_170k-style mixed training files.
+ * Files are read whole and every record validated before any is returned: a bad record names the
+ * file and its index, and a failing file never leaves a partial dataset in use.
+ */
+import { z } from "zod";
+import { type InstructionRecord, InstructionRecordObject } from "../alpaca.ts";
+
+/** The tasks, with the answer words their extraction looks for (LLM-Adapters' extract_answer). */
+export const COMMONSENSE_TASKS = {
+  boolq: /true|false/,
+  piqa: /solution1|solution2/,
+  social_i_qa: /answer1|answer2|answer3|answer4|answer5/,
+  hellaswag: /ending1|ending2|ending3|ending4/,
+  winogrande: /option1|option2/,
+  "ARC-Easy": /answer1|answer2|answer3|answer4|answer5/,
+  "ARC-Challenge": /answer1|answer2|answer3|answer4|answer5/,
+  openbookqa: /answer1|answer2|answer3|answer4|answer5/,
+} as const;
+
+/** One of the eight tasks (folder names as LLM-Adapters ships them). */
+export type CommonsenseTask = keyof typeof COMMONSENSE_TASKS;
+
+/** Task names in the paper's table order. */
+export const COMMONSENSE_ORDER: CommonsenseTask[] = [
+  "boolq",
+  "piqa",
+  "social_i_qa",
+  "hellaswag",
+  "winogrande",
+  "ARC-Easy",
+  "ARC-Challenge",
+  "openbookqa",
+];
+
+/** Parse a task name (case-insensitive, "arc_e"/"siqa" style aliases accepted). */
+export function parseTask(name: string): CommonsenseTask {
+  const aliases: Record<string, CommonsenseTask> = {
+    arc_e: "ARC-Easy",
+    "arc-e": "ARC-Easy",
+    arc_c: "ARC-Challenge",
+    "arc-c": "ARC-Challenge",
+    siqa: "social_i_qa",
+    obqa: "openbookqa",
+  };
+  const hit = COMMONSENSE_ORDER.find((t) => t.toLowerCase() === name.toLowerCase()) ??
+    aliases[name.toLowerCase()];
+  if (!hit) {
+    throw new RangeError(`unknown commonsense task "${name}"; use ${COMMONSENSE_ORDER.join(", ")}`);
+  }
+  return hit;
+}
+
+/** Validate a parsed JSON array of records; errors name `source` and the record index. */
+export function parseRecords(
+  json: unknown,
+  source: string,
+  needAnswer: boolean,
+): InstructionRecord[] {
+  if (!Array.isArray(json)) throw new Error(`${source}: expected a JSON array of records`);
+  const schema = needAnswer
+    ? InstructionRecordObject.extend({ answer: z.string().min(1) })
+    : InstructionRecordObject;
+  return json.map((r, i) => {
+    const p = schema.safeParse(r);
+    if (!p.success) {
+      const issue = p.error.issues[0];
+      throw new Error(
+        `${source}: record ${i}: field ${issue.path.join(".") || "(record)"}: ${issue.message}`,
+      );
+    }
+    return p.data as InstructionRecord;
+  });
+}
+
+/** Read and validate one LLM-Adapters JSON file (test files need `answer`). */
+export async function loadRecordFile(
+  path: string,
+  needAnswer: boolean,
+): Promise<InstructionRecord[]> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    throw new Error(`${path}: ${(e as Error).message}`);
+  }
+  return parseRecords(json, path, needAnswer);
+}
+
+/** A task's split from `<dataDir>/commonsense/<task>/<split>.json`, first `limit` records. */
+export async function loadCommonsense(
+  dataDir: string,
+  task: CommonsenseTask,
+  split: "train" | "test",
+  limit?: number,
+): Promise<InstructionRecord[]> {
+  const records = await loadRecordFile(
+    `${dataDir}/commonsense/${task}/${split}.json`,
+    split === "test",
+  );
+  return limit === undefined ? records : records.slice(0, limit);
+}

@@ -1,0 +1,140 @@
+/**
+ * The two experiment families as pipelines over a loaded model: build the training set
+ * (commonsense: the tasks' train files or a commonsense_170k-style mix; instruction tuning: an
+ * Alpaca-format file), fine-tune the attached adapters, evaluate (generation + extraction, or
+ * MMLU logits). Deterministic given the seed: data order, subsets and inits are all seeded.
+ */
+import { type CommonsenseEvalOptions, evaluateCommonsense } from "../evals/commonsense.ts";
+import { evaluateMmlu, type MmluScores } from "../evals/mmlu.ts";
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import type { GpuLlama } from "../models/llama/gpu/model.ts";
+import { type Example, type StepLog, Trainer } from "../models/llama/train.ts";
+import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
+import { alpacaExample, type InstructionRecord } from "./alpaca.ts";
+import { type CommonsenseTask, loadCommonsense, loadRecordFile } from "./commonsense/data.ts";
+import { loadMmlu, MMLU_SUBJECTS } from "./mmlu/data.ts";
+
+/** Token examples from instruction records (cut to `maxLen`; records cut before the response dropped). */
+export function toExamples(
+  tok: TextTokenizer,
+  records: InstructionRecord[],
+  maxLen: number,
+): Example[] {
+  return records.map((r) => alpacaExample(tok, r, maxLen)).filter((e): e is Example => e !== null);
+}
+
+/**
+ * Commonsense training records: `trainFile` (a commonsense_170k-style mix) when given, else the
+ * train.json of each task that has one; `limit` records per source.
+ */
+export async function commonsenseTrainRecords(
+  dataDir: string,
+  tasks: CommonsenseTask[],
+  options: { trainFile?: string; limit?: number } = {},
+): Promise<InstructionRecord[]> {
+  if (options.trainFile) {
+    const all = await loadRecordFile(options.trainFile, false);
+    return options.limit === undefined ? all : all.slice(0, options.limit);
+  }
+  const out: InstructionRecord[] = [];
+  for (const t of tasks) {
+    try {
+      out.push(...await loadCommonsense(dataDir, t, "train", options.limit));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e; // tasks without a train split are skipped
+    }
+  }
+  if (out.length === 0) {
+    throw new Error(`no training records for ${tasks.join(", ")} under ${dataDir}`);
+  }
+  return out;
+}
+
+/** Options of {@link runCommonsense}. */
+export interface CommonsenseRun {
+  /** Data folder (`MOKA_DATA_DIR`). */
+  dataDir: string;
+  /** Tasks to evaluate (and train on, without `trainFile`). */
+  tasks: CommonsenseTask[];
+  /** Mixed training file instead of the tasks' train splits. */
+  trainFile?: string;
+  /** Training records per source. */
+  trainLimit?: number;
+  /** Test records per task. */
+  testLimit?: number;
+  /** Cutoff length in tokens (protocol: 256). */
+  maxLen: number;
+  /** Trainer config (steps, lr, ...); `seq` defaults to maxLen. Omit to evaluate the base model. */
+  train?: Record<string, unknown>;
+  /** Generation settings (protocol: 4 beams, 32 tokens). */
+  eval?: CommonsenseEvalOptions;
+  /** Identifies the run for checkpoints. */
+  fingerprint?: string;
+  /** Checkpoint path (resume from it when it exists). */
+  checkpointPath?: string;
+  /** Training progress. */
+  progress?: (log: StepLog, eta: number) => void;
+}
+
+/** Fine-tune (when `train` is given) and evaluate on the commonsense tasks. */
+export async function runCommonsense(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  tok: TextTokenizer,
+  run: CommonsenseRun,
+): Promise<{ history: StepLog[]; eval: Awaited<ReturnType<typeof evaluateCommonsense>> }> {
+  let history: StepLog[] = [];
+  if (run.train) {
+    const records = await commonsenseTrainRecords(run.dataDir, run.tasks, {
+      trainFile: run.trainFile,
+      limit: run.trainLimit,
+    });
+    const examples = toExamples(tok, records, run.maxLen);
+    const trainer = new Trainer(
+      rt,
+      model,
+      { seq: run.maxLen, ...run.train },
+      examples,
+      run.fingerprint ?? "commonsense",
+    );
+    try {
+      if (run.checkpointPath) {
+        try {
+          await trainer.resume(run.checkpointPath);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
+      }
+      history = await trainer.run({ checkpointPath: run.checkpointPath, progress: run.progress });
+    } finally {
+      trainer.release();
+    }
+  }
+  const data: Partial<Record<CommonsenseTask, InstructionRecord[]>> = {};
+  for (const t of run.tasks) data[t] = await loadCommonsense(run.dataDir, t, "test", run.testLimit);
+  return { history, eval: await evaluateCommonsense(rt, model, tok, data, run.eval) };
+}
+
+/** MMLU over `subjects` (default all 57), `limit` test questions each. */
+export async function runMmlu(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  tok: TextTokenizer,
+  options: { dataDir: string; subjects?: string[]; limit?: number; shots: number; batch?: number },
+): Promise<MmluScores> {
+  const data: Record<
+    string,
+    { dev: Awaited<ReturnType<typeof loadMmlu>>; test: Awaited<ReturnType<typeof loadMmlu>> }
+  > = {};
+  for (const s of options.subjects ?? MMLU_SUBJECTS) {
+    data[s] = {
+      dev: await loadMmlu(options.dataDir, s, "dev"),
+      test: await loadMmlu(options.dataDir, s, "test", options.limit),
+    };
+  }
+  return await evaluateMmlu(rt, model, tok, data, {
+    shots: options.shots,
+    batch: options.batch,
+    maxLen: model.config.seqLen,
+  });
+}
