@@ -350,7 +350,9 @@ export { parseCsv } from "./tasks/csv.ts";
 export {
   type CommonsenseRun,
   commonsenseTrainRecords,
+  type InstructionRun,
   runCommonsense,
+  runInstructionTuning,
   runMmlu,
   toExamples,
 } from "./tasks/pipeline.ts";

@@ -138,3 +138,50 @@ export async function runMmlu(
     maxLen: model.config.seqLen,
   });
 }
+
+/** Options of {@link runInstructionTuning}. */
+export interface InstructionRun {
+  /** Alpaca-format JSON file: [{instruction, input?, output}]. */
+  trainFile: string;
+  /** Training records used (first N). */
+  trainLimit?: number;
+  /** Cutoff length in tokens. */
+  maxLen: number;
+  /** Trainer config (steps, lr, ...); `seq` defaults to maxLen. */
+  train: Record<string, unknown>;
+  /** MMLU evaluation after training. */
+  mmlu: { dataDir: string; subjects?: string[]; limit?: number; shots: number; batch?: number };
+  /** Identifies the run for checkpoints. */
+  fingerprint?: string;
+  /** Training progress. */
+  progress?: (log: StepLog, eta: number) => void;
+}
+
+/** The instruction-tuning family: fine-tune on Alpaca data, then MMLU by next-token logits. */
+export async function runInstructionTuning(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  tok: TextTokenizer,
+  run: InstructionRun,
+): Promise<{ history: StepLog[]; mmlu: MmluScores }> {
+  const records = await loadRecordFile(run.trainFile, false);
+  const examples = toExamples(
+    tok,
+    run.trainLimit === undefined ? records : records.slice(0, run.trainLimit),
+    run.maxLen,
+  );
+  const trainer = new Trainer(
+    rt,
+    model,
+    { seq: run.maxLen, ...run.train },
+    examples,
+    run.fingerprint ?? "instruction",
+  );
+  let history: StepLog[];
+  try {
+    history = await trainer.run({ progress: run.progress });
+  } finally {
+    trainer.release();
+  }
+  return { history, mmlu: await runMmlu(rt, model, tok, run.mmlu) };
+}

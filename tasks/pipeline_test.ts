@@ -10,7 +10,7 @@ import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { dataDir, defaultModelPath } from "../models/paths.ts";
 import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { loadMmlu } from "./mmlu/data.ts";
-import { runCommonsense } from "./pipeline.ts";
+import { runCommonsense, runInstructionTuning } from "./pipeline.ts";
 
 async function stories() {
   const rt = await testRuntime();
@@ -86,4 +86,32 @@ Deno.test("pipeline: train → evaluate on stories260K (boolq subset) end to end
   const seconds = (performance.now() - started) / 1000;
   assert.ok(seconds < 60, `end to end took ${seconds.toFixed(0)} s`);
   model.release();
+});
+
+Deno.test("pipeline: instruction tuning on an Alpaca file (with and without input), then MMLU", async () => {
+  const { rt, ckpt, config, tok } = await stories();
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/alpaca.json`,
+    JSON.stringify([
+      { instruction: "Name a color.", input: "", output: "Blue." },
+      { instruction: "Add the numbers.", input: "2 and 3", output: "5" },
+      { instruction: "Say hello.", output: "Hello!" },
+    ]),
+  );
+  const model = GpuLlama.create(rt, config, ckpt, { base: "nf4" });
+  await model.attach(
+    adaptersForModel(config, { kind: "lora", r: 2, alpha: 4 }, 2, { targets: ["q", "v"] }),
+  );
+  const r = await runInstructionTuning(rt, model, tok, {
+    trainFile: `${dir}/alpaca.json`,
+    maxLen: 128,
+    train: { steps: 4, lr: 1e-2, batchSize: 3, seed: 1 },
+    mmlu: { dataDir: dataDir(), subjects: ["marketing"], limit: 2, shots: 1 },
+  });
+  assert.equal(r.history.length, 4);
+  assert.ok(r.history.at(-1)!.loss < r.history[0].loss);
+  assert.equal(r.mmlu.subjects.marketing.total, 2);
+  model.release();
+  await Deno.remove(dir, { recursive: true });
 });
