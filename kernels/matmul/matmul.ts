@@ -63,7 +63,12 @@ export function isCpuAdapter(gpu: Gpu): boolean {
 /** The kernel `matmul` uses on this device, for an m×n output, when none is given. */
 export function defaultMatmulKernel(gpu: Gpu, m = 1024, n = 1024): MatmulKernelConfig {
   if (!isCpuAdapter(gpu)) return GPU_MATMUL;
-  return m * n >= 256 * 256 ? CPU_ADAPTER_MATMUL : CPU_ADAPTER_MATMUL_SMALL;
+  if (m * n >= 256 * 256) return CPU_ADAPTER_MATMUL;
+  // Narrow outputs (e.g. the per-token 128×32 products of Kronecker factors): shape the 64-lane
+  // workgroup's tile to the output so no half of it idles.
+  if (n <= 32 && m >= 128) return { ...CPU_ADAPTER_MATMUL_SMALL, wx: 4, wy: 16 };
+  if (m <= 32 && n >= 128) return { ...CPU_ADAPTER_MATMUL_SMALL, wx: 16, wy: 4 };
+  return CPU_ADAPTER_MATMUL_SMALL;
 }
 
 /** Options of {@link matmul}. */

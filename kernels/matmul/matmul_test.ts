@@ -123,3 +123,24 @@ Deno.test("matmul: mismatched operands are rejected with the operand named", asy
   const u = rt.upload(new Uint32Array(6), [6]);
   await assert.rejects(matmul(rt, u, b, { m: 2, n: 2, k: 3 }), /expected dtype f32, got u32/);
 });
+
+Deno.test("matmul: the default kernel for narrow outputs (tall-thin tiles) is right", async () => {
+  const rt = await testRuntime();
+  for (
+    const spec of [{ m: 200, n: 24, k: 40, batch: 3 }, {
+      m: 24,
+      n: 200,
+      k: 33,
+      batch: 2,
+      transA: true,
+    }]
+  ) {
+    const s = { ...spec, broadcastA: false };
+    const a = randomF32(s.batch * s.m * s.k, 1);
+    const b = randomF32(s.batch * s.k * s.n, 2);
+    const c = await matmul(rt, rt.upload(a, [a.length]), rt.upload(b, [b.length]), s);
+    const ref = new Float64Array(s.batch * s.m * s.n);
+    matmulCpu(a, b, ref, s);
+    assert.ok(relativeError(await rt.read(c), ref) < TOLERANCE.f32, JSON.stringify(spec));
+  }
+});
