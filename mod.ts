@@ -134,8 +134,12 @@ export {
   type ExpressivenessReport,
   ExpressivenessReportSchema,
   type ExpressivenessRow,
+  parseReportText,
+  parseRunReport,
   parseSelfCheckReport,
   type ReportSchema,
+  type RunReport,
+  RunReportSchema,
   type SelfCheckReport,
   SelfCheckReportSchema,
   type SelfCheckRow,
@@ -317,6 +321,34 @@ export { loadModelReference, type ModelReference } from "./models/llama/referenc
 /** The LLaMA layer kernels (forward and backward), each tested against `models/llama/cpu/`. */
 export * as llamaKernels from "./kernels/llama/ops.ts";
 export { FLAT_INDEX_WGSL, launch } from "./kernels/runtime/launch.ts";
+
+// The reproduction grid.
+export {
+  canonicalJson,
+  type GridConfig,
+  GridConfigSchema,
+  parseGridConfig,
+  parseShard,
+  planGrid,
+  type PlannedRun,
+  PROFILES,
+  runConfig,
+  sha256,
+  shardRuns,
+} from "./reports/grid/config.ts";
+export {
+  executeRun,
+  finishedReport,
+  type LoadedModel,
+  loadGridModel,
+} from "./reports/grid/runner.ts";
+export {
+  collectReports,
+  type GridRow,
+  gridRows,
+  mergeShards,
+  writeGridSummary,
+} from "./reports/grid/summary.ts";
 
 // Tasks and evaluations.
 export {

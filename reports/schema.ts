@@ -66,20 +66,25 @@ export const SelfCheckReportSchema: ReportSchema<SelfCheckReport> = z.object({
   results: z.array(SelfCheckRowZod),
 });
 
-/** Parse a report file's text; the error names the file and the failing field. */
-export function parseSelfCheckReport(text: string, file: string): SelfCheckReport {
+/** Parse a report file's text with `schema`; the error names the file and the failing field. */
+export function parseReportText<T>(schema: ReportSchema<T>, text: string, file: string): T {
   let json: unknown;
   try {
     json = JSON.parse(text);
   } catch (e) {
     throw new Error(`${file}: not valid JSON (${(e as Error).message})`);
   }
-  const parsed = SelfCheckReportSchema.safeParse(json);
+  const parsed = schema.safeParse(json);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     throw new Error(`${file}: field "${issue.path.join(".")}": ${issue.message}`);
   }
   return parsed.data;
+}
+
+/** Parse `selfcheck.json` text; the error names the file and the failing field. */
+export function parseSelfCheckReport(text: string, file: string): SelfCheckReport {
+  return parseReportText(SelfCheckReportSchema, text, file);
 }
 
 /** One fit of the expressiveness experiment. */
@@ -147,3 +152,111 @@ export const ExpressivenessReportSchema: ReportSchema<ExpressivenessReport> = z.
   lowRankFloor: z.record(z.string(), z.array(z.tuple([z.number(), z.number()]))),
   rows: z.array(ExpressivenessRowZod),
 });
+
+/** One run of the reproduction grid (`reports/out/runs/<id>/report.json`). */
+export interface RunReport {
+  /** Report kind tag. */
+  kind: "run";
+  /** `<adapter>-<family>-s<seed>`. */
+  id: string;
+  /** Grid profile. */
+  profile: string;
+  /** Adapter name ("base" = no fine-tuning). */
+  adapter: string;
+  /** Adapter config (null for the base model). */
+  adapterConfig: Record<string, unknown> | null;
+  /** Task family. */
+  family: "commonsense" | "instruction";
+  /** Seed. */
+  seed: number;
+  /** SHA-256 of the run's canonical config: same hash ⇒ same run. */
+  configHash: string;
+  /** The run's config. */
+  config: Record<string, unknown>;
+  /** Git commit of the code (or "unknown"). */
+  git: string;
+  /** Deno version. */
+  deno: string;
+  /** GPU adapter description. */
+  device: string;
+  /** Model file/folder. */
+  model: string;
+  /** Base weight storage. */
+  base: string;
+  /** Trainable parameters (sum over attached adapters). */
+  trainableParams: number;
+  /** Metrics: commonsense accuracies and/or MMLU. */
+  metrics: {
+    commonsense?: {
+      tasks: Record<
+        string,
+        { accuracy: number; correct: number; total: number; unparseable: number }
+      >;
+      average: number;
+    };
+    mmlu?: {
+      subjects: Record<string, { accuracy: number; correct: number; total: number }>;
+      categories: Record<string, number>;
+      average: number;
+      subjectMean: number;
+    };
+  };
+  /** [step, loss]. */
+  lossCurve: [number, number][];
+  /** Wall seconds and training throughput. */
+  timings: { trainSeconds: number; evalSeconds: number; trainTokensPerSecond: number | null };
+  /** SHA-256 of the saved adapter file (null for the base model). */
+  adapterChecksum: string | null;
+  /** ISO date the run finished. */
+  date: string;
+}
+
+const Accuracy = z.object({
+  accuracy: z.number().min(0).max(1),
+  correct: z.number().int().nonnegative(),
+  total: z.number().int().nonnegative(),
+});
+
+/** Schema of {@link RunReport}. */
+export const RunReportSchema: ReportSchema<RunReport> = z.object({
+  kind: z.literal("run"),
+  id: z.string().regex(/^[a-z0-9_]+-(commonsense|instruction)-s-?\d+$/),
+  profile: z.string(),
+  adapter: z.string(),
+  adapterConfig: z.record(z.string(), z.unknown()).nullable(),
+  family: z.enum(["commonsense", "instruction"]),
+  seed: z.number().int(),
+  configHash: z.string().regex(/^[0-9a-f]{64}$/),
+  config: z.record(z.string(), z.unknown()),
+  git: z.string(),
+  deno: z.string(),
+  device: z.string(),
+  model: z.string(),
+  base: z.string(),
+  trainableParams: z.number().int().nonnegative(),
+  metrics: z.object({
+    commonsense: z.object({
+      tasks: z.record(z.string(), Accuracy.extend({ unparseable: z.number().int().nonnegative() })),
+      average: z.number().min(0).max(1),
+    }).optional(),
+    mmlu: z.object({
+      subjects: z.record(z.string(), Accuracy),
+      categories: z.record(z.string(), z.number().min(0).max(1)),
+      average: z.number().min(0).max(1),
+      subjectMean: z.number().min(0).max(1),
+    }).optional(),
+  }),
+  lossCurve: z.array(z.tuple([z.number().int().positive(), z.number()])),
+  timings: z.object({
+    trainSeconds: z.number().nonnegative(),
+    evalSeconds: z.number().nonnegative(),
+    trainTokensPerSecond: z.number().nonnegative().nullable(),
+  }),
+  adapterChecksum: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
+  date: z.string(),
+});
+
+/** Parse a run report's text; the error names the file and the field. */
+export function parseRunReport(text: string, file: string): RunReport {
+  return parseReportText(RunReportSchema, text, file);
+}

@@ -1,47 +1,116 @@
 /**
- * `deno task reproduce`: the main job.
+ * `deno task reproduce`: the main job. First the kernel self-check (a broken adapter fails in
+ * seconds), then the reproduction grid — adapters × task families × seeds — of a profile
+ * (`smoke`, the default on this machine; `full`, the paper's protocol, needs --model and the data
+ * files) or a JSON config. Finished runs are skipped, interrupted ones resume.
  *
- * Today it runs the kernel self-check on this machine's adapter and writes
- * `reports/out/selfcheck.json`. The reproduction grid (adapters × tasks × seeds) needs the
- * adapters, the model and the task pipelines, which are not built yet; this tool says so instead
- * of pretending.
+ *   deno task reproduce [--profile smoke|full] [--config grid.json] [--model PATH]
+ *                       [--shard i/n] [--out DIR] [--data DIR] [--only-selfcheck]
+ *   deno task reproduce merge --out DIR SHARD_DIR...
  */
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { selfCheck } from "../kernels/selfcheck.ts";
+import { dataDir } from "../models/paths.ts";
+import {
+  parseGridConfig,
+  parseShard,
+  planGrid,
+  PROFILES,
+  shardRuns,
+} from "../reports/grid/config.ts";
+import { executeRun, loadGridModel } from "../reports/grid/runner.ts";
+import { mergeShards, writeGridSummary } from "../reports/grid/summary.ts";
 
-const { values } = parseArgs({
+const { values, positionals } = parseArgs({
   args: Deno.args,
-  options: { out: { type: "string", default: "reports/out" } },
+  allowPositionals: true,
+  options: {
+    out: { type: "string", default: "reports/out" },
+    profile: { type: "string", default: "smoke" },
+    config: { type: "string" },
+    model: { type: "string" },
+    shard: { type: "string" },
+    data: { type: "string" },
+    "only-selfcheck": { type: "boolean", default: false },
+  },
 });
+const out = values.out;
+
+if (positionals[0] === "merge") {
+  const n = await mergeShards(out, positionals.slice(1));
+  console.log(
+    `merged ${n} runs from ${positionals.length - 1} shard folders into ${out}/grid.json`,
+  );
+  Deno.exit(0);
+}
+if (positionals.length) throw new Error(`unknown command ${positionals[0]} (only "merge")`);
 
 const rt = await GpuRuntime.create();
 console.log(`adapter: ${rt.gpu.description} (backend ${rt.gpu.backend}, f16 ${rt.gpu.hasF16})`);
 const started = performance.now();
 const results = await selfCheck(rt);
-for (const r of results) {
+const failed = results.filter((r) => !r.ok);
+for (const r of failed) {
+  console.log(`FAIL ${r.kernel} ${JSON.stringify(r.spec)} rel.err ${r.relativeError}`);
+}
+await Deno.mkdir(out, { recursive: true });
+await Deno.writeTextFile(
+  `${out}/selfcheck.json`,
+  JSON.stringify(
+    {
+      kind: "selfcheck",
+      date: new Date().toISOString(),
+      adapter: rt.gpu.description,
+      backend: rt.gpu.backend,
+      deno: Deno.version.deno,
+      seconds: (performance.now() - started) / 1000,
+      results,
+    },
+    null,
+    2,
+  ) + "\n",
+);
+console.log(`kernel self-check: ${results.length - failed.length} passed, ${failed.length} failed`);
+if (failed.length) Deno.exit(1);
+if (values["only-selfcheck"]) Deno.exit(0);
+
+const raw = values.config
+  ? JSON.parse(await Deno.readTextFile(values.config))
+  : PROFILES[values.profile as keyof typeof PROFILES];
+if (!raw) throw new Error(`--profile ${values.profile}: use smoke or full (or --config FILE)`);
+const grid = parseGridConfig(
+  values.model ? { ...raw as object, model: values.model } : raw,
+  values.config ?? `profile ${values.profile}`,
+);
+if (grid.profile === "full" && !grid.model) {
+  throw new Error("the full profile needs --model PATH (a LLaMA checkpoint)");
+}
+const all = planGrid(grid);
+const runs = values.shard ? shardRuns(all, parseShard(values.shard)) : all;
+const model = await loadGridModel(grid);
+console.log(
+  `grid ${grid.profile}: ${runs.length} of ${all.length} runs on ${model.path} (${grid.base} base)`,
+);
+const gridStart = performance.now();
+for (const [i, run] of runs.entries()) {
+  const t = performance.now();
+  const { report, skipped } = await executeRun(rt, grid, run, model, {
+    out,
+    dataDir: values.data ?? dataDir(),
+    log: (m) => console.log(`  ${m}`),
+  });
+  const score = report.metrics.commonsense?.average ?? report.metrics.mmlu?.average ?? 0;
+  const elapsed = (performance.now() - gridStart) / 1000;
+  const eta = (elapsed / (i + 1)) * (runs.length - i - 1);
   console.log(
-    `${r.ok ? "ok  " : "FAIL"} ${r.kernel.padEnd(28)} ${JSON.stringify(r.spec).padEnd(70)} ` +
-      `rel.err ${r.relativeError.toExponential(2)} (tol ${r.tolerance})`,
+    `[${i + 1}/${runs.length}] ${run.id}: ${
+      skipped ? "already done" : `${((performance.now() - t) / 1000).toFixed(0)} s`
+    }, ` +
+      `score ${(100 * score).toFixed(1)} %, ${report.trainableParams} trainable · ETA ${
+        eta.toFixed(0)
+      } s`,
   );
 }
-const failed = results.filter((r) => !r.ok).length;
-await Deno.mkdir(values.out!, { recursive: true });
-const report = {
-  kind: "selfcheck",
-  date: new Date().toISOString(),
-  adapter: rt.gpu.description,
-  backend: rt.gpu.backend,
-  deno: Deno.version.deno,
-  seconds: (performance.now() - started) / 1000,
-  results,
-};
-const path = `${values.out}/selfcheck.json`;
-await Deno.writeTextFile(path, JSON.stringify(report, null, 2) + "\n");
-console.log(`\nkernel self-check: ${results.length - failed} passed, ${failed} failed -> ${path}`);
-console.log(
-  "reproduction grid: NOT BUILT YET. It needs the 4-bit base weights (issue 3), the adapters " +
-    "(issue 4), the LLaMA model (issue 5), the task pipelines (issue 6) and the grid runner " +
-    "(issue 7). No accuracy numbers were produced.",
-);
-if (failed > 0) Deno.exit(1);
+const rows = await writeGridSummary(out);
+console.log(`wrote ${out}/grid.json (${rows.length} runs) and ${out}/runs/<id>/report.json`);

@@ -83,6 +83,8 @@ export async function loadRecordFile(
   try {
     json = JSON.parse(await Deno.readTextFile(path));
   } catch (e) {
+    // Keep "not found" recognisable: callers skip tasks that ship no split.
+    if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`${path}: no such file`);
     throw new Error(`${path}: ${(e as Error).message}`);
   }
   return parseRecords(json, path, needAnswer);

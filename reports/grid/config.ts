@@ -1,0 +1,267 @@
+/**
+ * The reproduction grid: adapters × task families × seeds, described by a zod-validated config,
+ * with two named profiles. `smoke` runs on the embedded stories260K in minutes on a CPU adapter;
+ * `full` is the paper's protocol (LLM-Adapters / DoRA commonsense; Alpaca → MMLU 5-shot) for a GPU
+ * and a real LLaMA checkpoint given by path.
+ */
+import { z } from "zod";
+import { parseAdapterConfig } from "../../models/adapters/registry.ts";
+import { COMMONSENSE_ORDER } from "../../tasks/commonsense/data.ts";
+import type { Schema } from "../../models/schema.ts";
+
+const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
+  if (v === null) return; // the base model alone
+  try {
+    parseAdapterConfig(v);
+  } catch (e) {
+    ctx.addIssue({ code: "custom", message: (e as Error).message });
+  }
+});
+
+const GridZod = z.object({
+  /** Profile name (recorded in reports). */
+  profile: z.string(),
+  /** llama2.c `.bin` or HF folder; null = the embedded stories260K. */
+  model: z.string().nullable().default(null),
+  /** llama2.c tokenizer for a `.bin` model (null: tok512 next to the embedded model). */
+  tokenizer: z.string().nullable().default(null),
+  /** Base weight storage. */
+  base: z.enum(["f32", "nf4", "int4"]).default("nf4"),
+  /** Adapter name → config (null: the base model, no fine-tuning). */
+  adapters: z.record(z.string().regex(/^[a-z0-9_]+$/), AdapterEntry),
+  /** Modules the adapters attach to (the paper: q,k,v,up,down). */
+  targets: z.array(z.string()).min(1),
+  /** Seeds (init and data order). */
+  seeds: z.array(z.number().int()).min(1),
+  /** The commonsense family (omit to skip it). */
+  commonsense: z.object({
+    tasks: z.array(z.string()).min(1),
+    /** commonsense_170k-style file (null: the tasks' train splits). */
+    trainFile: z.string().nullable().default(null),
+    trainLimit: z.number().int().positive().optional(),
+    testLimit: z.number().int().positive().optional(),
+    maxLen: z.number().int().positive(),
+    beams: z.number().int().positive(),
+    maxNew: z.number().int().positive(),
+  }).strict().optional(),
+  /** The instruction family: Alpaca data, then MMLU (omit to skip it). */
+  instruction: z.object({
+    /** Alpaca-format file (null: the commonsense train splits of `fallbackTasks`, for smoke runs). */
+    trainFile: z.string().nullable().default(null),
+    fallbackTasks: z.array(z.string()).default([]),
+    trainLimit: z.number().int().positive().optional(),
+    maxLen: z.number().int().positive(),
+    subjects: z.array(z.string()).nullable().default(null),
+    mmluLimit: z.number().int().positive().optional(),
+    shots: z.number().int().nonnegative(),
+  }).strict().optional(),
+  /** Trainer settings shared by the runs (steps, lr, warmup, batchSize, gradAccum, ...). */
+  train: z.record(z.string(), z.unknown()),
+}).strict();
+
+/** A validated grid configuration (see the zod schema above for each field's meaning). */
+export interface GridConfig {
+  /** Profile name. */
+  profile: string;
+  /** Model path (null: embedded stories260K). */
+  model: string | null;
+  /** llama2.c tokenizer path (null: next to the model). */
+  tokenizer: string | null;
+  /** Base weight storage. */
+  base: "f32" | "nf4" | "int4";
+  /** Adapter name → config (null: base model). */
+  adapters: Record<string, unknown>;
+  /** Target modules. */
+  targets: string[];
+  /** Seeds. */
+  seeds: number[];
+  /** Commonsense family settings. */
+  commonsense?: {
+    tasks: string[];
+    trainFile: string | null;
+    trainLimit?: number;
+    testLimit?: number;
+    maxLen: number;
+    beams: number;
+    maxNew: number;
+  };
+  /** Instruction family settings. */
+  instruction?: {
+    trainFile: string | null;
+    fallbackTasks: string[];
+    trainLimit?: number;
+    maxLen: number;
+    subjects: string[] | null;
+    mmluLimit?: number;
+    shots: number;
+  };
+  /** Trainer settings. */
+  train: Record<string, unknown>;
+}
+
+/** zod schema of {@link GridConfig}. */
+export const GridConfigSchema: Schema<GridConfig> = GridZod;
+
+const MOKA_SMOKE = { kind: "moka", components: [[4, 4], [2, 2]] };
+
+/** Named profiles. */
+export const PROFILES: Record<"smoke" | "full", unknown> = {
+  smoke: {
+    profile: "smoke",
+    adapters: {
+      base: null,
+      moka: MOKA_SMOKE,
+      moka_s: { kind: "moka", components: [[4, 4], [2, 2]], identityA: true, zeroInit: "B" },
+      moka_nogate: { ...MOKA_SMOKE, gate: "frozen" },
+      krona: { kind: "krona", a: [4, 4] },
+      lora: { kind: "lora", r: 4, alpha: 8 },
+      dora: { kind: "dora", r: 4, alpha: 8 },
+    },
+    targets: ["q", "k", "v", "up", "down"],
+    seeds: [1],
+    // Prompts of these tasks are 200–340 tokens with tok512; boolq and openbookqa have train splits.
+    commonsense: {
+      tasks: ["boolq", "openbookqa", "winogrande"],
+      trainLimit: 12,
+      testLimit: 3,
+      maxLen: 320,
+      beams: 4,
+      maxNew: 8,
+    },
+    instruction: {
+      fallbackTasks: ["openbookqa"],
+      trainLimit: 12,
+      maxLen: 320,
+      subjects: ["marketing", "sociology"],
+      mmluLimit: 4,
+      shots: 3,
+    },
+    train: { steps: 8, lr: 5e-3, warmup: 2, batchSize: 2, schedule: "linear" },
+  },
+  full: {
+    profile: "full",
+    adapters: {
+      base: null,
+      moka: { kind: "moka", components: [[64, 64], [32, 32], [128, 128], [16, 16]] },
+      moka_s: { kind: "moka", components: [[64, 64], [32, 32]], identityA: true, zeroInit: "B" },
+      moka_nogate: {
+        kind: "moka",
+        components: [[64, 64], [32, 32], [128, 128], [16, 16]],
+        gate: "frozen",
+      },
+      krona: { kind: "krona", a: [64, 64] },
+      lora: { kind: "lora", r: 32, alpha: 64, dropout: 0.05 },
+      dora: { kind: "dora", r: 32, alpha: 64 },
+    },
+    targets: ["q", "k", "v", "up", "down"],
+    seeds: [42],
+    commonsense: {
+      tasks: COMMONSENSE_ORDER,
+      trainFile: "commonsense_170k.json",
+      maxLen: 256,
+      beams: 4,
+      maxNew: 32,
+    },
+    instruction: { trainFile: "alpaca_data.json", maxLen: 512, shots: 5 },
+    // 3 epochs of commonsense_170k at batch 16 ≈ 31,900 steps; lr 1e-4 for LLaMA3-8B (2e-4 for LLaMA2-7B).
+    train: {
+      steps: 31900,
+      lr: 1e-4,
+      warmup: 100,
+      batchSize: 4,
+      gradAccum: 4,
+      schedule: "linear",
+      checkpointEvery: 500,
+    },
+  },
+};
+
+/** Parse a grid config (a profile name or an object); the error names the field. */
+export function parseGridConfig(value: unknown, source = "grid config"): GridConfig {
+  const r = GridZod.safeParse(value);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new Error(`${source}: field ${i.path.join(".") || "(root)"}: ${i.message}`);
+  }
+  return r.data;
+}
+
+/** One cell of the grid. */
+export interface PlannedRun {
+  /** `<adapter>-<family>-s<seed>`: also the folder name. */
+  id: string;
+  /** Adapter name in the config. */
+  adapter: string;
+  /** Task family. */
+  family: "commonsense" | "instruction";
+  /** Seed. */
+  seed: number;
+}
+
+/** Every run of the grid, in a stable order (adapters, families, seeds as configured). */
+export function planGrid(c: GridConfig): PlannedRun[] {
+  const families = (["commonsense", "instruction"] as const).filter((f) => c[f] !== undefined);
+  const runs: PlannedRun[] = [];
+  for (const adapter of Object.keys(c.adapters)) {
+    for (const family of families) {
+      for (const seed of c.seeds) {
+        runs.push({ id: `${adapter}-${family}-s${seed}`, adapter, family, seed });
+      }
+    }
+  }
+  return runs;
+}
+
+/** Parse "i/n" (0-based i < n). */
+export function parseShard(text: string): { index: number; count: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(text);
+  const index = m ? Number(m[1]) : NaN;
+  const count = m ? Number(m[2]) : NaN;
+  if (!m || count < 1 || index >= count) {
+    throw new RangeError(`--shard ${text}: expected i/n with 0 ≤ i < n`);
+  }
+  return { index, count };
+}
+
+/** The runs of shard i of n: every n-th run starting at i (disjoint, together the whole grid). */
+export function shardRuns(
+  runs: PlannedRun[],
+  shard: { index: number; count: number },
+): PlannedRun[] {
+  return runs.filter((_, k) => k % shard.count === shard.index);
+}
+
+/** Stable JSON (sorted keys) for hashing. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${
+      Object.keys(v).sort().map((k) =>
+        `${JSON.stringify(k)}:${canonicalJson((v as Record<string, unknown>)[k])}`
+      ).join(",")
+    }}`;
+  }
+  return JSON.stringify(v);
+}
+
+/** Hex SHA-256 of bytes or text. */
+export async function sha256(data: Uint8Array | string): Promise<string> {
+  const bytes = typeof data === "string" ? new TextEncoder().encode(data) : data;
+  const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The part of the config one run depends on, hashed: a changed setting re-runs only its runs. */
+export function runConfig(c: GridConfig, run: PlannedRun): Record<string, unknown> {
+  return {
+    model: c.model,
+    tokenizer: c.tokenizer,
+    base: c.base,
+    adapter: c.adapters[run.adapter],
+    targets: c.targets,
+    family: run.family,
+    familyConfig: c[run.family],
+    train: c.adapters[run.adapter] === null ? null : c.train,
+    seed: run.seed,
+  };
+}

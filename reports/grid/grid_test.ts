@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { testRuntime } from "../../kernels/testing/mod.ts";
+import { dataDir } from "../../models/paths.ts";
+import { parseRunReport } from "../schema.ts";
+import { parseGridConfig, parseShard, planGrid, PROFILES, shardRuns } from "./config.ts";
+import { executeRun, loadGridModel } from "./runner.ts";
+import { collectReports, mergeShards } from "./summary.ts";
+
+const TINY = {
+  profile: "tiny",
+  adapters: { base: null, lora: { kind: "lora", r: 2, alpha: 4 } },
+  targets: ["q", "v"],
+  seeds: [1],
+  instruction: {
+    fallbackTasks: ["openbookqa"],
+    trainLimit: 4,
+    maxLen: 320,
+    subjects: ["marketing"],
+    mmluLimit: 2,
+    shots: 0,
+  },
+  train: { steps: 2, lr: 0.005, batchSize: 2 },
+};
+
+Deno.test("grid: profiles parse, plans are stable, shards are disjoint and cover the grid", () => {
+  const smoke = parseGridConfig(PROFILES.smoke);
+  const runs = planGrid(smoke);
+  assert.equal(runs.length, 7 * 2);
+  assert.equal(runs[0].id, "base-commonsense-s1");
+  const full = parseGridConfig(PROFILES.full);
+  assert.ok(planGrid(full).some((r) => r.id === "dora-instruction-s42"));
+  const parts = [0, 1, 2].map((i) => shardRuns(runs, { index: i, count: 3 }).map((r) => r.id));
+  assert.deepEqual(parts.flat().sort(), runs.map((r) => r.id).sort());
+  assert.equal(new Set(parts.flat()).size, runs.length);
+  assert.deepEqual(parseShard("2/5"), { index: 2, count: 5 });
+  assert.throws(() => parseShard("5/5"), /0 ≤ i < n/);
+  assert.throws(
+    () => parseGridConfig({ ...TINY, adapters: { x: { kind: "lora", r: 0, alpha: 1 } } }),
+    /field adapters\.x/,
+  );
+  assert.throws(() => parseGridConfig({ ...TINY, seeds: [] }), /field seeds/);
+});
+
+Deno.test("grid: runs write valid reports, are skipped when done, reproduce exactly, and shards merge", async () => {
+  const rt = await testRuntime();
+  const grid = parseGridConfig(TINY);
+  const model = await loadGridModel(grid);
+  const runs = planGrid(grid);
+  const [a, b, merged] = [
+    await Deno.makeTempDir(),
+    await Deno.makeTempDir(),
+    await Deno.makeTempDir(),
+  ];
+  const opts = (out: string) => ({ out, dataDir: dataDir(), log: () => {} });
+  // Shard 0/2 → a, shard 1/2 → b.
+  for (const [i, out] of [a, b].entries()) {
+    for (const run of shardRuns(runs, { index: i, count: 2 })) {
+      await executeRun(rt, grid, run, model, opts(out));
+    }
+  }
+  const lora = runs.find((r) => r.adapter === "lora")!;
+  const first = parseRunReport(
+    await Deno.readTextFile(`${b}/runs/${lora.id}/report.json`),
+    "report",
+  );
+  assert.equal(first.trainableParams, 5 * (2 * (64 + 64) + 2 * (64 + 32)));
+  assert.equal(first.lossCurve.length, 2);
+  assert.match(first.adapterChecksum!, /^[0-9a-f]{64}$/);
+  assert.equal(first.metrics.mmlu!.subjects.marketing.total, 2);
+  // Done runs are skipped; the same config and seed elsewhere reproduce the metrics and adapter.
+  const again = await executeRun(rt, grid, lora, model, opts(b));
+  assert.equal(again.skipped, true);
+  const elsewhere = await executeRun(rt, grid, lora, model, opts(a));
+  assert.equal(elsewhere.skipped, false);
+  assert.deepEqual(elsewhere.report.metrics, first.metrics);
+  assert.equal(elsewhere.report.adapterChecksum, first.adapterChecksum);
+  assert.deepEqual(elsewhere.report.lossCurve, first.lossCurve);
+  assert.equal(await mergeShards(merged, [a, b]) >= 2, true);
+  assert.deepEqual((await collectReports(merged)).map((r) => r.id), runs.map((r) => r.id).sort());
+  const summary = JSON.parse(await Deno.readTextFile(`${merged}/grid.json`));
+  assert.equal(summary.rows.length, 2);
+  for (const d of [a, b, merged]) await Deno.remove(d, { recursive: true });
+});
