@@ -350,6 +350,8 @@ export {
   writeGridSummary,
 } from "./reports/grid/summary.ts";
 
+export { PUBLISHED, renderGridPage, renderRunPage, writeStaticPages } from "./reports/html.ts";
+
 // Tasks and evaluations.
 export {
   alpacaExample,

@@ -1,11 +1,25 @@
 /**
- * The report server (Hono). Read-only: it serves what `deno task reproduce` wrote.
- *
- * Routes today: `/` (overview page), `/api/selfcheck` (JSON), `/health`. The run pages and the
- * grid API arrive with the reproduction grid.
+ * The report server (Hono), read-only over the folder `deno task reproduce` writes:
+ *   /                 grid overview (HTML: tables, SVG plots, published figures)
+ *   /runs/:id         one run (HTML)
+ *   /api/runs         run reports (JSON; ?family=commonsense|instruction&adapter=NAME)
+ *   /api/runs/:id     one report (JSON)
+ *   /api/selfcheck    the kernel self-check (JSON)
+ *   /health
+ * Run ids are validated against the report id pattern before any file is touched, so no request
+ * can read outside `<reports>/runs/`; unknown ids are 404 (JSON under /api, HTML otherwise).
  */
 import { Hono } from "hono";
-import { parseSelfCheckReport, type SelfCheckReport } from "./schema.ts";
+import { z } from "zod";
+import { renderGridPage, renderRunPage } from "./html.ts";
+import { collectReports } from "./grid/summary.ts";
+import {
+  parseRunReport,
+  parseSelfCheckReport,
+  type RunReport,
+  type SelfCheckReport,
+} from "./schema.ts";
+import { escapeXml } from "./svg.ts";
 
 /** Options of {@link createReportApp}. */
 export interface ReportAppOptions {
@@ -13,9 +27,12 @@ export interface ReportAppOptions {
   reportsDir: string;
 }
 
-function escapeHtml(s: string): string {
-  return s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
+const RUN_ID = /^[a-z0-9_]+-(commonsense|instruction)-s-?\d+$/;
+
+const RunsQuery = z.object({
+  family: z.enum(["commonsense", "instruction"]).optional(),
+  adapter: z.string().regex(/^[a-z0-9_]+$/).optional(),
+}).strict();
 
 async function loadSelfCheck(dir: string): Promise<SelfCheckReport | null> {
   const file = `${dir}/selfcheck.json`;
@@ -27,36 +44,68 @@ async function loadSelfCheck(dir: string): Promise<SelfCheckReport | null> {
   }
 }
 
-function overviewHtml(report: SelfCheckReport | null): string {
-  const rows =
-    report?.results.map((r) =>
-      `<tr><td>${escapeHtml(r.kernel)}</td><td><code>${
-        escapeHtml(JSON.stringify(r.spec))
-      }</code></td>` +
-      `<td>${r.relativeError?.toExponential(2) ?? "—"}</td><td>${r.ok ? "ok" : "FAIL"}</td></tr>`
-    ).join("\n") ?? "";
-  const body = report
-    ? `<p>Adapter: ${escapeHtml(report.adapter)} · ${escapeHtml(report.date)}</p>
-<table><thead><tr><th>kernel</th><th>problem</th><th>relative error</th><th></th></tr></thead>
-<tbody>${rows}</tbody></table>`
-    : `<p>No reports yet. Run <code>deno task reproduce</code>.</p>`;
-  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>moka reports</title>
-<style>body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}</style>
-</head><body><h1>moka reports</h1><h2>Kernel self-check</h2>${body}
-<p>The reproduction grid (adapters × tasks × seeds) is not built yet.</p></body></html>`;
+async function loadRun(dir: string, id: string): Promise<RunReport | null> {
+  if (!RUN_ID.test(id)) return null; // never build a path from an unchecked id
+  const file = `${dir}/runs/${id}/report.json`;
+  try {
+    return parseRunReport(await Deno.readTextFile(file), file);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+function notFoundPage(what: string): string {
+  return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>not found</title></head>` +
+    `<body><h1>Not found</h1><p>${escapeXml(what)}</p><p><a href="/">grid</a></p></body></html>`;
 }
 
 /** Build the Hono app serving `options.reportsDir`. */
 export function createReportApp(options: ReportAppOptions): Hono {
+  const dir = options.reportsDir;
   const app = new Hono();
   app.get("/health", (c) => c.json({ ok: true }));
   app.get("/api/selfcheck", async (c) => {
-    const report = await loadSelfCheck(options.reportsDir);
+    const report = await loadSelfCheck(dir);
     return report ? c.json(report) : c.json({ error: "no self-check report yet" }, 404);
   });
-  app.get("/", async (c) => c.html(overviewHtml(await loadSelfCheck(options.reportsDir))));
-  app.notFound((c) => c.json({ error: "not found" }, 404));
+  app.get("/api/runs", async (c) => {
+    const q = RunsQuery.safeParse(c.req.query());
+    if (!q.success) {
+      const i = q.error.issues[0];
+      return c.json({ error: `query ${i.path.join(".") || "(parameters)"}: ${i.message}` }, 400);
+    }
+    const runs = (await collectReports(dir)).filter((r) =>
+      (!q.data.family || r.family === q.data.family) &&
+      (!q.data.adapter || r.adapter === q.data.adapter)
+    );
+    return c.json({ runs });
+  });
+  app.get("/api/runs/:id", async (c) => {
+    const report = await loadRun(dir, c.req.param("id"));
+    return report
+      ? c.json(report)
+      : c.json({ error: `no run ${JSON.stringify(c.req.param("id"))}` }, 404);
+  });
+  app.get("/runs/:id", async (c) => {
+    const report = await loadRun(dir, c.req.param("id"));
+    return report
+      ? c.html(renderRunPage(report, { gridHref: "/" }))
+      : c.html(notFoundPage(`no run ${c.req.param("id")}`), 404);
+  });
+  app.get(
+    "/",
+    async (c) =>
+      c.html(renderGridPage(await collectReports(dir), {
+        runHref: (id) => `/runs/${id}`,
+        selfcheck: await loadSelfCheck(dir),
+      })),
+  );
+  app.notFound((c) =>
+    c.req.path.startsWith("/api/")
+      ? c.json({ error: "not found" }, 404)
+      : c.html(notFoundPage(c.req.path), 404)
+  );
   app.onError((err, c) => c.json({ error: err.message }, 500));
   return app;
 }

@@ -31,15 +31,144 @@ Deno.test("report schema: round trip, and a bad field is named with the file", (
 Deno.test("report server: overview, API, health, 404, escaping", async () => {
   const dir = await Deno.makeTempDir();
   const empty = createReportApp({ reportsDir: dir });
-  assert.match(await (await empty.request("/")).text(), /No reports yet/);
+  assert.match(await (await empty.request("/")).text(), /No runs yet/);
   assert.equal((await empty.request("/api/selfcheck")).status, 404);
   await Deno.writeTextFile(`${dir}/selfcheck.json`, JSON.stringify(report));
   const app = createReportApp({ reportsDir: dir });
   const page = await (await app.request("/")).text();
-  assert.match(page, /<td>naive-wg8x8<\/td>/);
-  assert.match(page, /llvmpipe &#60;test&#62;/); // adapter text is escaped
+  assert.match(page, /Kernel self-check: 1\/1 ok on llvmpipe &#60;test&#62;/); // escaped
   assert.deepEqual(await (await app.request("/api/selfcheck")).json(), report);
   assert.deepEqual(await (await app.request("/health")).json(), { ok: true });
   assert.equal((await app.request("/nope")).status, 404);
+  await Deno.remove(dir, { recursive: true });
+});
+
+function runReport(
+  id: string,
+  adapter: string,
+  family: "commonsense" | "instruction",
+  params: number,
+) {
+  return {
+    kind: "run",
+    id,
+    profile: "test",
+    adapter,
+    adapterConfig: adapter === "base" ? null : { kind: "lora", r: 2, alpha: 4 },
+    family,
+    seed: 1,
+    configHash: "a".repeat(64),
+    config: { seed: 1 },
+    git: "abc",
+    deno: "2.9.6",
+    device: "llvmpipe <x>",
+    model: "stories260K.bin",
+    base: "nf4",
+    trainableParams: params,
+    metrics: family === "commonsense"
+      ? {
+        commonsense: {
+          tasks: { boolq: { accuracy: 0.5, correct: 1, total: 2, unparseable: 1 } },
+          average: 0.5,
+        },
+      }
+      : {
+        mmlu: {
+          subjects: { marketing: { accuracy: 0.25, correct: 1, total: 4 } },
+          categories: { other: 0.25 },
+          average: 0.25,
+          subjectMean: 0.25,
+        },
+      },
+    lossCurve: params ? [[1, 2.5], [2, 2.0]] : [],
+    timings: { trainSeconds: 1, evalSeconds: 2, trainTokensPerSecond: params ? 100 : null },
+    adapterChecksum: params ? "b".repeat(64) : null,
+    date: "2026-11-29T00:00:00.000Z",
+  };
+}
+
+async function gridDir(): Promise<string> {
+  const dir = await Deno.makeTempDir();
+  for (
+    const r of [
+      runReport("base-commonsense-s1", "base", "commonsense", 0),
+      runReport("lora-commonsense-s1", "lora", "commonsense", 2240),
+      runReport("lora-instruction-s1", "lora", "instruction", 2240),
+    ]
+  ) {
+    await Deno.mkdir(`${dir}/runs/${r.id}`, { recursive: true });
+    await Deno.writeTextFile(`${dir}/runs/${r.id}/report.json`, JSON.stringify(r));
+  }
+  await Deno.writeTextFile(`${dir}/secret.json`, "{}");
+  return dir;
+}
+
+Deno.test("report server: grid page, run pages, runs API with validated queries, no traversal", async () => {
+  const dir = await gridDir();
+  const app = createReportApp({ reportsDir: dir });
+  const home = await (await app.request("/")).text();
+  assert.match(home, /<table id="commonsense">/);
+  assert.match(home, /href="\/runs\/lora-commonsense-s1"/);
+  assert.match(home, /<svg[^>]*aria-label="Accuracy vs trainable parameters"/);
+  assert.match(home, /Published figures/);
+  assert.match(home, /llvmpipe &#60;x&#62;/);
+  const run = await app.request("/runs/lora-commonsense-s1");
+  assert.equal(run.status, 200);
+  assert.match(await run.text(), /Training loss of lora-commonsense-s1/);
+  assert.equal(
+    ((await (await app.request("/api/runs")).json()) as { runs: unknown[] }).runs.length,
+    3,
+  );
+  const filtered =
+    (await (await app.request("/api/runs?family=instruction&adapter=lora")).json()) as {
+      runs: { id: string }[];
+    };
+  assert.deepEqual(filtered.runs.map((r) => r.id), ["lora-instruction-s1"]);
+  assert.equal((await app.request("/api/runs?family=bogus")).status, 400);
+  assert.equal((await app.request("/api/runs?limit=3")).status, 400);
+  assert.equal(
+    (await (await app.request("/api/runs/lora-instruction-s1")).json() as { id: string }).id,
+    "lora-instruction-s1",
+  );
+  for (
+    const bad of [
+      "/api/runs/..%2Fsecret",
+      "/api/runs/..%2F..%2Fetc%2Fpasswd",
+      "/runs/..%2Fsecret",
+      "/runs/%2e%2e%2fsecret",
+      "/api/runs/nope-commonsense-s9",
+    ]
+  ) {
+    const res = await app.request(bad);
+    assert.equal(res.status, 404, bad);
+    await res.body?.cancel();
+  }
+  assert.match(await (await app.request("/runs/nope-commonsense-s1")).text(), /Not found/);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("report server: a real server on a loopback port answers concurrent requests", async () => {
+  const dir = await gridDir();
+  const app = createReportApp({ reportsDir: dir });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+  const { port } = server.addr as Deno.NetAddr;
+  const paths = [
+    "/",
+    "/api/runs",
+    "/runs/lora-commonsense-s1",
+    "/api/runs/base-commonsense-s1",
+    "/health",
+  ];
+  const responses = await Promise.all(
+    Array.from(
+      { length: 40 },
+      (_, i) => fetch(`http://127.0.0.1:${port}${paths[i % paths.length]}`),
+    ),
+  );
+  for (const r of responses) {
+    assert.equal(r.status, 200);
+    await r.text();
+  }
+  await server.shutdown();
   await Deno.remove(dir, { recursive: true });
 });

@@ -100,9 +100,9 @@ function marker(kind: typeof MARKERS[number], x: number, y: number, color: strin
 
 /** Render a line plot as a standalone SVG document. */
 export function renderLinePlot(plot: LinePlot): string {
-  const width = plot.width ?? 720;
+  const width = plot.width ?? 780;
   const height = plot.height ?? 420;
-  const m = { left: 70, right: 190, top: 40, bottom: 55 };
+  const m = { left: 70, right: 240, top: 40, bottom: 55 };
   const pts = plot.series.flatMap((s) => s.points).filter(([x, y]) =>
     Number.isFinite(x) && Number.isFinite(y) && (!plot.xLog || x > 0) && (!plot.yLog || y > 0)
   );

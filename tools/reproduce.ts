@@ -20,7 +20,8 @@ import {
   shardRuns,
 } from "../reports/grid/config.ts";
 import { executeRun, loadGridModel } from "../reports/grid/runner.ts";
-import { mergeShards, writeGridSummary } from "../reports/grid/summary.ts";
+import { collectReports, mergeShards, writeGridSummary } from "../reports/grid/summary.ts";
+import { writeStaticPages } from "../reports/html.ts";
 
 const { values, positionals } = parseArgs({
   args: Deno.args,
@@ -39,6 +40,7 @@ const out = values.out;
 
 if (positionals[0] === "merge") {
   const n = await mergeShards(out, positionals.slice(1));
+  await writeStaticPages(out, await collectReports(out));
   console.log(
     `merged ${n} runs from ${positionals.length - 1} shard folders into ${out}/grid.json`,
   );
@@ -113,4 +115,7 @@ for (const [i, run] of runs.entries()) {
   );
 }
 const rows = await writeGridSummary(out);
-console.log(`wrote ${out}/grid.json (${rows.length} runs) and ${out}/runs/<id>/report.json`);
+await writeStaticPages(out, await collectReports(out));
+console.log(
+  `wrote ${out}/grid.json and index.html (${rows.length} runs), runs/<id>/{report.json,index.html}`,
+);
