@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createReportApp } from "./server.ts";
-import { parseSelfCheckReport } from "./schema.ts";
+import { parseRunReport, parseSelfCheckReport } from "./schema.ts";
 
 const report = {
   kind: "selfcheck",
@@ -171,4 +171,23 @@ Deno.test("report server: a real server on a loopback port answers concurrent re
   }
   await server.shutdown();
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("run report schema: round trip; bad ids, hashes and accuracies are refused by field", () => {
+  const r = runReport("lora-commonsense-s1", "lora", "commonsense", 2240);
+  assert.deepEqual(parseRunReport(JSON.stringify(r), "r.json"), r);
+  assert.throws(
+    () => parseRunReport(JSON.stringify({ ...r, id: "../x" }), "r.json"),
+    /r\.json: field "id"/,
+  );
+  assert.throws(
+    () => parseRunReport(JSON.stringify({ ...r, configHash: "xyz" }), "r.json"),
+    /field "configHash"/,
+  );
+  const bad = structuredClone(r);
+  bad.metrics.commonsense!.average = 1.5;
+  assert.throws(
+    () => parseRunReport(JSON.stringify(bad), "r.json"),
+    /field "metrics\.commonsense\.average"/,
+  );
 });
