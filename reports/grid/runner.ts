@@ -10,13 +10,13 @@ import { loadHfLlama } from "../../models/hf.ts";
 import { adaptersForModel } from "../../models/llama/attach.ts";
 import { fromLlama2c, type LlamaConfig } from "../../models/llama/config.ts";
 import { GpuLlama } from "../../models/llama/gpu/model.ts";
-import { progressLine } from "../../models/llama/train.ts";
+import { progressLine, Trainer } from "../../models/llama/train.ts";
 import { type Llama2cCheckpoint, loadLlama2c } from "../../models/llama2c.ts";
 import { defaultModelPath } from "../../models/paths.ts";
 import { HfTokenizer } from "../../models/tokenizer/hf.ts";
 import { loadLlama2cTokenizer } from "../../models/tokenizer/llama2c.ts";
 import type { TextTokenizer } from "../../models/tokenizer/tokenizer.ts";
-import { parseTask } from "../../tasks/commonsense/data.ts";
+import { loadRecordFile, parseTask } from "../../tasks/commonsense/data.ts";
 import {
   commonsenseTrainRecords,
   runCommonsense,
@@ -25,8 +25,6 @@ import {
 } from "../../tasks/pipeline.ts";
 import { parseRunReport, type RunReport, RunReportSchema } from "../schema.ts";
 import { canonicalJson, type GridConfig, type PlannedRun, runConfig, sha256 } from "./config.ts";
-import { Trainer } from "../../models/llama/train.ts";
-import { loadRecordFile } from "../../tasks/commonsense/data.ts";
 
 /** A loaded model and tokenizer, shared by the runs of one process. */
 export interface LoadedModel {
