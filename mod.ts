@@ -406,7 +406,7 @@ export {
   type NextLogits,
   scoreMmlu,
 } from "./evals/mmlu.ts";
-export { progressLine, trainCpu } from "./models/llama/train.ts";
+export { adamwHyper, progressLine, trainCpu } from "./models/llama/train.ts";
 export { adaptersForModel } from "./models/llama/attach.ts";
 export {
   adaptersForBudget,

@@ -5,7 +5,7 @@
  *   m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
  *   p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)
  */
-import { grid1d, packUniform } from "../adapters/ops.ts";
+import { grid1d, packUniform } from "../runtime/launch.ts";
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";

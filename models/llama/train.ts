@@ -10,7 +10,7 @@
 import { z } from "zod";
 import { dotInto } from "../../kernels/adapters/ops.ts";
 import { addInto } from "../../kernels/llama/ops.ts";
-import { adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
+import { type AdamWStep, adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
@@ -89,6 +89,19 @@ export interface Example {
   ids: number[];
   /** Target per position (the next token), −1 where no loss is taken. */
   targets: number[];
+}
+
+/** AdamW settings of 1-based `step`: scheduled lr, and the gradient scale of global-norm clipping. */
+export function adamwHyper(c: TrainConfig, step: number, gradNorm: number): AdamWStep {
+  return {
+    lr: learningRate(c, step),
+    step,
+    beta1: c.beta1,
+    beta2: c.beta2,
+    eps: c.eps,
+    weightDecay: c.weightDecay,
+    gradScale: c.clipNorm > 0 && gradNorm > c.clipNorm ? c.clipNorm / gradNorm : 1,
+  };
 }
 
 /** Learning rate at 1-based `step`. */
@@ -292,19 +305,11 @@ export class Trainer {
     }
     const gradNorm = await this.#globalNorm();
     const step = this.#step + 1;
-    const lr = learningRate(c, step);
-    const gradScale = c.clipNorm > 0 && gradNorm > c.clipNorm ? c.clipNorm / gradNorm : 1;
+    const hyper = adamwHyper(c, step, gradNorm);
+    const lr = hyper.lr;
     const b = rt.batch();
     for (const s of this.#state) {
-      await adamwStep(rt, b, { param: s.param, grad: s.acc, m: s.m, v: s.v }, {
-        lr,
-        step,
-        beta1: c.beta1,
-        beta2: c.beta2,
-        eps: c.eps,
-        weightDecay: c.weightDecay,
-        gradScale,
-      });
+      await adamwStep(rt, b, { param: s.param, grad: s.acc, m: s.m, v: s.v }, hyper);
     }
     await b.submit();
     this.#step = step;
@@ -498,8 +503,7 @@ export function trainCpu(
     for (const g of grads.values()) {
       for (const v of Object.values(g)) for (const x of v) sq += x * x;
     }
-    const norm = Math.sqrt(sq);
-    const gradScale = c.clipNorm > 0 && norm > c.clipNorm ? c.clipNorm / norm : 1;
+    const hyper = adamwHyper(c, step, Math.sqrt(sq));
     for (const [k, g] of grads) {
       const { params } = adapters.get(k)!;
       for (const [name, grad] of Object.entries(g)) {
@@ -507,15 +511,7 @@ export function trainCpu(
         if (!state.has(key)) {
           state.set(key, { m: new Float64Array(grad.length), v: new Float64Array(grad.length) });
         }
-        adamwStepCpu({ param: params[name], grad, ...state.get(key)! }, {
-          lr: learningRate(c, step),
-          step,
-          beta1: c.beta1,
-          beta2: c.beta2,
-          eps: c.eps,
-          weightDecay: c.weightDecay,
-          gradScale,
-        });
+        adamwStepCpu({ param: params[name], grad, ...state.get(key)! }, hyper);
       }
     }
   }

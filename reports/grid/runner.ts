@@ -97,15 +97,17 @@ export async function executeRun(
   const gpu = GpuLlama.create(rt, model.config, model.weights, { base: c.base });
   const resolve = (p: string) => (p.startsWith("/") ? p : `${options.dataDir}/${p}`);
   try {
-    let trainableParams = 0;
-    if (adapterConfig) {
-      const adapters = adaptersForModel(model.config, adapterConfig, run.seed, {
+    // Host-side adapters: attached now, refreshed from the GPU and saved after training.
+    const adapters = adapterConfig
+      ? adaptersForModel(model.config, adapterConfig, run.seed, {
         targets: c.targets,
         weights: model.weights,
-      });
-      trainableParams = [...adapters.values()].reduce((n, a) => n + a.trainableParams(), 0);
-      await gpu.attach(adapters);
-    }
+      })
+      : null;
+    const trainableParams = adapters
+      ? [...adapters.values()].reduce((n, a) => n + a.trainableParams(), 0)
+      : 0;
+    if (adapters) await gpu.attach(adapters);
     const train = adapterConfig ? { ...c.train, seed: run.seed } : undefined;
     const progress = (log: Parameters<typeof progressLine>[0], eta: number) =>
       options.log(`${run.id}: ${progressLine(log, Number(c.train.steps), eta)}`);
@@ -178,11 +180,7 @@ export async function executeRun(
       ? Math.max(0, (performance.now() - t0) / 1000 - trainSeconds)
       : (performance.now() - evalStart) / 1000;
     let adapterChecksum: string | null = null;
-    if (adapterConfig) {
-      const adapters = adaptersForModel(model.config, adapterConfig, run.seed, {
-        targets: c.targets,
-        weights: model.weights,
-      });
+    if (adapters) {
       for (const [key, layer] of gpu.adapters) {
         adapters.get(key)!.setParams(await layer.download(), `${run.id} ${key}`);
       }

@@ -16,7 +16,6 @@ import {
 import { matmul } from "../../../kernels/matmul/matmul.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
-import { gaussianArray, hash32, kaimingUniform } from "../../random.ts";
 import {
   Adapter,
   type AdapterMath,
@@ -30,7 +29,13 @@ import {
   type ParamSpec,
   uploadParams,
 } from "../adapter.ts";
-import { loraBackwardCpu, loraBackwardGpu, loraProjectCpu } from "../lora/layer.ts";
+import {
+  loraBackwardCpu,
+  loraBackwardGpu,
+  loraProjectCpu,
+  lowRankInit,
+  lowRankSpecs,
+} from "../lora/layer.ts";
 import { loraMerged } from "../lora/merge.ts";
 import { type DoraConfig, DoraConfigSchema } from "./config.ts";
 import { doraMerged, rowNormsCpu } from "./merge.ts";
@@ -56,8 +61,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
   /** Parameter tensors on this layer (names as saved in files). */
   specs(): ParamSpec[] {
     return [
-      { name: "A", shape: [this.config.r, this.dIn], trainable: true },
-      { name: "B", shape: [this.dOut, this.config.r], trainable: true },
+      ...lowRankSpecs(this.config.r, this.dIn, this.dOut),
       { name: "magnitude", shape: [this.dOut], trainable: true },
     ];
   }
@@ -66,13 +70,8 @@ export class DoraAdapter extends Adapter<DoraConfig> {
   init(seed: number, weight?: Float32Array): Params {
     if (!weight) throw new Error("dora: the base weight is needed to initialise the magnitude");
     checkLength("dora init weight", weight.length, this.dIn * this.dOut);
-    const { r, init } = this.config;
-    const n = r * this.dIn;
     return {
-      A: init === "gaussian"
-        ? gaussianArray(n, hash32(seed), 1 / r)
-        : kaimingUniform(n, this.dIn, hash32(seed)),
-      B: new Float32Array(this.dOut * r),
+      ...lowRankInit(this.config, this.dIn, this.dOut, seed),
       magnitude: Float32Array.from(rowNormsCpu(Float64Array.from(weight), this.dOut, this.dIn)),
     };
   }

@@ -142,6 +142,30 @@ export async function loraBackwardGpu(
   batch.releaseAfter(dh);
 }
 
+/** Specs of A [r, dIn] and B [dOut, r], shared by LoRA and DoRA. */
+export function lowRankSpecs(r: number, dIn: number, dOut: number): ParamSpec[] {
+  return [
+    { name: "A", shape: [r, dIn], trainable: true },
+    { name: "B", shape: [dOut, r], trainable: true },
+  ];
+}
+
+/** Fresh A (Kaiming-uniform, or Gaussian with std 1/r) and B = 0, shared by LoRA and DoRA. */
+export function lowRankInit(
+  c: { r: number; init: "kaiming" | "gaussian" },
+  dIn: number,
+  dOut: number,
+  seed: number,
+): Params {
+  const n = c.r * dIn;
+  return {
+    A: c.init === "gaussian"
+      ? gaussianArray(n, hash32(seed), 1 / c.r)
+      : kaimingUniform(n, dIn, hash32(seed)),
+    B: new Float32Array(dOut * c.r),
+  };
+}
+
 /** Low-rank adapter. */
 export class LoraAdapter extends Adapter<LoraConfig> {
   /** Validate `config` (zod) and build with seeded init. */
@@ -156,22 +180,12 @@ export class LoraAdapter extends Adapter<LoraConfig> {
 
   /** Parameter tensors on this layer (names as saved in files). */
   specs(): ParamSpec[] {
-    return [
-      { name: "A", shape: [this.config.r, this.dIn], trainable: true },
-      { name: "B", shape: [this.dOut, this.config.r], trainable: true },
-    ];
+    return lowRankSpecs(this.config.r, this.dIn, this.dOut);
   }
 
   /** Fresh parameters with ΔW = 0 (seeded). */
   init(seed: number): Params {
-    const { r, init } = this.config;
-    const n = r * this.dIn;
-    return {
-      A: init === "gaussian"
-        ? gaussianArray(n, hash32(seed), 1 / r)
-        : kaimingUniform(n, this.dIn, hash32(seed)),
-      B: new Float32Array(this.dOut * r),
-    };
+    return lowRankInit(this.config, this.dIn, this.dOut, seed);
   }
 
   /** The float64 reference: forward, backward, merge. */
