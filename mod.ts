@@ -49,7 +49,12 @@ export {
 export { bucketSize, BufferPool, type PoolStats } from "./kernels/runtime/buffer_pool.ts";
 export { PipelineCache } from "./kernels/runtime/pipeline_cache.ts";
 export { Batch, type Binding, type KernelTiming } from "./kernels/runtime/batch.ts";
-export { GpuTensor, TENSOR_USAGE } from "./kernels/runtime/tensor.ts";
+export {
+  GpuTensor,
+  rowAlignment,
+  STORAGE_OFFSET_ALIGNMENT,
+  TENSOR_USAGE,
+} from "./kernels/runtime/tensor.ts";
 export { dtypeOf, GpuRuntime } from "./kernels/runtime/runtime.ts";
 export {
   BYTES_PER_ELEMENT,
@@ -128,7 +133,9 @@ export {
   quantBackwardWgsl,
   type QuantForwardConfig,
   quantForwardWgsl,
+  quantForwardWideWgsl,
   type QuantKernelFormat,
+  wideForwardEligible,
 } from "./kernels/quant/wgsl.ts";
 export {
   type ExpressivenessReport,
@@ -156,6 +163,7 @@ export {
   type CpuGradients,
   type F64Params,
   type GpuAdapterLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   type PassOptions,
@@ -199,7 +207,14 @@ export {
   type KronShape,
   softmax,
 } from "./models/adapters/kron_cpu.ts";
-export { type KronComponentTensors, KronMixtureGpu } from "./models/adapters/kron_gpu.ts";
+export {
+  DEFAULT_KRON_SCRATCH_BYTES,
+  DEFAULT_KRON_SCRATCH_BYTES_GPU,
+  defaultKronScratchBytes,
+  type KronComponentTensors,
+  type KronGpuOptions,
+  KronMixtureGpu,
+} from "./models/adapters/kron_gpu.ts";
 export {
   ADAPTER_FILE_FORMAT,
   ADAPTER_FILE_VERSION,

@@ -20,8 +20,8 @@ export function sliceCount(tokens: number, want: number): number {
 }
 
 /**
- * out = beta·out + alpha·Lᵀ·R where L is [tokens·perTokenK, m] and R is [tokens·perTokenK, n], both
- * row-major. Split-K over tokens when the output is small.
+ * out = beta·out + alpha·Σ over tokens (see `layout`), row-major operands. Split-K over tokens
+ * when the output is small.
  */
 export async function gradMatmul(
   rt: GpuRuntime,
@@ -36,29 +36,34 @@ export async function gradMatmul(
     perTokenK: number;
     alpha?: number;
     beta?: number;
+    /** Cap on the slices (each one m×n partial sum), to bound the scratch memory. */
+    maxSlices?: number;
+    /**
+     * `stacked` (default): L is [tokens·perTokenK, m] and R [tokens·perTokenK, n], out = Lᵀ·R.
+     * `perToken`: L is [tokens, m, perTokenK] and R [tokens, perTokenK, n], out = Σ_t L[t]·R[t]
+     * (a batch-reduce matmul: no transposed copy of L is needed).
+     */
+    layout?: "stacked" | "perToken";
   },
 ): Promise<void> {
   const { left, right, out, m, n, tokens, perTokenK, alpha = 1, beta = 0 } = args;
   const k = tokens * perTokenK;
   // Only split when the output is too small to fill the device on its own.
-  const want = Math.max(1, Math.floor((TARGET_SLICES * 64 * 64) / Math.max(1, m * n)));
+  const want = Math.min(
+    args.maxSlices ?? Infinity,
+    Math.max(1, Math.floor((TARGET_SLICES * 64 * 64) / Math.max(1, m * n))),
+  );
   const slices = sliceCount(tokens, Math.min(want, TARGET_SLICES));
+  // The product of each slice of tokens.
+  const sliceSpec = args.layout === "perToken"
+    ? { m, n, k: perTokenK, batch: tokens, reduceBatch: tokens / slices }
+    : { m, n, k: k / slices, batch: slices, transA: true };
   if (slices === 1) {
-    await matmul(rt, left, right, { m, n, k, transA: true, alpha, beta }, { out, batch });
+    await matmul(rt, left, right, { ...sliceSpec, alpha, beta }, { out, batch });
     return;
   }
-  const partial = rt.empty([slices, m, n]);
-  await matmul(rt, left, right, {
-    m,
-    n,
-    k: k / slices,
-    batch: slices,
-    transA: true,
-    alpha,
-  }, {
-    out: partial,
-    batch,
-  });
+  const partial = batch.scratch([slices, m, n]);
+  await matmul(rt, left, right, { ...sliceSpec, alpha }, { out: partial, batch });
   await sumSlices(rt, batch, { dst: out, src: partial, slices, beta });
-  batch.releaseAfter(partial);
+  batch.recycle(partial);
 }

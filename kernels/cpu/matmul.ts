@@ -1,5 +1,6 @@
 /**
- * CPU reference for the batched matmul: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b].
+ * CPU reference for the batched matmul: C[b] = alpha·op(A[b])·op(B[b]) + beta·C[b] (or, with
+ * reduceBatch = r, C[g] = alpha·Σ_{b in group g} op(A[b])·op(B[b]) + beta·C[g]).
  *
  * Plain loops you can read. It is the oracle for the WGSL kernels and the fallback backend, so it
  * favours clarity over speed; `accumulate: "f64"` sums in float64 for tests that need a tight oracle.
@@ -27,6 +28,12 @@ export interface MatmulSpec {
   broadcastA?: boolean;
   /** B is one matrix shared by every batch entry (broadcast), e.g. a weight. */
   broadcastB?: boolean;
+  /**
+   * Batch-reduce: each run of this many consecutive batch entries is summed into one output, so C
+   * has batch / reduceBatch matrices (default 1). Σ_t A[t]·B[t] without per-entry partials, e.g.
+   * a weight gradient summed over tokens whose per-token factors are not contiguous along K.
+   */
+  reduceBatch?: number;
 }
 
 /** Resolved spec with defaults filled in and sizes checked. */
@@ -42,6 +49,7 @@ export function resolveMatmulSpec(spec: MatmulSpec): FullMatmulSpec {
     beta: 0,
     broadcastA: false,
     broadcastB: false,
+    reduceBatch: 1,
     ...spec,
   };
   for (const key of ["m", "n", "k", "batch"] as const) {
@@ -49,6 +57,12 @@ export function resolveMatmulSpec(spec: MatmulSpec): FullMatmulSpec {
     if (!Number.isInteger(v) || v < 0) {
       throw new RangeError(`matmul: ${key}=${v} must be an integer >= 0`);
     }
+  }
+  const r = full.reduceBatch;
+  if (!Number.isInteger(r) || r < 1 || full.batch % r !== 0) {
+    throw new RangeError(
+      `matmul: reduceBatch=${r} must be a positive integer dividing batch=${full.batch}`,
+    );
   }
   if (!Number.isFinite(full.alpha) || !Number.isFinite(full.beta)) {
     throw new RangeError(`matmul: alpha=${full.alpha}, beta=${full.beta} must be finite`);
@@ -62,7 +76,7 @@ export function matmulSizes(spec: FullMatmulSpec): { a: number; b: number; c: nu
   return {
     a: (spec.broadcastA ? 1 : batch) * m * k,
     b: (spec.broadcastB ? 1 : batch) * k * n,
-    c: batch * m * n,
+    c: (batch / spec.reduceBatch) * m * n,
   };
 }
 
@@ -96,19 +110,21 @@ export function matmulCpu(
 ): void {
   const s = resolveMatmulSpec(spec);
   checkMatmulOperands(s, { a: a.length, b: b.length, c: c.length });
-  const { m, n, k, batch } = s;
+  const { m, n, k, batch, reduceBatch } = s;
   const round = accumulate === "f32" ? Math.fround : (x: number) => x;
-  for (let bi = 0; bi < batch; bi++) {
-    const aOff = s.broadcastA ? 0 : bi * m * k;
-    const bOff = s.broadcastB ? 0 : bi * k * n;
-    const cOff = bi * m * n;
+  for (let g = 0; g < batch / reduceBatch; g++) {
+    const cOff = g * m * n;
     for (let i = 0; i < m; i++) {
       for (let j = 0; j < n; j++) {
         let sum = 0;
-        for (let p = 0; p < k; p++) {
-          const av = a[aOff + (s.transA ? p * m + i : i * k + p)];
-          const bv = b[bOff + (s.transB ? j * k + p : p * n + j)];
-          sum = round(sum + av * bv);
+        for (let bi = g * reduceBatch; bi < (g + 1) * reduceBatch; bi++) {
+          const aOff = s.broadcastA ? 0 : bi * m * k;
+          const bOff = s.broadcastB ? 0 : bi * k * n;
+          for (let p = 0; p < k; p++) {
+            const av = a[aOff + (s.transA ? p * m + i : i * k + p)];
+            const bv = b[bOff + (s.transB ? j * k + p : p * n + j)];
+            sum = round(sum + av * bv);
+          }
         }
         const prev = s.beta !== 0 ? s.beta * c[cOff + i * n + j] : 0;
         c[cOff + i * n + j] = s.alpha * sum + prev;

@@ -42,10 +42,11 @@ async function check(spec: MatmulSpec, kernel: MatmulKernelConfig): Promise<void
   const { m, n, k } = spec;
   const aData = randomF32((spec.broadcastA ? 1 : batch) * m * k, seed++);
   const bData = randomF32((spec.broadcastB ? 1 : batch) * k * n, seed++);
-  const cInit = randomF32(batch * m * n, seed++);
+  const outBatch = batch / (spec.reduceBatch ?? 1);
+  const cInit = randomF32(outBatch * m * n, seed++);
   const a = rt.upload(aData, [aData.length]);
   const b = rt.upload(bData, [bData.length]);
-  const c = rt.empty([batch, m, n]);
+  const c = rt.empty([outBatch, m, n]);
   // Poison: beta = 0 must overwrite NaN; beta ≠ 0 starts from known values.
   if ((spec.beta ?? 0) === 0) rt.fill(c, NaN);
   else rt.write(c, cInit);
@@ -85,6 +86,22 @@ for (const kernel of KERNELS) {
     await check({ m: 31, n: 29, k: 37, alpha: -0.75, beta: 1 }, kernel);
     await check({ m: 31, n: 29, k: 37, batch: 2, alpha: 2, beta: 0.5, transA: true }, kernel);
   });
+
+  Deno.test(`matmul ${kernelName(kernel)}: batch-reduce sums groups of entries`, async () => {
+    await check({ m: 17, n: 12, k: 9, batch: 6, reduceBatch: 3 }, kernel);
+    // Each layout is a pipeline to compile; the 16×16 kernel takes seconds per pipeline here.
+    if (kernel === CPU_ADAPTER_MATMUL) return;
+    await check({ m: 8, n: 20, k: 12, batch: 5, reduceBatch: 5, transB: true, beta: 1 }, kernel);
+    await check({
+      m: 12,
+      n: 7,
+      k: 16,
+      batch: 4,
+      reduceBatch: 2,
+      broadcastA: true,
+      transA: true,
+    }, kernel);
+  });
 }
 
 Deno.test("matmul: K = 0 gives beta·C; empty M is a no-op", async () => {
@@ -100,6 +117,10 @@ Deno.test("matmul: K = 0 gives beta·C; empty M is a no-op", async () => {
 });
 
 Deno.test("matmul: mismatched operands are rejected with the operand named", async () => {
+  assert.throws(
+    () => matmulCpu([], [], new Float64Array(0), { m: 0, n: 0, k: 0, batch: 4, reduceBatch: 3 }),
+    /reduceBatch=3 must be a positive integer dividing batch=4/,
+  );
   const rt = await testRuntime();
   const a = rt.upload(randomF32(6, 9), [2, 3]);
   const b = rt.upload(randomF32(6, 10), [3, 2]);
@@ -127,15 +148,13 @@ Deno.test("matmul: mismatched operands are rejected with the operand named", asy
 Deno.test("matmul: the default kernel for narrow outputs (tall-thin tiles) is right", async () => {
   const rt = await testRuntime();
   for (
-    const spec of [{ m: 200, n: 24, k: 40, batch: 3 }, {
-      m: 24,
-      n: 200,
-      k: 33,
-      batch: 2,
-      transA: true,
-    }]
+    const spec of [
+      { m: 200, n: 24, k: 40, batch: 3 },
+      { m: 24, n: 200, k: 33, batch: 2, transA: true },
+      { m: 301, n: 47, k: 20, batch: 2, transB: true }, // the 16×8 block for 33–64 wide outputs
+    ]
   ) {
-    const s = { ...spec, broadcastA: false };
+    const s = { transA: false, transB: false, ...spec, broadcastA: false };
     const a = randomF32(s.batch * s.m * s.k, 1);
     const b = randomF32(s.batch * s.k * s.n, 2);
     const c = await matmul(rt, rt.upload(a, [a.length]), rt.upload(b, [b.length]), s);

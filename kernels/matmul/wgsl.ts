@@ -34,6 +34,8 @@ export interface MatmulLayout {
   vecA?: boolean;
   /** Read B as vec4: along N when B is k×n (needs N % 4 = 0, tn % 4 = 0), along K when transposed. */
   vecB?: boolean;
+  /** Batch-reduce: sum `p.reduce` consecutive batch entries into each output (a loop around K). */
+  reduce?: boolean;
 }
 
 /**
@@ -51,12 +53,31 @@ export function vec4Layout(
   return { transA, transB, vecA, vecB };
 }
 
-/** Layout of the uniform parameter block (8 × 4 bytes), shared with the host code. */
+/** Layout of the uniform parameter block (9 × 4 bytes, sent as 48), shared with the host code. */
 export const MATMUL_PARAMS_WGSL = `struct Params {
   M: u32, N: u32, K: u32,
   batchStrideA: u32, batchStrideB: u32, batchStrideC: u32,
   alpha: f32, beta: f32,
+  reduce: u32,
 }`;
+
+/**
+ * Start of the operand-offset scope for output batch `z`: the offsets of A and B, and for a
+ * batch-reduce kernel the opening of the loop over the entries summed into this output (closed by
+ * {@link batchClose}).
+ */
+function batchOpen(layout: MatmulLayout, z: string): string {
+  if (!layout.reduce) {
+    return `  let aOff = ${z} * p.batchStrideA;\n  let bOff = ${z} * p.batchStrideB;`;
+  }
+  return `  for (var rb = ${z} * p.reduce; rb < (${z} + 1u) * p.reduce; rb++) {
+  let aOff = rb * p.batchStrideA;
+  let bOff = rb * p.batchStrideB;`;
+}
+
+function batchClose(layout: MatmulLayout): string {
+  return layout.reduce ? "  }" : "";
+}
 
 /** Bindings: uniform params, A, B (each as f32 or vec4<f32> elements), C. */
 function bindings(vecA = false, vecB = false): string {
@@ -125,6 +146,20 @@ export function kernelName(cfg: MatmulKernelConfig): string {
 
 /** Generate the WGSL of a matmul kernel (entry point `main`). */
 export function matmulWgsl(cfg: MatmulKernelConfig, layout: MatmulLayout): string {
+  // Memoised: a training step records thousands of matmuls, and generating the text is most of
+  // the host's cost of recording one.
+  const key = JSON.stringify([cfg, layout]);
+  let code = generated.get(key);
+  if (code === undefined) {
+    code = generateMatmulWgsl(cfg, layout);
+    generated.set(key, code);
+  }
+  return code;
+}
+
+const generated = new Map<string, string>();
+
+function generateMatmulWgsl(cfg: MatmulKernelConfig, layout: MatmulLayout): string {
   checkConfig(cfg);
   switch (cfg.kind) {
     case "naive":
@@ -146,14 +181,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row = gid.y;
   let col = gid.x;
   if (row >= p.M || col >= p.N) { return; }
-  let aOff = gid.z * p.batchStrideA;
-  let bOff = gid.z * p.batchStrideB;
   var acc = 0.0;
+${batchOpen(layout, "gid.z")}
   for (var k = 0u; k < p.K; k++) {
     acc = fma(a[aOff + ${aIndex(layout, "row", "k")}], b[bOff + ${
     bIndex(layout, "k", "col")
   }], acc);
   }
+${batchClose(layout)}
   storeC(gid.z * p.batchStrideC + row * p.N + col, acc);
 }
 `;
@@ -198,13 +233,14 @@ function registerWgsl(
   const bKStride = layout.transB ? "1u" : "p.N";
   const lines: string[] = [];
   for (const i of range(tm)) {
+    for (const j of range(tn)) lines.push(`  var acc${i}_${j} = 0.0;`);
+  }
+  lines.push(batchOpen(layout, "gid.z"));
+  for (const i of range(tm)) {
     lines.push(`  let ra${i} = aOff + min(row0 + ${i}u, p.M - 1u) * ${aRowStride};`);
   }
   for (const j of range(tn)) {
     lines.push(`  let cb${j} = bOff + min(col0 + ${j}u, p.N - 1u) * ${bColStride};`);
-  }
-  for (const i of range(tm)) {
-    for (const j of range(tn)) lines.push(`  var acc${i}_${j} = 0.0;`);
   }
   lines.push(`  for (var k = 0u; k < p.K; k += ${step}u) {`);
   // a(i, kk) and b(kk, j): WGSL expressions for the values of this K-step.
@@ -262,6 +298,7 @@ function registerWgsl(
     }
   }
   lines.push(`  }`);
+  lines.push(batchClose(layout));
   lines.push(`  let cOff = gid.z * p.batchStrideC;`);
   lines.push(...storeBlock(tm, tn));
   return `${MATMUL_PARAMS_WGSL}
@@ -273,8 +310,6 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let row0 = gid.y * ${tm}u;
   let col0 = gid.x * ${tn}u;
   if (row0 >= p.M || col0 >= p.N) { return; }
-  let aOff = gid.z * p.batchStrideA;
-  let bOff = gid.z * p.batchStrideB;
 ${lines.join("\n")}
 }
 `;
@@ -317,10 +352,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
   let li = ly * ${wx}u + lx;
   let tileRow = wg.y * ${bm}u;
   let tileCol = wg.x * ${bn}u;
-  let aOff = wg.z * p.batchStrideA;
-  let bOff = wg.z * p.batchStrideB;
 ${lines.join("\n")}
   // No early return: every invocation must reach the barriers.
+${batchOpen(layout, "wg.z")}
   for (var k0 = 0u; k0 < p.K; k0 += ${bk}u) {
     for (var e = li; e < ${bk * bm}u; e += ${threads}u) {
       let kk = e / ${bm}u;
@@ -344,6 +378,7 @@ ${compute.join("\n")}
     }
     workgroupBarrier();
   }
+${batchClose(layout)}
   let row0 = tileRow + ly * ${tm}u;
   let col0 = tileCol + lx * ${tn}u;
   let cOff = wg.z * p.batchStrideC;

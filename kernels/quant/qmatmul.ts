@@ -10,7 +10,9 @@ import {
   quantBackwardWgsl,
   type QuantForwardConfig,
   quantForwardWgsl,
+  quantForwardWideWgsl,
   type QuantKernelFormat,
+  wideForwardEligible,
 } from "./wgsl.ts";
 
 /** A frozen weight resident on the GPU in its storage format. */
@@ -130,10 +132,14 @@ export function uploadF32Weight(
   );
 }
 
-/** Default tiles: decode (one token) spreads rows over invocations; prefill tiles tokens too. */
-export const QUANT_DECODE: QuantForwardConfig = { tm: 1, tn: 8, wx: 8, wy: 1 };
+/**
+ * Default tiles: decode (one token) spreads rows over invocations and reads four words per step;
+ * prefill tiles tokens too and keeps one word per step (the wide step's 32 x values per token
+ * crowd out the token tile: measured no faster at 64 tokens on llvmpipe).
+ */
+export const QUANT_DECODE: QuantForwardConfig = { tm: 1, tn: 8, wx: 32, wy: 1 };
 /** Default forward tile for several tokens. */
-export const QUANT_PREFILL: QuantForwardConfig = { tm: 4, tn: 4, wx: 8, wy: 8 };
+export const QUANT_PREFILL: QuantForwardConfig = { tm: 4, tn: 4, wx: 8, wy: 8, wide: false };
 /** Default backward tile. */
 export const QUANT_BACKWARD: QuantBackwardConfig = { tm: 4, tw: 1, wx: 8, wy: 8 };
 
@@ -231,14 +237,19 @@ export async function quantMatmul(
   const out = outputFor(rt, tokens, w.rows, options);
   const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
   const aligned = w.cols % 8 === 0;
+  const wide = w.format !== "f32" && (cfg.wide ?? true) &&
+    wideForwardEligible(w.format, w.cols, w.blockSize);
   const label = `qmatmul/${w.format}/${cfg.tm}x${cfg.tn}-wg${cfg.wx}x${cfg.wy}${
-    aligned ? "/v4" : ""
+    wide ? "/w4" : aligned ? "/v4" : ""
   }`;
   const grid: [number, number] = [
     Math.ceil(w.rows / (cfg.tn * cfg.wx)),
     Math.ceil(tokens / (cfg.tm * cfg.wy)),
   ];
-  await run(rt, quantForwardWgsl(w.format, cfg, aligned), label, w, x, out, tokens, grid, options);
+  const code = wide && w.format !== "f32"
+    ? quantForwardWideWgsl(w.format, cfg)
+    : quantForwardWgsl(w.format, cfg, aligned);
+  await run(rt, code, label, w, x, out, tokens, grid, options);
   return out;
 }
 

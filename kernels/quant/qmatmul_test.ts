@@ -4,7 +4,14 @@ import { randomF32, relativeError, rng, testRuntime, TOLERANCE } from "../testin
 import { dequantizeNf4, quantizeNf4 } from "../../models/quant/nf4.ts";
 import { dequantizeInt4, quantizeInt4 } from "../../models/quant/int4.ts";
 import type { QuantizedWeight } from "../../models/quant/format.ts";
-import { quantMatmul, quantMatmulBackward, uploadF32Weight, uploadQuantized } from "./qmatmul.ts";
+import {
+  QUANT_DECODE,
+  QUANT_PREFILL,
+  quantMatmul,
+  quantMatmulBackward,
+  uploadF32Weight,
+  uploadQuantized,
+} from "./qmatmul.ts";
 
 /** Gaussian-ish weights (sum of uniforms), never all zero. */
 function weights(n: number, seed: number): Float32Array {
@@ -26,13 +33,16 @@ function dequantize(q: QuantizedWeight): Float32Array {
 }
 
 // [tokens, rows (out), cols (in)]: decode (1 token), odd sizes, cols not a multiple of 8 or of the
-// block size, and an aligned case for the vec4 path.
+// block size, and cols a multiple of 32 for the four-words-per-step kernel (320: the last int4-g128
+// group is partial).
 const SHAPES: [number, number, number][] = [
   [1, 37, 200],
   [1, 64, 130],
   [3, 17, 77],
   [9, 33, 256],
   [13, 5, 13],
+  [1, 41, 320],
+  [5, 23, 64],
 ];
 
 let seed = 100;
@@ -48,12 +58,18 @@ for (const [name, quantize] of FORMATS) {
       const dy = randomF32(tokens * rows, seed++);
       const prev = randomF32(tokens * rows, seed++);
 
-      const y = rt.upload(prev, [tokens, rows]);
-      await quantMatmul(rt, rt.upload(x, [tokens, cols]), gw, { out: y, alpha: 0.5, beta: 1 });
       const yRef = new Float64Array(prev);
       matmulCpu(x, dense, yRef, { m: tokens, n: rows, k: cols, transB: true, alpha: 0.5, beta: 1 });
-      const errY = relativeError(await rt.read(y), yRef);
-      assert.ok(errY < TOLERANCE.f32, `${name} forward ${tokens}×${rows}×${cols}: ${errY}`);
+      // Both forward kernels where the shape allows the four-words-per-step one.
+      for (const wide of cols % 32 === 0 ? [true, false] : [true]) {
+        const kernel = { ...(tokens === 1 ? QUANT_DECODE : QUANT_PREFILL), wide };
+        const y = rt.upload(prev, [tokens, rows]);
+        const xg = rt.upload(x, [tokens, cols]);
+        await quantMatmul(rt, xg, gw, { out: y, alpha: 0.5, beta: 1, kernel });
+        const errY = relativeError(await rt.read(y), yRef);
+        const what = `${name} forward${wide ? "" : " (one word)"} ${tokens}×${rows}×${cols}`;
+        assert.ok(errY < TOLERANCE.f32, `${what}: ${errY}`);
+      }
 
       const dx = rt.empty([tokens, cols]);
       rt.fill(dx, NaN);

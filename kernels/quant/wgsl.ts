@@ -25,6 +25,11 @@ export interface QuantForwardConfig {
   wx: number;
   /** Workgroup height (over tokens). */
   wy: number;
+  /**
+   * Read four words per row and step ({@link quantForwardWideWgsl}) when the shape allows it
+   * (default true); false keeps the one-word kernel.
+   */
+  wide?: boolean;
 }
 
 /** Register tile of the backward kernel: TM tokens × TW words (8·TW input columns). */
@@ -70,8 +75,14 @@ function nf4LevelFn(): string {
   return `fn nf4Level(q: u32) -> f32 {\n${lines.join("\n")}\n  return ${level[0]};\n}`;
 }
 
-function bindings(format: QuantKernelFormat, xName: string, yName: string, xVec4: boolean): string {
-  const w = format === "f32" ? "array<vec4<f32>>" : "array<u32>";
+function bindings(
+  format: QuantKernelFormat,
+  xName: string,
+  yName: string,
+  xVec4: boolean,
+  wideWords = false,
+): string {
+  const w = format === "f32" ? "array<vec4<f32>>" : wideWords ? "array<vec4<u32>>" : "array<u32>";
   return `@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> wq: ${w};
 @group(0) @binding(2) var<storage, read> scales: array<f32>;
@@ -226,14 +237,48 @@ export function quantForwardWgsl(
     }
     return lines;
   };
-  const pre: string[] = [];
-  for (const j of range(tn)) pre.push(`  let r${j} = min(o0 + ${j}u, p.N - 1u);`);
-  for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * p.K;`);
-  for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
-  for (const j of range(tn)) pre.push(`  var s${j} = 0.0;\n  var zs${j} = 0.0;`);
+  const tail = aligned ? "" : `  if (fullWords < p.wpr) {
+    let w = fullWords;
+    let xLast = p.M * p.K - 1u;
+${body(true).join("\n")}
+  }`;
   // Block bookkeeping by counting words: blk is the block of the current word, left the words
   // remaining in it before the scale must be reloaded.
-  pre.push(`  let wpb = p.blockSize / 8u;\n  var blk = 0u;\n  var left = 0u;`);
+  const state = range(tn).map((j) => `  var s${j} = 0.0;\n  var zs${j} = 0.0;`);
+  state.push(`  let wpb = p.blockSize / 8u;\n  var blk = 0u;\n  var left = 0u;`);
+  return forwardKernel(
+    cfg,
+    bindings(format, "x", "y", aligned),
+    format,
+    "p.K",
+    state,
+    `
+  let fullWords = p.K / 8u;
+  for (var w = 0u; w < fullWords; w++) {
+${body(false).join("\n")}
+  }
+${tail}`,
+  );
+}
+
+/**
+ * What both forward kernels share: the entry point, output rows `r{j}` and x offsets `xr{i}`
+ * (`xRow` elements per token), the accumulators, the kernel's own state lines, its loop, and the
+ * guarded store.
+ */
+function forwardKernel(
+  cfg: QuantForwardConfig,
+  bindingLines: string,
+  format: QuantKernelFormat,
+  xRow: string,
+  state: string[],
+  loop: string,
+): string {
+  const { tm, tn } = cfg;
+  const pre: string[] = [];
+  for (const j of range(tn)) pre.push(`  let r${j} = min(o0 + ${j}u, p.N - 1u);`);
+  for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * ${xRow};`);
+  for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
   const store: string[] = [];
   for (const i of range(tm)) {
     store.push(`  if (t0 + ${i}u < p.M) {`);
@@ -244,13 +289,8 @@ export function quantForwardWgsl(
     }
     store.push(`  }`);
   }
-  const tail = aligned ? "" : `  if (fullWords < p.wpr) {
-    let w = fullWords;
-    let xLast = p.M * p.K - 1u;
-${body(true).join("\n")}
-  }`;
   return `${QUANT_PARAMS_WGSL}
-${bindings(format, "x", "y", aligned)}
+${bindingLines}
 ${scaleFns(format)}
 ${STORE("y")}
 
@@ -263,14 +303,103 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let t0 = gid.y * ${tm}u;
   if (o0 >= p.N || t0 >= p.M) { return; }
 ${pre.join("\n")}
-  let fullWords = p.K / 8u;
-  for (var w = 0u; w < fullWords; w++) {
-${body(false).join("\n")}
-  }
-${tail}
+${state.join("\n")}
+${loop}
 ${store.join("\n")}
 }
 `;
+}
+
+/**
+ * Whether the forward kernel can read four words (32 codes) of a row at once: rows must be whole
+ * vec4s of words (K % 32 = 0) and a 32-column step must never straddle a scale block.
+ */
+export function wideForwardEligible(
+  format: QuantKernelFormat,
+  k: number,
+  blockSize: number,
+): boolean {
+  return format !== "f32" && k % 32 === 0 && blockSize % 32 === 0;
+}
+
+/**
+ * Forward kernel reading W a vec4 of words (32 codes per row) per step. On llvmpipe a storage load
+ * costs about the same whether it fetches one u32 or a vec4 (each is a bounds-checked per-lane
+ * gather), so this quarters the weight loads of {@link quantForwardWgsl}; int4 codes are unpacked
+ * four at a time with vector shifts. Needs {@link wideForwardEligible}.
+ */
+export function quantForwardWideWgsl(
+  format: "nf4" | "nf4dq" | "int4",
+  cfg: QuantForwardConfig,
+): string {
+  const { tm, tn } = cfg;
+  const lines: string[] = [];
+  for (const i of range(tm)) {
+    for (const c of range(8)) lines.push(`    let x${i}_${c} = x[xr${i} + v * 8u + ${c}u];`);
+  }
+  if (format === "int4") {
+    // Σ (q − z)·s·x = s·(Σ q·x − z·Σx): the zero point costs one term per row and step.
+    for (const i of range(tm)) {
+      const sum = range(4).map((c) => `x${i}_${2 * c} + x${i}_${2 * c + 1}`).join(" + ");
+      lines.push(`    let xs${i} = dot(${sum}, vec4<f32>(1.0));`);
+    }
+  }
+  for (const j of range(tn)) {
+    lines.push(`    let q${j} = wq[r${j} * wpr4 + v];`);
+    lines.push(`    if (left == 0u) {`);
+    lines.push(`      s${j} = blockScale(r${j}, blk);`);
+    if (format === "int4") lines.push(`      z${j} = blockZero(r${j}, blk);`);
+    lines.push(`    }`);
+    // The eight vec4s of (unscaled) codes or levels of the 32 columns of this step.
+    for (const c of range(4)) {
+      const word = `q${j}.${"xyzw"[c]}`;
+      for (const h of range(2)) {
+        const name = `d${j}_${2 * c + h}`;
+        if (format === "int4") {
+          const shifts = range(4).map((e) => `${4 * (4 * h + e)}u`).join(", ");
+          lines.push(
+            `    let ${name} = vec4<f32>((vec4<u32>(${word}) >> vec4<u32>(${shifts})) & vec4<u32>(15u));`,
+          );
+        } else {
+          const levels = range(4).map((e) => {
+            const shift = 4 * (4 * h + e);
+            return shift === 28
+              ? `nf4Level(${word} >> 28u)`
+              : `nf4Level((${word} >> ${shift}u) & 15u)`;
+          });
+          lines.push(`    let ${name} = vec4<f32>(${levels.join(", ")});`);
+        }
+      }
+    }
+  }
+  lines.push(`    if (left == 0u) { left = vpb; blk += 1u; }`);
+  lines.push(`    left -= 1u;`);
+  for (const i of range(tm)) {
+    for (const j of range(tn)) {
+      const dots = range(8).map((c) => `dot(d${j}_${c}, x${i}_${c})`).join(" + ");
+      lines.push(
+        format === "int4"
+          ? `    acc${i}_${j} = fma(s${j}, ${dots} - z${j} * xs${i}, acc${i}_${j});`
+          : `    acc${i}_${j} = fma(s${j}, ${dots}, acc${i}_${j});`,
+      );
+    }
+  }
+  // As in the one-word kernel, but counting steps of four words; z{j} is the zero point itself.
+  const state = range(tn).map((j) => `  var s${j} = 0.0;\n  var z${j} = 0.0;`);
+  state.push(
+    `  let wpr4 = p.wpr / 4u;\n  let vpb = p.blockSize / 32u;\n  var blk = 0u;\n  var left = 0u;`,
+  );
+  return forwardKernel(
+    cfg,
+    bindings(format, "x", "y", true, true),
+    format,
+    "(p.K / 4u)",
+    state,
+    `
+  for (var v = 0u; v < wpr4; v++) {
+${lines.join("\n")}
+  }`,
+  );
 }
 
 /** Backward kernel dx = α·dy·W + β·dx: each invocation owns TM tokens × 8·TW input columns. */

@@ -6,8 +6,9 @@
  * frees those after the GPU is done. With `profile: true` on a device that has `timestamp-query`,
  * each dispatch is timed on the GPU and `durations()` gives nanoseconds per label.
  */
-import type { BufferPool } from "./buffer_pool.ts";
+import { bucketSize, type BufferPool } from "./buffer_pool.ts";
 import { assertAlive, type Gpu } from "./device.ts";
+import { GpuTensor, TENSOR_USAGE } from "./tensor.ts";
 
 /** A buffer binding: the whole buffer at `binding` index order. */
 export type Binding = GPUBuffer | { buffer: GPUBuffer; offset?: number; size?: number };
@@ -23,12 +24,25 @@ export interface KernelTiming {
 // WebGPU caps a query set at 4096 queries: two timestamps per dispatch.
 const MAX_PROFILED_DISPATCHES = 2048;
 
+// getBindGroupLayout makes a new layout object on every call; one per pipeline is enough.
+const layouts = new WeakMap<GPUComputePipeline, GPUBindGroupLayout>();
+function layoutOf(pipeline: GPUComputePipeline): GPUBindGroupLayout {
+  let layout = layouts.get(pipeline);
+  if (!layout) {
+    layout = pipeline.getBindGroupLayout(0);
+    layouts.set(pipeline, layout);
+  }
+  return layout;
+}
+
 /** Encoder for a sequence of compute dispatches and buffer copies. */
 export class Batch {
   readonly #gpu: Gpu;
   readonly #pool: BufferPool;
   readonly #encoder: GPUCommandEncoder;
   readonly #temps: GPUBuffer[] = [];
+  readonly #recycled = new Map<number, GPUBuffer[]>(); // by pool bucket: free for later dispatches
+  readonly #scratch = new WeakSet<GpuTensor>();
   readonly #releaseAfter: { release(): void }[] = [];
   readonly #labels: string[] = [];
   readonly #querySet: GPUQuerySet | null;
@@ -85,10 +99,7 @@ export class Batch {
       binding,
       resource: b instanceof GPUBuffer ? { buffer: b } : b,
     }));
-    const bindGroup = this.#gpu.device.createBindGroup({
-      layout: pipeline.getBindGroupLayout(0),
-      entries,
-    });
+    const bindGroup = this.#gpu.device.createBindGroup({ layout: layoutOf(pipeline), entries });
     const index = this.#labels.length;
     const profiled = this.#querySet !== null && index < MAX_PROFILED_DISPATCHES;
     const pass = this.#encoder.beginComputePass(
@@ -115,6 +126,36 @@ export class Batch {
    */
   releaseAfter(tensor: { release(): void }): void {
     this.#releaseAfter.push(tensor);
+  }
+
+  /**
+   * An f32 scratch tensor for work recorded in this batch, back in the pool once the batch is
+   * done. Its buffer is one that an earlier part of this batch {@link Batch.recycle}d when one of
+   * the same bucket is free: a batch's dispatches run in order, so a later dispatch may reuse what
+   * an earlier one has finished with. Layers that chain in one batch thus share their scratch.
+   */
+  scratch(shape: readonly number[]): GpuTensor {
+    if (this.#submitted) throw new Error("Batch.scratch after submit");
+    const bytes = Math.max(4, 4 * shape.reduce((n, d) => n * d, 1));
+    const size = bucketSize(bytes);
+    let buffer = this.#recycled.get(size)?.pop();
+    if (!buffer) {
+      buffer = this.#pool.acquire(bytes, TENSOR_USAGE, "scratch");
+      this.#temps.push(buffer);
+    }
+    const t = new GpuTensor(shape, "f32", buffer, null, true);
+    this.#scratch.add(t);
+    return t;
+  }
+
+  /** Hand a {@link Batch.scratch} tensor to later dispatches of this batch (no longer used here). */
+  recycle(t: GpuTensor): void {
+    if (!this.#scratch.has(t)) throw new Error("Batch.recycle: not a scratch tensor of this batch");
+    this.#scratch.delete(t);
+    const size = bucketSize(t.buffer.size);
+    const list = this.#recycled.get(size) ?? [];
+    list.push(t.buffer);
+    this.#recycled.set(size, list);
   }
 
   /** Record a buffer-to-buffer copy. */

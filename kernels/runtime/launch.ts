@@ -48,7 +48,7 @@ export async function launch(
   const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
   batch.dispatch(
     pipeline,
-    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.buffer)],
+    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.binding)],
     invocations === "one" ? [1] : grid1d(rt, invocations),
   );
 }

@@ -83,7 +83,7 @@ export class GpuRuntime {
       padded.set(bytes);
       bytes = padded;
     }
-    this.device.queue.writeBuffer(t.buffer, 0, bytes as Uint8Array<ArrayBuffer>);
+    this.device.queue.writeBuffer(t.buffer, t.byteOffset, bytes as Uint8Array<ArrayBuffer>);
   }
 
   /** Fill every element of an f32 tensor with `value` (NaN to poison outputs in tests). */
@@ -107,7 +107,7 @@ export class GpuRuntime {
     );
     try {
       const encoder = this.device.createCommandEncoder();
-      encoder.copyBufferToBuffer(t.buffer, 0, staging, 0, bytes);
+      encoder.copyBufferToBuffer(t.buffer, t.byteOffset, staging, 0, bytes);
       this.device.queue.submit([encoder.finish()]);
       await staging.mapAsync(GPUMapMode.READ, 0, bytes);
       assertAlive(this.gpu);

@@ -114,3 +114,52 @@ Deno.test("device: asking for a backend Deno was not started with says how to fi
     new RegExp(`run with DENO_WEBGPU_BACKEND=${other}`),
   );
 });
+
+Deno.test("batch: recycled scratch serves later dispatches of the same batch, in order", async () => {
+  const rt = await testRuntime();
+  const n = 64;
+  const a = rt.upload(randomF32(n * n, 7), [n, n]);
+  const b = rt.upload(randomF32(n * n, 8), [n, n]);
+  const c1 = rt.empty([n, n]);
+  const c2 = rt.empty([n, n]);
+  const inUse = rt.pool.stats.inUseBytes;
+  const batch = rt.batch();
+  // s = a·b, c1 = s·b; then the same buffer as t = b·a, c2 = t·a.
+  const s = batch.scratch([n, n]);
+  await matmul(rt, a, b, { m: n, n, k: n }, { out: s, batch });
+  await matmul(rt, s, b, { m: n, n, k: n }, { out: c1, batch });
+  batch.recycle(s);
+  const t = batch.scratch([n, n]);
+  assert.equal(t.buffer, s.buffer, "the recycled buffer is reused");
+  // One scratch buffer (16 KiB) plus the dispatches' small uniform buffers, not two.
+  const held = rt.pool.stats.inUseBytes - inUse;
+  assert.ok(held >= bucketSize(4 * n * n) && held < 2 * bucketSize(4 * n * n), `${held}`);
+  await matmul(rt, b, a, { m: n, n, k: n }, { out: t, batch });
+  await matmul(rt, t, a, { m: n, n, k: n }, { out: c2, batch });
+  batch.recycle(t);
+  assert.throws(() => batch.recycle(t), /not a scratch tensor/);
+  await batch.submit();
+  assert.equal(rt.pool.stats.inUseBytes, inUse, "scratch goes back to the pool");
+  const ref = async (x: typeof a, y: typeof a) => {
+    const xy = await matmul(rt, x, y, { m: n, n, k: n });
+    return await rt.read(await matmul(rt, xy, y, { m: n, n, k: n }));
+  };
+  const [r1, r2] = [await ref(a, b), await ref(b, a)];
+  const [o1, o2] = [await rt.read(c1), await rt.read(c2)];
+  for (let i = 0; i < n * n; i++) {
+    assert.ok(Math.abs(o1[i] - r1[i]) <= 1e-4 * (1 + Math.abs(r1[i])));
+    assert.ok(Math.abs(o2[i] - r2[i]) <= 1e-4 * (1 + Math.abs(r2[i])));
+  }
+});
+
+Deno.test("tensor: rows() views bind at their offset; misaligned offsets are refused", async () => {
+  const rt = await testRuntime();
+  const x = rt.upload(randomF32(8 * 64, 9), [8, 64]); // 256-byte rows
+  const host = await rt.read(x);
+  const rows = x.rows(3, 2);
+  assert.deepEqual(rows.shape, [2, 64]);
+  assert.deepEqual([...await rt.read(rows)], [...host.subarray(3 * 64, 5 * 64)]);
+  const y = rt.upload(randomF32(8 * 12, 10), [8, 12]); // 48-byte rows: 16 rows per 256 bytes
+  assert.throws(() => y.rows(1, 2), /byte offset 48 is not a multiple of 256/);
+  assert.throws(() => x.rows(7, 2), /rows\(7, 2\) of a tensor with 8 rows/);
+});

@@ -8,6 +8,15 @@ import type { BufferPool } from "./buffer_pool.ts";
 export const TENSOR_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
   GPUBufferUsage.COPY_DST;
 
+/** WebGPU's default (and most common) minStorageBufferOffsetAlignment, in bytes. */
+export const STORAGE_OFFSET_ALIGNMENT = 256;
+
+/** Smallest row count whose byte size is a multiple of {@link STORAGE_OFFSET_ALIGNMENT}. */
+export function rowAlignment(rowBytes: number): number {
+  const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+  return STORAGE_OFFSET_ALIGNMENT / gcd(STORAGE_OFFSET_ALIGNMENT, rowBytes);
+}
+
 /** A row-major tensor living in a GPU buffer. */
 export class GpuTensor {
   /** Dimensions, outermost first. */
@@ -16,6 +25,8 @@ export class GpuTensor {
   readonly dtype: DType;
   /** The underlying buffer; it may be larger than `byteLength` (pool buckets). */
   readonly buffer: GPUBuffer;
+  /** Where the elements start in `buffer` (non-zero only for {@link GpuTensor.rows} views). */
+  readonly byteOffset: number;
   readonly #pool: BufferPool | null;
   readonly #borrowed: boolean;
   #released = false;
@@ -30,13 +41,15 @@ export class GpuTensor {
     buffer: GPUBuffer,
     pool: BufferPool | null,
     borrowed = false,
+    byteOffset = 0,
   ) {
     this.shape = Object.freeze([...shape]);
     this.dtype = dtype;
     this.buffer = buffer;
+    this.byteOffset = byteOffset;
     this.#pool = pool;
     this.#borrowed = borrowed;
-    if (buffer.size < this.byteLength) {
+    if (buffer.size < byteOffset + this.byteLength) {
       throw new RangeError(
         `buffer of ${buffer.size} bytes is too small for ${dtype}[${shape.join(", ")}]`,
       );
@@ -73,7 +86,41 @@ export class GpuTensor {
    */
   view(shape: readonly number[]): GpuTensor {
     this.check("view");
-    return new GpuTensor(shape, this.dtype, this.buffer, null, true);
+    return new GpuTensor(shape, this.dtype, this.buffer, null, true, this.byteOffset);
+  }
+
+  /**
+   * Rows [start, start + count) of the outermost dimension, without a copy (token chunks). The
+   * byte offset must be a multiple of {@link STORAGE_OFFSET_ALIGNMENT}, as WebGPU binds storage
+   * buffers only at such offsets; {@link rowAlignment} gives the row multiple that guarantees it.
+   */
+  rows(start: number, count: number): GpuTensor {
+    this.check("rows");
+    const outer = this.shape[0] ?? 1;
+    if (
+      !Number.isInteger(start) || !Number.isInteger(count) || start < 0 || count < 1 ||
+      start + count > outer
+    ) {
+      throw new RangeError(`rows(${start}, ${count}) of a tensor with ${outer} rows`);
+    }
+    const rowBytes = (this.size / outer) * BYTES_PER_ELEMENT[this.dtype];
+    const offset = this.byteOffset + start * rowBytes;
+    if (offset % STORAGE_OFFSET_ALIGNMENT !== 0) {
+      throw new RangeError(
+        `rows(${start}, ${count}): byte offset ${offset} is not a multiple of ` +
+          `${STORAGE_OFFSET_ALIGNMENT} (rows of ${rowBytes} bytes)`,
+      );
+    }
+    const shape = [count, ...this.shape.slice(1)];
+    return new GpuTensor(shape, this.dtype, this.buffer, null, true, offset);
+  }
+
+  /** How the tensor is bound to a kernel: the whole buffer, or the window of a rows() view. */
+  get binding(): GPUBuffer | { buffer: GPUBuffer; offset: number; size: number } {
+    if (this.byteOffset === 0) return this.buffer;
+    // Round the window up to whole vec4s (kernels may read them) without leaving the buffer.
+    const size = Math.min(this.buffer.size - this.byteOffset, Math.ceil(this.byteLength / 16) * 16);
+    return { buffer: this.buffer, offset: this.byteOffset, size };
   }
 
   /** Throw unless the tensor is live and has the expected dtype / rank. */

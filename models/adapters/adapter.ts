@@ -7,6 +7,7 @@
  * rows, y = x·Wᵀ. An adapter turns the base output into the adapted output; for additive adapters
  * (LoRA, KronA, LoKr, MoKA) that is y + x·ΔWᵀ, for DoRA a rescaling as well.
  */
+import type { KronGpuOptions } from "./kron_gpu.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
@@ -15,6 +16,9 @@ import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 export type Params = Record<string, Float32Array>;
 /** Parameters by name in float64, for the CPU reference and finite differences. */
 export type F64Params = Record<string, Float64Array>;
+
+/** Run-time options of a GPU adapter layer: memory/speed trade-offs that leave results unchanged. */
+export type GpuLayerOptions = KronGpuOptions;
 
 /** Name, shape and role of one parameter tensor. */
 export interface ParamSpec {
@@ -143,8 +147,15 @@ export abstract class Adapter<C extends { kind: string }> {
   abstract init(seed: number, weight?: Float32Array): Params;
   /** The float64 reference. */
   abstract readonly math: AdapterMath;
-  /** Upload to the GPU; `weight` is the frozen base (f32 [dOut, dIn]) for adapters that read it. */
-  abstract toGpu(rt: GpuRuntime, weight?: GpuTensor): Promise<GpuAdapterLayer>;
+  /**
+   * Upload to the GPU; `weight` is the frozen base (f32 [dOut, dIn]) for adapters that read it;
+   * `options` trade memory for speed where an adapter has such a choice (Kronecker adapters).
+   */
+  abstract toGpu(
+    rt: GpuRuntime,
+    weight?: GpuTensor,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer>;
 
   /** Number of trainable scalars (what papers report as "trainable parameters"). */
   trainableParams(): number {

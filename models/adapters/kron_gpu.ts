@@ -5,23 +5,31 @@
  *
  * The gate weight is folded into the small factor first, A'ᵢ = s·αᵢ·Aᵢ (αᵢ computed on the GPU,
  * never read back), since (cA) ⊗ B = c(A ⊗ B). Then, per component and token t, with
- * X[t] = reshape(x[t], na, nb) row-major:
- *   forward   Zt[t] = B·X[t]ᵀ            [mb, na]   batched matmul, B broadcast
- *             y[t] += A'·Zt[t]ᵀ          [ma, mb]   batched matmul, accumulating into y
- *   backward  H     = dy·B               one matmul over T·ma rows
- *             dx[t] += A'ᵀ·H[t]          batched
- *             K[t]  = A'ᵀ·dy[t];  dB = Σ_t K[t]ᵀ·X[t]              (split-K over tokens)
- *             dyᵀ per token;  dA = s·αᵢ·Σ_t dy[t]·Zt[t]ᵀ           (split-K, then scaled)
+ * X[t] = reshape(x[t], na, nb) and Y[t] = A'·X[t]·Bᵀ (row-major reshapes):
+ *   forward   W[t]  = A'·X[t]            [ma, nb]   batched matmul, A' broadcast
+ *             y    += W·Bᵀ               one matmul over T·ma rows, accumulating into y
+ *   backward  K[t]  = A'ᵀ·dY[t]          [na, mb]   batched
+ *             dx   += K·B                one matmul over T·na rows
+ *             dB    = Σ_t K[t]ᵀ·X[t]                                (split-K over tokens)
+ *             Zt[t] = B·X[t]ᵀ;  dA = s·αᵢ·Σ_t dY[t]·Zt[t]    (batch-reduce matmul, split over
+ *                                                              tokens, then scaled)
  *             uᵢ = ⟨Bᵢ, dBᵢ⟩ = αᵢ·∂L/∂αᵢ (Y is linear in B);  dg_j = u_j − α_j·Σ uᵢ
  * With an identity A (MoKA_s) the scale goes on B instead and the A-side matmuls vanish:
  * y[t] += X[t]·B'ᵀ, dx[t] += dy[t]·B', dB = s·αᵢ·Σ_t dy[t]ᵀ·X[t].
+ *
+ * Memory: every per-token intermediate (W, K, Zt) is as large as x itself, once per
+ * component. So tokens are processed in chunks that fit a scratch budget, and the backward
+ * computes Zt itself rather than keeping anything from the forward (whose W route leaves the
+ * backward one matmul fewer than keeping Zt and forming dx through dY·B would): the layer
+ * holds no activations between forward and backward, and its transient memory is bounded by
+ * `scratchBytes` whatever the number of tokens. Chunks are row windows of x, y, dy, dx (no copies).
  */
 import { gradMatmul } from "../../kernels/adapters/grad_matmul.ts";
-import { dotInto, gateBackward, gatedAxpy, transposeBatched } from "../../kernels/adapters/ops.ts";
-import { matmul } from "../../kernels/matmul/matmul.ts";
+import { dotInto, gateBackward, gatedAxpy } from "../../kernels/adapters/ops.ts";
+import { isCpuAdapter, matmul } from "../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
-import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
+import { type GpuTensor, rowAlignment } from "../../kernels/runtime/tensor.ts";
 import type { KronShape } from "./kron_cpu.ts";
 
 /** One component's tensors: factors, and where their gradients go (null: not wanted). */
@@ -38,6 +46,34 @@ export interface KronComponentTensors {
   db: GpuTensor;
 }
 
+/** Run-time options of the Kronecker GPU layers (they change memory and speed, not results). */
+export interface KronGpuOptions {
+  /**
+   * Bytes of token-chunk scratch (the per-token intermediates) one forward or backward may hold;
+   * tokens are processed in chunks that fit. Default
+   * {@link defaultKronScratchBytes}; `Infinity` processes all tokens at once.
+   */
+  scratchBytes?: number;
+}
+
+/**
+ * Default scratch budget on CPU adapters (llvmpipe): 512 KiB, 32 tokens per chunk at d = 4096.
+ * There it holds a MoKA layer's whole transient memory to about 1/110 of a dense ΔW and dΔW, for
+ * 1.2–1.35× the time of processing all tokens at once (README, "Adapters").
+ */
+export const DEFAULT_KRON_SCRATCH_BYTES = 512 * 1024;
+
+/**
+ * Default on real GPUs: 32 MiB (2,048 tokens per chunk at d = 4096), since a GPU wants few, large
+ * dispatches; still a quarter of one dense 4096² ΔW.
+ */
+export const DEFAULT_KRON_SCRATCH_BYTES_GPU = 32 * 1024 * 1024;
+
+/** The default scratch budget for the runtime's device. */
+export function defaultKronScratchBytes(rt: GpuRuntime): number {
+  return isCpuAdapter(rt.gpu) ? DEFAULT_KRON_SCRATCH_BYTES : DEFAULT_KRON_SCRATCH_BYTES_GPU;
+}
+
 /** The mixture's forward/backward, recording into a caller's batch. */
 export class KronMixtureGpu {
   readonly #rt: GpuRuntime;
@@ -45,8 +81,7 @@ export class KronMixtureGpu {
   readonly #gate: GpuTensor;
   readonly #dgate: GpuTensor | null;
   readonly #scale: number;
-  readonly #scaled: GpuTensor[]; // s·αᵢ·Aᵢ (or s·αᵢ·Bᵢ for an identity A), refreshed by forward
-  #saved: (GpuTensor | null)[] = []; // Zt per component, kept from forward for dA
+  readonly #scratchBytes: number;
 
   /** `dgate` null: the gate is frozen (or a single fixed component). */
   constructor(
@@ -55,65 +90,55 @@ export class KronMixtureGpu {
     gate: GpuTensor,
     dgate: GpuTensor | null,
     scale: number,
+    options: KronGpuOptions = {},
   ) {
     if (comps.length === 0 || gate.size !== comps.length) {
       throw new RangeError(`KronMixtureGpu: ${comps.length} components, gate of ${gate.size}`);
     }
+    const scratchBytes = options.scratchBytes ?? defaultKronScratchBytes(rt);
+    if (!(scratchBytes > 0)) throw new RangeError(`KronMixtureGpu: scratchBytes=${scratchBytes}`);
     this.#rt = rt;
     this.#comps = comps;
     this.#gate = gate;
     this.#dgate = dgate;
     this.#scale = scale;
-    this.#scaled = comps.map((c) => rt.empty(c.a ? c.a.shape : c.b.shape));
+    this.#scratchBytes = scratchBytes;
   }
 
   /** y += s·Σ αᵢ (Aᵢ ⊗ Bᵢ) x for x [tokens, dIn], y [tokens, dOut]. */
   async forward(batch: Batch, x: GpuTensor, y: GpuTensor, tokens: number): Promise<void> {
     const rt = this.#rt;
-    for (const t of this.#saved) if (t) batch.releaseAfter(t);
-    this.#saved = [];
+    const plan = this.#plan(tokens, false);
+    const zBuf = batch.scratch([Math.max(1, plan.chunk * plan.zPerToken)]);
     for (let i = 0; i < this.#comps.length; i++) {
       const { shape: { ma, na, mb, nb }, a, b } = this.#comps[i];
-      const scaled = this.#scaled[i];
-      await gatedAxpy(rt, batch, {
-        dst: scaled,
-        src: a ?? b,
-        gate: this.#gate,
-        comp: i,
-        scale: this.#scale,
-        beta: 0,
-      });
-      if (a === null) {
-        await matmul(rt, x, scaled, { m: tokens * na, n: mb, k: nb, transB: true, beta: 1 }, {
-          out: y,
+      const scaled = await this.#scaledFactor(batch, i);
+      for (const { start, count } of plan.chunks) {
+        const xc = rows(x, tokens, start, count);
+        const yc = rows(y, tokens, start, count);
+        if (a === null) {
+          await matmul(rt, xc, scaled, { m: count * na, n: mb, k: nb, transB: true, beta: 1 }, {
+            out: yc,
+            batch,
+          });
+          continue;
+        }
+        const w = zBuf.view([count, ma, nb]);
+        await matmul(rt, scaled, xc, { m: ma, n: nb, k: na, batch: count, broadcastA: true }, {
+          out: w,
           batch,
         });
-        this.#saved.push(null);
-        continue;
+        await matmul(rt, w, b, { m: count * ma, n: mb, k: nb, transB: true, beta: 1 }, {
+          out: yc,
+          batch,
+        });
       }
-      const zt = rt.empty([tokens, mb, na]);
-      await matmul(rt, b, x, {
-        m: mb,
-        n: na,
-        k: nb,
-        batch: tokens,
-        broadcastA: true,
-        transB: true,
-      }, { out: zt, batch });
-      await matmul(rt, scaled, zt, {
-        m: ma,
-        n: mb,
-        k: na,
-        batch: tokens,
-        broadcastA: true,
-        transB: true,
-        beta: 1,
-      }, { out: y, batch });
-      this.#saved.push(zt);
+      batch.recycle(scaled);
     }
+    batch.recycle(zBuf);
   }
 
-  /** dx += ∂L/∂x; fills da/db of every component and the gate gradient. Needs the forward's state. */
+  /** dx += ∂L/∂x; fills da/db of every component and the gate gradient. */
   async backward(
     batch: Batch,
     x: GpuTensor,
@@ -122,122 +147,159 @@ export class KronMixtureGpu {
     tokens: number,
   ): Promise<void> {
     const rt = this.#rt;
-    if (this.#saved.length !== this.#comps.length) {
-      throw new Error("KronMixtureGpu.backward: run forward on these tokens first");
-    }
-    // One scratch buffer per role, sized for the largest component, viewed per component.
-    let hMax = 1;
-    let kMax = 1;
+    const plan = this.#plan(tokens, true);
+    // One scratch buffer per role, sized for the largest component, viewed per component/chunk.
+    const zBuf = batch.scratch([Math.max(1, plan.chunk * plan.zPerToken)]); // K, then Zt
     let rawMax = 1;
     for (const { shape: { ma, na, mb, nb } } of this.#comps) {
-      hMax = Math.max(hMax, tokens * ma * nb);
-      kMax = Math.max(kMax, tokens * na * mb);
       rawMax = Math.max(rawMax, ma * na, mb * nb);
     }
-    const hBuf = rt.empty([hMax]);
-    const kBuf = rt.empty([kMax]);
-    const dyt = this.#comps.some((c) => c.a !== null && c.da)
-      ? rt.empty([tokens * this.#dOut()])
-      : null;
-    const raw = rt.empty([rawMax]);
+    const raw = batch.scratch([rawMax]);
     const u = this.#dgate ? rt.empty([this.#comps.length]) : null;
+    const grad = (args: Omit<Parameters<typeof gradMatmul>[2], "maxSlices">, first: boolean) =>
+      gradMatmul(rt, batch, { ...args, beta: first ? 0 : 1, maxSlices: plan.maxSlices });
     for (let i = 0; i < this.#comps.length; i++) {
       const { shape: { ma, na, mb, nb }, a, b, da, db } = this.#comps[i];
-      const scaled = this.#scaled[i];
-      if (a === null) {
-        await matmul(rt, dy, scaled, { m: tokens * ma, n: nb, k: mb, beta: 1 }, { out: dx, batch });
-        const dbRaw = raw.view([mb, nb]);
-        await gradMatmul(rt, batch, {
-          left: dy,
-          right: x,
-          out: dbRaw,
-          m: mb,
-          n: nb,
-          tokens,
-          perTokenK: ma,
-          alpha: this.#scale,
-        });
+      const scaled = await this.#scaledFactor(batch, i);
+      for (const { start, count } of plan.chunks) {
+        const first = start === 0;
+        const xc = rows(x, tokens, start, count);
+        const dyc = rows(dy, tokens, start, count);
+        const dxc = rows(dx, tokens, start, count);
+        if (a === null) {
+          await matmul(rt, dyc, scaled, { m: count * ma, n: nb, k: mb, beta: 1 }, {
+            out: dxc,
+            batch,
+          });
+          await grad({
+            left: dyc,
+            right: xc,
+            out: raw.view([mb, nb]),
+            m: mb,
+            n: nb,
+            tokens: count,
+            perTokenK: ma,
+            alpha: this.#scale,
+          }, first);
+          continue;
+        }
+        const k = zBuf.view([count, na, mb]);
+        await matmul(rt, scaled, dyc, {
+          m: na,
+          n: mb,
+          k: ma,
+          batch: count,
+          broadcastA: true,
+          transA: true,
+        }, { out: k, batch });
+        await matmul(rt, k, b, { m: count * na, n: nb, k: mb, beta: 1 }, { out: dxc, batch });
+        await grad(
+          { left: k, right: xc, out: db, m: mb, n: nb, tokens: count, perTokenK: na },
+          first,
+        );
+        if (da) {
+          const zt = zBuf.view([count, mb, na]); // the forward's W route never formed it
+          await matmul(rt, b, xc, {
+            m: mb,
+            n: na,
+            k: nb,
+            batch: count,
+            broadcastA: true,
+            transB: true,
+          }, { out: zt, batch });
+          await grad({
+            left: dyc,
+            right: zt,
+            out: raw.view([ma, na]),
+            m: ma,
+            n: na,
+            tokens: count,
+            perTokenK: mb,
+            alpha: this.#scale,
+            layout: "perToken",
+          }, first);
+        }
+      }
+      // The raw factor gradient (before the gate) goes to its destination with the gate folded in.
+      const gated = a === null ? db : da;
+      if (gated) {
         await gatedAxpy(rt, batch, {
-          dst: db,
-          src: dbRaw,
+          dst: gated,
+          src: raw.view(gated.shape),
           gate: this.#gate,
           comp: i,
           scale: 1,
           beta: 0,
         });
-      } else {
-        const h = hBuf.view([tokens, ma, nb]);
-        await matmul(rt, dy, b, { m: tokens * ma, n: nb, k: mb }, { out: h, batch });
-        await matmul(rt, scaled, h, {
-          m: na,
-          n: nb,
-          k: ma,
-          batch: tokens,
-          broadcastA: true,
-          transA: true,
-          beta: 1,
-        }, { out: dx, batch });
-        const k = kBuf.view([tokens, na, mb]);
-        await matmul(rt, scaled, dy, {
-          m: na,
-          n: mb,
-          k: ma,
-          batch: tokens,
-          broadcastA: true,
-          transA: true,
-        }, { out: k, batch });
-        await gradMatmul(rt, batch, {
-          left: k,
-          right: x,
-          out: db,
-          m: mb,
-          n: nb,
-          tokens,
-          perTokenK: na,
-        });
-        if (da && dyt) {
-          await transposeBatched(rt, batch, { dst: dyt, src: dy, rows: ma, cols: mb });
-          const daRaw = raw.view([ma, na]);
-          await gradMatmul(rt, batch, {
-            left: dyt,
-            right: this.#saved[i]!,
-            out: daRaw,
-            m: ma,
-            n: na,
-            tokens,
-            perTokenK: mb,
-            alpha: this.#scale,
-          });
-          await gatedAxpy(rt, batch, {
-            dst: da,
-            src: daRaw,
-            gate: this.#gate,
-            comp: i,
-            scale: 1,
-            beta: 0,
-          });
-        }
       }
       if (u) await dotInto(rt, batch, { out: u, index: i, a: b, b: db });
+      batch.recycle(scaled);
     }
     if (u && this.#dgate) {
       await gateBackward(rt, batch, { dg: this.#dgate, gate: this.#gate, u });
       batch.releaseAfter(u);
     }
-    for (const t of [hBuf, kBuf, raw, dyt]) if (t) batch.releaseAfter(t);
-    for (const t of this.#saved) if (t) batch.releaseAfter(t);
-    this.#saved = [];
+    for (const t of [zBuf, raw]) batch.recycle(t);
   }
 
-  #dOut(): number {
-    const s = this.#comps[0].shape;
-    return s.ma * s.mb;
+  /** A'ᵢ = s·αᵢ·Aᵢ (or B for an identity A) in batch scratch, computed on the GPU. */
+  async #scaledFactor(batch: Batch, i: number): Promise<GpuTensor> {
+    const { a, b } = this.#comps[i];
+    const src = a ?? b;
+    const scaled = batch.scratch(src.shape);
+    await gatedAxpy(this.#rt, batch, {
+      dst: scaled,
+      src,
+      gate: this.#gate,
+      comp: i,
+      scale: this.#scale,
+      beta: 0,
+    });
+    return scaled;
   }
 
-  /** Free saved state now (no batch may still use it). The factor tensors belong to the caller. */
-  release(): void {
-    for (const t of this.#saved) t?.release();
-    for (const t of this.#scaled) t.release();
-    this.#saved = [];
+  /**
+   * Token chunks that fit the scratch budget. A chunk is a multiple of the rows that keep x's and
+   * y's windows at bindable offsets; with fewer tokens than that, one chunk takes them all. When
+   * tokens are chunked the chunks already run one after another, so factor gradients accumulate
+   * chunk by chunk (beta = 1) instead of splitting K into slices whose partial sums need memory.
+   */
+  #plan(tokens: number, backward: boolean) {
+    const { ma, na, mb, nb } = this.#comps[0].shape;
+    const dIn = na * nb;
+    const dOut = ma * mb;
+    let zPerToken = 0;
+    for (const { shape: s, a } of this.#comps) {
+      if (a !== null) {
+        zPerToken = Math.max(zPerToken, ...(backward ? [s.na * s.mb, s.mb * s.na] : [s.ma * s.nb]));
+      }
+    }
+    const budget = this.#scratchBytes;
+    const perToken = 4 * zPerToken;
+    const align = lcm(rowAlignment(4 * dIn), rowAlignment(4 * dOut));
+    let chunk = tokens;
+    if (Number.isFinite(budget) && perToken > 0) {
+      const fit = Math.floor(budget / perToken);
+      chunk = Math.min(tokens, Math.max(align, Math.floor(fit / align) * align));
+    }
+    const chunks: { start: number; count: number }[] = [];
+    for (let start = 0; start < tokens; start += chunk) {
+      chunks.push({ start, count: Math.min(chunk, tokens - start) });
+    }
+    return { chunk, chunks, zPerToken, maxSlices: chunks.length > 1 ? 1 : undefined };
   }
+
+  /** Nothing to free: the layer keeps no buffers between calls (the factors are the caller's). */
+  release(): void {}
+}
+
+/** Rows [start, start + count) of a [tokens, d] tensor (the tensor itself when that is all). */
+function rows(t: GpuTensor, tokens: number, start: number, count: number): GpuTensor {
+  if (start === 0 && count === tokens) return t;
+  return t.view([tokens, t.size / tokens]).rows(start, count);
+}
+
+function lcm(a: number, b: number): number {
+  const gcd = (p: number, q: number): number => (q === 0 ? p : gcd(q, p % q));
+  return (a / gcd(a, b)) * b;
 }

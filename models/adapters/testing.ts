@@ -5,7 +5,7 @@
 import { matmul } from "../../kernels/matmul/matmul.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import { randomF32, relativeError } from "../../kernels/testing/mod.ts";
-import type { Adapter, AdapterMath, F64Params, PassOptions } from "./adapter.ts";
+import type { Adapter, AdapterMath, F64Params, GpuLayerOptions, PassOptions } from "./adapter.ts";
 
 /** Give every parameter random non-zero values (a zero factor would hide half the gradient). */
 export function randomizeParams(adapter: Adapter<{ kind: string }>, seed: number): void {
@@ -92,6 +92,7 @@ export async function gpuVsCpu(
   tokens: number,
   seed: number,
   pass: PassOptions = {},
+  layerOptions: GpuLayerOptions = {},
 ): Promise<Record<string, number>> {
   const { dIn, dOut } = adapter;
   const w32 = randomF32(dOut * dIn, seed + 1);
@@ -100,7 +101,7 @@ export async function gpuVsCpu(
   const w = rt.upload(w32, [dOut, dIn]);
   const x = rt.upload(x32, [tokens, dIn]);
   const dy = rt.upload(dy32, [tokens, dOut]);
-  const layer = await adapter.toGpu(rt, w);
+  const layer = await adapter.toGpu(rt, w, layerOptions);
   const dx = rt.empty([tokens, dIn]);
   rt.fill(dx, NaN);
   try {

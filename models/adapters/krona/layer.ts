@@ -9,6 +9,7 @@ import {
   baseForward,
   type GpuAdapterLayer,
   gpuLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   uploadParams,
@@ -75,7 +76,11 @@ export class KronaAdapter extends Adapter<KronaConfig> {
   }
 
   /** Upload and return the GPU layer. */
-  async toGpu(rt: GpuRuntime): Promise<GpuAdapterLayer> {
+  async toGpu(
+    rt: GpuRuntime,
+    _weight?: GpuTensor,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer> {
     const { params, grads } = uploadParams(rt, this.specs(), this.params);
     const gate = rt.upload(new Float32Array(1), [1]); // one logit: softmax = 1
     const mixture = new KronMixtureGpu(
@@ -84,6 +89,7 @@ export class KronaAdapter extends Adapter<KronaConfig> {
       gate,
       null,
       this.config.scale,
+      options,
     );
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       forward: (batch, x, y, tokens) => mixture.forward(batch, x, y, tokens),

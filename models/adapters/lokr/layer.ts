@@ -16,6 +16,7 @@ import {
   type F64Params,
   type GpuAdapterLayer,
   gpuLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   uploadParams,
@@ -127,7 +128,11 @@ export class LokrAdapter extends Adapter<LokrConfig> {
   }
 
   /** Upload and return the GPU layer. */
-  async toGpu(rt: GpuRuntime): Promise<GpuAdapterLayer> {
+  async toGpu(
+    rt: GpuRuntime,
+    _weight?: GpuTensor,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer> {
     const l = this.layout;
     const r = this.config.r;
     const { params, grads } = uploadParams(rt, this.specs(), this.params);
@@ -148,6 +153,7 @@ export class LokrAdapter extends Adapter<LokrConfig> {
       gate,
       null,
       this.scale,
+      options,
     );
     const rebuild = async (batch: Batch, f: typeof f1) => {
       if (!f.lowRank) return;

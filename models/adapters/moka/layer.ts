@@ -14,6 +14,7 @@ import {
   type F64Params,
   type GpuAdapterLayer,
   gpuLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   uploadParams,
@@ -122,7 +123,11 @@ export class MokaAdapter extends Adapter<MokaConfig> {
   }
 
   /** Upload and return the GPU layer. */
-  async toGpu(rt: GpuRuntime): Promise<GpuAdapterLayer> {
+  async toGpu(
+    rt: GpuRuntime,
+    _weight?: GpuTensor,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer> {
     const specs = this.specs();
     const { params, grads } = uploadParams(rt, specs, this.params);
     const comps = this.shapes.map((shape, i) => ({
@@ -138,6 +143,7 @@ export class MokaAdapter extends Adapter<MokaConfig> {
       params.gate,
       grads.gate ?? null,
       this.config.scale,
+      options,
     );
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       forward: (batch, x, y, tokens) => mixture.forward(batch, x, y, tokens),

@@ -101,6 +101,28 @@ Deno.test("moka: GPU forward/backward equal the float64 reference", async () => 
   }
 });
 
+Deno.test("moka: token chunks under a small scratch budget give the same results", async () => {
+  const rt = await testRuntime();
+  // scratchBytes 1 forces the smallest chunk (the rows that keep x/y windows at 256-byte
+  // offsets: 4 tokens for 64 → 48, 2 for 32 → 64), so the last chunk is partial; 24 KiB at
+  // 128 → 128 gives 2 chunks with split-K partial sums. (MoKA_s has no per-token intermediates,
+  // so it never chunks.)
+  for (
+    const [variant, dIn, dOut, tokens, scratchBytes] of [
+      [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37, 1],
+      [{ kind: "moka", components: [[4, 4], [8, 8]], gate: "frozen" }, 32, 64, 9, 1],
+      [{ kind: "moka", components: [[8, 8], [16, 16]] }, 128, 128, 64, 24 * 1024],
+    ] as const
+  ) {
+    const m = MokaAdapter.create(variant, dIn, dOut, 1);
+    randomizeParams(m, 8);
+    const errors = await gpuVsCpu(rt, m, tokens, 22, {}, { scratchBytes });
+    for (const [name, e] of Object.entries(errors)) {
+      assert.ok(e < TOLERANCE.f32, `${JSON.stringify(variant)} chunked ${name}: ${e}`);
+    }
+  }
+});
+
 Deno.test("moka: config errors name the field; shapes must divide the layer", () => {
   assert.throws(() => MokaConfigSchema.parse({ kind: "moka", components: [] }), /components/);
   assert.throws(
