@@ -86,7 +86,7 @@ export async function adamwStep(
   ]));
   batch.dispatch(
     pipeline,
-    [uniform, t.param.buffer, t.grad.buffer, t.m.buffer, t.v.buffer],
+    [uniform, t.param.binding, t.grad.binding, t.m.binding, t.v.binding],
     grid1d(rt, n),
   );
 }
