@@ -18,7 +18,7 @@ import { randomF32 } from "../kernels/testing/mod.ts";
 import { MokaAdapter } from "../models/adapters/moka/layer.ts";
 import { DEFAULT_KRON_SCRATCH_BYTES } from "../models/adapters/kron_gpu.ts";
 import { randomizeParams } from "../models/adapters/testing.ts";
-import { gflops, median, sig3 } from "./timing.ts";
+import { gflops, gpuTimestampMs, median, sig3 } from "./timing.ts";
 
 /** A shape set with rank flexibility: three distinct factor shapes, all full rank. */
 export const PERF_MOKA_COMPONENTS: [number, number][] = [[64, 64], [32, 32], [128, 128], [64, 64]];
@@ -138,8 +138,8 @@ export async function adapterPerf(
   const vecMs = median(rounds.vec);
   const wholeMs = median(rounds.whole);
   const denseMs = median(rounds.dense);
-  const vecGpu = await profiledMs(rt, vecStep(layer));
-  const denseGpu = await profiledMs(rt, denseStep);
+  const vecGpu = await gpuTimestampMs(rt, vecStep(layer));
+  const denseGpu = await gpuTimestampMs(rt, denseStep);
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
   const show = (ms: number[]) => ms.map((t) => t.toFixed(0)).join(" ");
   log(
@@ -175,19 +175,4 @@ export async function adapterPerf(
   whole.release();
   for (const t of [x, dy, y, dx, dw, ddw]) t.release();
   return out;
-}
-
-async function profiledMs(
-  rt: GpuRuntime,
-  record: (b: Batch) => Promise<void>,
-): Promise<number | null> {
-  if (!rt.gpu.hasTimestamps) return null;
-  const times: number[] = [];
-  for (let i = 0; i < 2; i++) {
-    const b = rt.batch({ profile: true });
-    await record(b);
-    await b.submit();
-    times.push(b.durations().reduce((n, t) => n + t.ns, 0) / 1e6);
-  }
-  return median(times);
 }

@@ -13,24 +13,7 @@ import {
 import { quantizeNf4 } from "../models/quant/nf4.ts";
 import { quantizeInt4 } from "../models/quant/int4.ts";
 import { randomF32 } from "../kernels/testing/mod.ts";
-import { gflops, median, sig3, timeMs } from "./timing.ts";
-
-/** Median GPU-timestamp milliseconds of `record` over `reps` profiled submits (null: no timer). */
-async function gpuMs(
-  rt: GpuRuntime,
-  record: (batch: ReturnType<GpuRuntime["batch"]>) => Promise<unknown>,
-  reps = 5,
-): Promise<number | null> {
-  if (!rt.gpu.hasTimestamps) return null;
-  const times: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const batch = rt.batch({ profile: true });
-    await record(batch);
-    await batch.submit();
-    times.push(batch.durations()[0].ns / 1e6);
-  }
-  return median(times);
-}
+import { gflops, gpuTimestampMs, median, sig3, timeMs } from "./timing.ts";
 
 // A 32-layer LLaMA decode step submits 224 matvecs at once; 32 per batch keeps the ~11.5 ms
 // submit round trip to a small share of the wall time, as in decoding.
@@ -73,7 +56,11 @@ export async function quantPerf(
       for (let i = 0; i < MATVECS_PER_BATCH; i++) await quantMatmul(rt, x1, gw, { out: y1, batch });
       await batch.submit();
       vecWall[name].push((performance.now() - t0) / MATVECS_PER_BATCH);
-      const gpu = await gpuMs(rt, (b) => quantMatmul(rt, x1, gw, { out: y1, batch: b }), 1);
+      const gpu = await gpuTimestampMs(
+        rt,
+        (b) => quantMatmul(rt, x1, gw, { out: y1, batch: b }),
+        1,
+      );
       if (gpu !== null) vecGpu[name].push(gpu);
     }
   }

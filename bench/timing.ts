@@ -3,6 +3,9 @@
  * and for the peers they are compared with.
  */
 
+import type { Batch } from "../kernels/runtime/batch.ts";
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+
 /** Median of a list of numbers. */
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -60,4 +63,24 @@ export function cpuPeakGflops(lanes = 8): number | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Median GPU time of `record` over `reps` profiled submits: the sum of its dispatches' timestamp
+ * durations, in milliseconds (null when the adapter has no `timestamp-query`).
+ */
+export async function gpuTimestampMs(
+  rt: GpuRuntime,
+  record: (batch: Batch) => Promise<unknown>,
+  reps = 2,
+): Promise<number | null> {
+  if (!rt.gpu.hasTimestamps) return null;
+  const times: number[] = [];
+  for (let i = 0; i < reps; i++) {
+    const batch = rt.batch({ profile: true });
+    await record(batch);
+    await batch.submit();
+    times.push(batch.durations().reduce((n, t) => n + t.ns, 0) / 1e6);
+  }
+  return median(times);
 }

@@ -237,8 +237,7 @@ export async function quantMatmul(
   const out = outputFor(rt, tokens, w.rows, options);
   const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
   const aligned = w.cols % 8 === 0;
-  const wide = w.format !== "f32" && (cfg.wide ?? true) &&
-    wideForwardEligible(w.format, w.cols, w.blockSize);
+  const wide = (cfg.wide ?? true) && wideForwardEligible(w.format, w.cols, w.blockSize);
   const label = `qmatmul/${w.format}/${cfg.tm}x${cfg.tn}-wg${cfg.wx}x${cfg.wy}${
     wide ? "/w4" : aligned ? "/v4" : ""
   }`;
@@ -246,7 +245,7 @@ export async function quantMatmul(
     Math.ceil(w.rows / (cfg.tn * cfg.wx)),
     Math.ceil(tokens / (cfg.tm * cfg.wy)),
   ];
-  const code = wide && w.format !== "f32"
+  const code = wide
     ? quantForwardWideWgsl(w.format, cfg)
     : quantForwardWgsl(w.format, cfg, aligned);
   await run(rt, code, label, w, x, out, tokens, grid, options);

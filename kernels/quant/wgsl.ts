@@ -328,10 +328,8 @@ export function wideForwardEligible(
  * gather), so this quarters the weight loads of {@link quantForwardWgsl}; int4 codes are unpacked
  * four at a time with vector shifts. Needs {@link wideForwardEligible}.
  */
-export function quantForwardWideWgsl(
-  format: "nf4" | "nf4dq" | "int4",
-  cfg: QuantForwardConfig,
-): string {
+export function quantForwardWideWgsl(format: QuantKernelFormat, cfg: QuantForwardConfig): string {
+  if (format === "f32") throw new RangeError("the four-words kernel is for 4-bit weights");
   const { tm, tn } = cfg;
   const lines: string[] = [];
   for (const i of range(tm)) {

@@ -8,6 +8,7 @@
  */
 import { bucketSize, type BufferPool } from "./buffer_pool.ts";
 import { assertAlive, type Gpu } from "./device.ts";
+import { numel } from "./dtype.ts";
 import { GpuTensor, TENSOR_USAGE } from "./tensor.ts";
 
 /** A buffer binding: the whole buffer at `binding` index order. */
@@ -136,7 +137,7 @@ export class Batch {
    */
   scratch(shape: readonly number[]): GpuTensor {
     if (this.#submitted) throw new Error("Batch.scratch after submit");
-    const bytes = Math.max(4, 4 * shape.reduce((n, d) => n * d, 1));
+    const bytes = Math.max(4, 4 * numel(shape));
     const size = bucketSize(bytes);
     let buffer = this.#recycled.get(size)?.pop();
     if (!buffer) {

@@ -11,10 +11,16 @@ export const TENSOR_USAGE = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC |
 /** WebGPU's default (and most common) minStorageBufferOffsetAlignment, in bytes. */
 export const STORAGE_OFFSET_ALIGNMENT = 256;
 
-/** Smallest row count whose byte size is a multiple of {@link STORAGE_OFFSET_ALIGNMENT}. */
-export function rowAlignment(rowBytes: number): number {
+/**
+ * Smallest row count that keeps windows of every listed row size at bindable offsets: a multiple
+ * of {@link STORAGE_OFFSET_ALIGNMENT} bytes for each (e.g. the rows of a layer's input and output).
+ */
+export function rowAlignment(...rowBytes: number[]): number {
   const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
-  return STORAGE_OFFSET_ALIGNMENT / gcd(STORAGE_OFFSET_ALIGNMENT, rowBytes);
+  return rowBytes.reduce((rows, bytes) => {
+    const need = STORAGE_OFFSET_ALIGNMENT / gcd(STORAGE_OFFSET_ALIGNMENT, bytes);
+    return (rows / gcd(rows, need)) * need;
+  }, 1);
 }
 
 /** A row-major tensor living in a GPU buffer. */

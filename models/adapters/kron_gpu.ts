@@ -138,7 +138,7 @@ export class KronMixtureGpu {
     batch.recycle(zBuf);
   }
 
-  /** dx += ∂L/∂x; fills da/db of every component and the gate gradient. */
+  /** dx = ∂L/∂x (overwritten); fills da/db of every component and the gate gradient. */
   async backward(
     batch: Batch,
     x: GpuTensor,
@@ -148,6 +148,7 @@ export class KronMixtureGpu {
   ): Promise<void> {
     const rt = this.#rt;
     const plan = this.#plan(tokens, true);
+    batch.clear(dx.buffer, dx.byteOffset, dx.byteLength); // the components accumulate into dx
     // One scratch buffer per role, sized for the largest component, viewed per component/chunk.
     const zBuf = batch.scratch([Math.max(1, plan.chunk * plan.zPerToken)]); // K, then Zt
     let rawMax = 1;
@@ -276,7 +277,7 @@ export class KronMixtureGpu {
     }
     const budget = this.#scratchBytes;
     const perToken = 4 * zPerToken;
-    const align = lcm(rowAlignment(4 * dIn), rowAlignment(4 * dOut));
+    const align = rowAlignment(4 * dIn, 4 * dOut);
     let chunk = tokens;
     if (Number.isFinite(budget) && perToken > 0) {
       const fit = Math.floor(budget / perToken);
@@ -288,18 +289,10 @@ export class KronMixtureGpu {
     }
     return { chunk, chunks, zPerToken, maxSlices: chunks.length > 1 ? 1 : undefined };
   }
-
-  /** Nothing to free: the layer keeps no buffers between calls (the factors are the caller's). */
-  release(): void {}
 }
 
 /** Rows [start, start + count) of a [tokens, d] tensor (the tensor itself when that is all). */
 function rows(t: GpuTensor, tokens: number, start: number, count: number): GpuTensor {
   if (start === 0 && count === tokens) return t;
   return t.view([tokens, t.size / tokens]).rows(start, count);
-}
-
-function lcm(a: number, b: number): number {
-  const gcd = (p: number, q: number): number => (q === 0 ? p : gcd(q, p % q));
-  return (a / gcd(a, b)) * b;
 }

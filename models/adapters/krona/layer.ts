@@ -94,12 +94,10 @@ export class KronaAdapter extends Adapter<KronaConfig> {
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       forward: (batch, x, y, tokens) => mixture.forward(batch, x, y, tokens),
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
-        batch.clear(dx.buffer, 0, dx.byteLength);
         await mixture.backward(batch, x, dy, dx, tokens);
         return dy;
       },
       cleanup() {
-        mixture.release();
         gate.release();
       },
     }));

@@ -179,14 +179,12 @@ export class LokrAdapter extends Adapter<LokrConfig> {
         await mixture.forward(batch, x, y, tokens);
       },
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
-        batch.clear(dx.buffer, 0, dx.byteLength);
         await mixture.backward(batch, x, dy, dx, tokens);
         await chain(batch, f1);
         await chain(batch, f2);
         return dy;
       },
       cleanup() {
-        mixture.release();
         gate.release();
         for (const t of scratch) t.release();
       },
