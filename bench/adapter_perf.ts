@@ -161,6 +161,10 @@ export async function adapterPerf(
   out[`moka_dense_fwd_bwd_gflop_${d}`] = sig3(denseFlops / 1e9);
   out[`moka_fwd_bwd_gflops_${d}`] = sig3(gflops(vecFlops, vecMs));
   out[`moka_dense_fwd_bwd_gflops_${d}`] = sig3(gflops(denseFlops, denseMs));
+  // The speed ratio is the FLOP ratio (its ceiling at equal efficiency) times the vec-trick's
+  // GFLOP/s over the dense path's: small-K per-token products against K = 4096 GEMMs.
+  out[`moka_flop_ratio_vs_dense_${d}`] = sig3(denseFlops / vecFlops);
+  out[`moka_gflops_vs_dense_${d}`] = sig3((denseMs * vecFlops) / (vecMs * denseFlops));
   out[`moka_scratch_bytes_budget`] = DEFAULT_KRON_SCRATCH_BYTES;
   out[`moka_unchunked_fwd_bwd_ms_${d}`] = sig3(wholeMs);
   out[`moka_unchunked_bytes_${d}`] = wholeBytes;

@@ -42,6 +42,7 @@ export class Batch {
   readonly #pool: BufferPool;
   readonly #encoder: GPUCommandEncoder;
   readonly #temps: GPUBuffer[] = [];
+  readonly #uniforms = new Map<string, GPUBuffer>(); // by contents: equal parameters share one
   readonly #recycled = new Map<number, GPUBuffer[]>(); // by pool bucket: free for later dispatches
   readonly #scratch = new WeakSet<GpuTensor>();
   readonly #releaseAfter: { release(): void }[] = [];
@@ -66,17 +67,26 @@ export class Batch {
     return this.#labels.length;
   }
 
-  /** A uniform buffer holding `data`, freed when the batch completes. */
+  /**
+   * A uniform buffer holding `data`, freed when the batch completes. Dispatches with equal
+   * parameters share one buffer (contents are written before the batch runs and never change):
+   * a layer that walks token chunks records the same sizes for every chunk.
+   */
   uniform(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
-    const bytes = data instanceof ArrayBuffer ? data.byteLength : data.byteLength;
+    const view = data instanceof ArrayBuffer
+      ? new Uint8Array(data)
+      : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    const key = String.fromCharCode(...view);
+    const shared = this.#uniforms.get(key);
+    if (shared) return shared;
     const buffer = this.#pool.acquire(
-      Math.max(16, Math.ceil(bytes / 16) * 16),
+      Math.max(16, Math.ceil(view.byteLength / 16) * 16),
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
       "uniform",
     );
-    const view = data instanceof ArrayBuffer ? new Uint8Array(data) : data;
     this.#gpu.device.queue.writeBuffer(buffer, 0, view as BufferSource);
     this.#temps.push(buffer);
+    this.#uniforms.set(key, buffer);
     return buffer;
   }
 

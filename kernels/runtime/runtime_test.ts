@@ -163,3 +163,27 @@ Deno.test("tensor: rows() views bind at their offset; misaligned offsets are ref
   assert.throws(() => y.rows(1, 2), /byte offset 48 is not a multiple of 256/);
   assert.throws(() => x.rows(7, 2), /rows\(7, 2\) of a tensor with 8 rows/);
 });
+
+Deno.test("batch: dispatches with equal parameters share one uniform buffer, others do not", async () => {
+  const rt = await testRuntime();
+  const batch = rt.batch();
+  const p1 = batch.uniform(new Uint32Array([4, 5, 6, 7]));
+  const p2 = batch.uniform(new Uint32Array([4, 5, 6, 7]).buffer);
+  const p3 = batch.uniform(new Uint32Array([4, 5, 6, 8]));
+  // A view into a larger buffer is keyed by its own bytes only.
+  const p4 = batch.uniform(new Uint32Array([9, 4, 5, 6, 7]).subarray(1));
+  assert.equal(p1, p2);
+  assert.equal(p1, p4);
+  assert.notEqual(p1, p3);
+  // Chunks of one matmul (same sizes, different row windows) each get their own correct result.
+  const n = 64;
+  const a = rt.upload(randomF32(2 * n * n, 11), [2 * n, n]);
+  const b = rt.upload(randomF32(n * n, 12), [n, n]);
+  const c = rt.empty([2 * n, n]);
+  for (const start of [0, n]) {
+    await matmul(rt, a.rows(start, n), b, { m: n, n, k: n }, { out: c.rows(start, n), batch });
+  }
+  await batch.submit();
+  const whole = await rt.read(await matmul(rt, a, b, { m: 2 * n, n, k: n }));
+  assert.deepEqual([...await rt.read(c)], [...whole]);
+});

@@ -58,7 +58,7 @@ export interface KronGpuOptions {
 
 /**
  * Default scratch budget on CPU adapters (llvmpipe): 512 KiB, 32 tokens per chunk at d = 4096.
- * There it holds a MoKA layer's whole transient memory to about 1/110 of a dense ΔW and dΔW, for
+ * There it holds a MoKA layer's whole transient memory to about 1/120 of a dense ΔW and dΔW, for
  * 1.2–1.35× the time of processing all tokens at once (README, "Adapters").
  */
 export const DEFAULT_KRON_SCRATCH_BYTES = 512 * 1024;
