@@ -208,6 +208,7 @@ export {
   softmax,
 } from "./models/adapters/kron_cpu.ts";
 export {
+  CHUNK_GRAD_SLOTS,
   DEFAULT_KRON_SCRATCH_BYTES,
   DEFAULT_KRON_SCRATCH_BYTES_GPU,
   defaultKronScratchBytes,
@@ -280,7 +281,12 @@ export {
   sumSlices,
   transposeBatched,
 } from "./kernels/adapters/ops.ts";
-export { gradMatmul, sliceCount } from "./kernels/adapters/grad_matmul.ts";
+export {
+  gradMatmul,
+  type GradMatmulArgs,
+  gradMatmulSlots,
+  sliceCount,
+} from "./kernels/adapters/grad_matmul.ts";
 export { type AdamWStep, adamwStep, adamwStepCpu } from "./kernels/optim/adamw.ts";
 
 // LLaMA: readers, the float64 reference, the GPU model, generation and training.

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { kronMaterializeCpu, softmax } from "../../models/adapters/kron_cpu.ts";
 import { dropoutKeep } from "../../models/random.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
-import { gradMatmul } from "./grad_matmul.ts";
+import { gradMatmul, gradMatmulSlots } from "./grad_matmul.ts";
 import {
   difference,
   doraBackward,
@@ -226,4 +226,65 @@ Deno.test("ops: split-K weight gradient equals Lᵀ·R for split and unsplit sha
     }
     close(await rt.read(out), ref, `gradMatmul ${tokens}x${perTokenK} → ${m}x${n}`);
   }
+});
+
+Deno.test("ops: slot-accumulated gradients over chunks sum to the whole product (both layouts)", async () => {
+  const rt = await testRuntime();
+  const [m, n, perTokenK, slots] = [6, 10, 3, 2];
+  const chunkTokens = [4, 4, 3]; // the last chunk has an odd count: one slot takes it
+  const tokens = chunkTokens.reduce((a, b) => a + b);
+  for (const layout of ["stacked", "perToken"] as const) {
+    // stacked: L [tokens·perTokenK, m], R [tokens·perTokenK, n]; perToken: L [t, m, p], R [t, p, n]
+    const l = randomF32(tokens * perTokenK * m, 4);
+    const r = randomF32(tokens * perTokenK * n, 5);
+    const partial = rt.empty([slots, m, n]);
+    const b = rt.batch();
+    b.clear(partial.buffer, partial.byteOffset, partial.byteLength);
+    let start = 0;
+    for (const count of chunkTokens) {
+      const lc = l.subarray(start * perTokenK * m, (start + count) * perTokenK * m);
+      const rc = r.subarray(start * perTokenK * n, (start + count) * perTokenK * n);
+      await gradMatmulSlots(rt, b, {
+        left: rt.upload(lc, [lc.length]),
+        right: rt.upload(rc, [rc.length]),
+        partial,
+        slots,
+        m,
+        n,
+        tokens: count,
+        perTokenK,
+        alpha: 0.5,
+        layout,
+      });
+      start += count;
+    }
+    const out = rt.empty([m, n]);
+    await sumSlices(rt, b, { dst: out, src: partial, slices: slots });
+    await b.submit();
+    const ref = new Float64Array(m * n);
+    for (let t = 0; t < tokens; t++) {
+      for (let p = 0; p < perTokenK; p++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            const lv = layout === "stacked"
+              ? l[(t * perTokenK + p) * m + i]
+              : l[(t * m + i) * perTokenK + p];
+            ref[i * n + j] += 0.5 * lv * r[(t * perTokenK + p) * n + j];
+          }
+        }
+      }
+    }
+    close(await rt.read(out), ref, `gradMatmulSlots ${layout}`);
+  }
+  await assert.rejects(() =>
+    gradMatmulSlots(rt, rt.batch(), {
+      left: rt.empty([3]),
+      right: rt.empty([3]),
+      partial: rt.empty([5]),
+      slots: 2,
+      m: 1,
+      n: 3,
+      tokens: 1,
+      perTokenK: 1,
+    }), /partial of 5, want 2×1×3/);
 });

@@ -22,10 +22,15 @@
  * computes Zt itself rather than keeping anything from the forward (whose W route leaves the
  * backward one matmul fewer than keeping Zt and forming dx through dY·B would): the layer
  * holds no activations between forward and backward, and its transient memory is bounded by
- * `scratchBytes` whatever the number of tokens. Chunks are row windows of x, y, dy, dx (no copies).
+ * `scratchBytes` (plus at most 64 KiB of partial sums for small factor gradients) whatever the
+ * number of tokens. Chunks are row windows of x, y, dy, dx (no copies).
  */
-import { gradMatmul } from "../../kernels/adapters/grad_matmul.ts";
-import { dotInto, gateBackward, gatedAxpy } from "../../kernels/adapters/ops.ts";
+import {
+  gradMatmul,
+  type GradMatmulArgs,
+  gradMatmulSlots,
+} from "../../kernels/adapters/grad_matmul.ts";
+import { dotInto, gateBackward, gatedAxpy, sumSlices } from "../../kernels/adapters/ops.ts";
 import { isCpuAdapter, matmul } from "../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
@@ -68,6 +73,15 @@ export const DEFAULT_KRON_SCRATCH_BYTES = 512 * 1024;
  * dispatches; still a quarter of one dense 4096² ΔW.
  */
 export const DEFAULT_KRON_SCRATCH_BYTES_GPU = 32 * 1024 * 1024;
+
+/**
+ * Partial sums per small factor gradient when tokens are chunked (see `backward`): two, so that a
+ * gradient that one workgroup would compute spreads over two.
+ */
+export const CHUNK_GRAD_SLOTS = 2;
+
+/** Largest gradient (elements) that is split into slots: 64×64, one workgroup's tile on CPUs. */
+const SLOTTED_GRAD_MAX = 64 * 64;
 
 /** The default scratch budget for the runtime's device. */
 export function defaultKronScratchBytes(rt: GpuRuntime): number {
@@ -157,11 +171,42 @@ export class KronMixtureGpu {
     }
     const raw = batch.scratch([rawMax]);
     const u = this.#dgate ? rt.empty([this.#comps.length]) : null;
-    const grad = (args: Omit<Parameters<typeof gradMatmul>[2], "maxSlices">, first: boolean) =>
-      gradMatmul(rt, batch, { ...args, beta: first ? 0 : 1, maxSlices: plan.maxSlices });
+    // Factor gradients. All tokens at once: gradMatmul splits the long K itself. Token chunks: a
+    // chunk's gradient accumulates into its destination (beta = 1), except a small one (≤ 64×64,
+    // one workgroup of the CPU kernel), which adds into CHUNK_GRAD_SLOTS partial sums, one per
+    // slice of the chunk's tokens, summed once per component. Partials: 0 for dB, 1 for dA.
+    const chunked = plan.chunks.length > 1;
+    const slots = chunked ? CHUNK_GRAD_SLOTS : 0;
+    const slotted = (m: number, n: number) => slots > 0 && m * n <= SLOTTED_GRAD_MAX;
+    let slottedMax = 1;
+    for (const { shape: { ma, na, mb, nb } } of this.#comps) {
+      for (const size of [ma * na, mb * nb]) {
+        if (size <= SLOTTED_GRAD_MAX) slottedMax = Math.max(slottedMax, size);
+      }
+    }
+    const partials = slots ? [0, 1].map(() => batch.scratch([slots * slottedMax])) : [];
+    const grad = (which: 0 | 1, args: GradMatmulArgs & { out: GpuTensor }, first: boolean) =>
+      slotted(args.m, args.n)
+        ? gradMatmulSlots(rt, batch, {
+          ...args,
+          partial: partials[which].view([slots, args.m, args.n]),
+          slots,
+        })
+        : gradMatmul(rt, batch, {
+          ...args,
+          beta: first ? 0 : 1,
+          maxSlices: chunked ? 1 : undefined,
+        });
+    const finishGrad = async (which: 0 | 1, out: GpuTensor) => {
+      const [m, n] = out.shape;
+      if (!slotted(m, n)) return;
+      const src = partials[which].view([slots, m, n]);
+      await sumSlices(rt, batch, { dst: out, src, slices: slots });
+    };
     for (let i = 0; i < this.#comps.length; i++) {
       const { shape: { ma, na, mb, nb }, a, b, da, db } = this.#comps[i];
       const scaled = await this.#scaledFactor(batch, i);
+      for (const p of partials) batch.clear(p.buffer, p.byteOffset, p.byteLength);
       for (const { start, count } of plan.chunks) {
         const first = start === 0;
         const xc = rows(x, tokens, start, count);
@@ -172,7 +217,7 @@ export class KronMixtureGpu {
             out: dxc,
             batch,
           });
-          await grad({
+          await grad(1, {
             left: dyc,
             right: xc,
             out: raw.view([mb, nb]),
@@ -195,6 +240,7 @@ export class KronMixtureGpu {
         }, { out: k, batch });
         await matmul(rt, k, b, { m: count * na, n: nb, k: mb, beta: 1 }, { out: dxc, batch });
         await grad(
+          0,
           { left: k, right: xc, out: db, m: mb, n: nb, tokens: count, perTokenK: na },
           first,
         );
@@ -208,7 +254,7 @@ export class KronMixtureGpu {
             broadcastA: true,
             transB: true,
           }, { out: zt, batch });
-          await grad({
+          await grad(1, {
             left: dyc,
             right: zt,
             out: raw.view([ma, na]),
@@ -220,6 +266,12 @@ export class KronMixtureGpu {
             layout: "perToken",
           }, first);
         }
+      }
+      if (a === null) {
+        await finishGrad(1, raw.view([mb, nb]));
+      } else {
+        await finishGrad(0, db);
+        if (da) await finishGrad(1, raw.view([ma, na]));
       }
       // The raw factor gradient (before the gate) goes to its destination with the gate folded in.
       const gated = a === null ? db : da;
@@ -240,7 +292,7 @@ export class KronMixtureGpu {
       await gateBackward(rt, batch, { dg: this.#dgate, gate: this.#gate, u });
       batch.releaseAfter(u);
     }
-    for (const t of [zBuf, raw]) batch.recycle(t);
+    for (const t of [zBuf, raw, ...partials]) batch.recycle(t);
   }
 
   /** A'ᵢ = s·αᵢ·Aᵢ (or B for an identity A) in batch scratch, computed on the GPU. */
@@ -263,7 +315,7 @@ export class KronMixtureGpu {
    * Token chunks that fit the scratch budget. A chunk is a multiple of the rows that keep x's and
    * y's windows at bindable offsets; with fewer tokens than that, one chunk takes them all. When
    * tokens are chunked the chunks already run one after another, so factor gradients accumulate
-   * chunk by chunk (beta = 1) instead of splitting K into slices whose partial sums need memory.
+   * chunk by chunk instead of splitting each chunk's K into many slices whose sums need memory.
    */
   #plan(tokens: number, backward: boolean) {
     const { ma, na, mb, nb } = this.#comps[0].shape;
@@ -287,7 +339,7 @@ export class KronMixtureGpu {
     for (let start = 0; start < tokens; start += chunk) {
       chunks.push({ start, count: Math.min(chunk, tokens - start) });
     }
-    return { chunk, chunks, zPerToken, maxSlices: chunks.length > 1 ? 1 : undefined };
+    return { chunk, chunks, zPerToken };
   }
 }
 

@@ -104,14 +104,16 @@ Deno.test("moka: GPU forward/backward equal the float64 reference", async () => 
 Deno.test("moka: token chunks under a small scratch budget give the same results", async () => {
   const rt = await testRuntime();
   // scratchBytes 1 forces the smallest chunk (the rows that keep x/y windows at 256-byte
-  // offsets: 4 tokens for 64 → 48, 2 for 32 → 64), so the last chunk is partial; 24 KiB at
-  // 128 → 128 gives 2 chunks with split-K partial sums. (MoKA_s has no per-token intermediates,
-  // so it never chunks.)
+  // offsets: 4 tokens for 64 → 48, 2 for 32 → 64), so the last chunk is partial and odd; 24 KiB
+  // at 128 → 128 gives 2 chunks. Gradients of ≤ 64×64 accumulate in two slots per chunk; the
+  // 128×128 B of the last case accumulates in place. (MoKA_s has no per-token intermediates, so
+  // it never chunks.)
   for (
     const [variant, dIn, dOut, tokens, scratchBytes] of [
       [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37, 1],
       [{ kind: "moka", components: [[4, 4], [8, 8]], gate: "frozen" }, 32, 64, 9, 1],
       [{ kind: "moka", components: [[8, 8], [16, 16]] }, 128, 128, 64, 24 * 1024],
+      [{ kind: "moka", components: [[2, 2], [16, 16]] }, 256, 256, 8, 4 * 1024],
     ] as const
   ) {
     const m = MokaAdapter.create(variant, dIn, dOut, 1);
