@@ -166,8 +166,12 @@ export class KronMixtureGpu {
     // One scratch buffer per role, sized for the largest component, viewed per component/chunk.
     const zBuf = batch.scratch([Math.max(1, plan.chunk * plan.zPerToken)]); // K, then Zt
     let rawMax = 1;
+    let slottedMax = 1;
     for (const { shape: { ma, na, mb, nb } } of this.#comps) {
-      rawMax = Math.max(rawMax, ma * na, mb * nb);
+      for (const size of [ma * na, mb * nb]) {
+        rawMax = Math.max(rawMax, size);
+        if (size <= SLOTTED_GRAD_MAX) slottedMax = Math.max(slottedMax, size);
+      }
     }
     const raw = batch.scratch([rawMax]);
     const u = this.#dgate ? rt.empty([this.#comps.length]) : null;
@@ -177,31 +181,19 @@ export class KronMixtureGpu {
     // slice of the chunk's tokens, summed once per component. Partials: 0 for dB, 1 for dA.
     const chunked = plan.chunks.length > 1;
     const slots = chunked ? CHUNK_GRAD_SLOTS : 0;
-    const slotted = (m: number, n: number) => slots > 0 && m * n <= SLOTTED_GRAD_MAX;
-    let slottedMax = 1;
-    for (const { shape: { ma, na, mb, nb } } of this.#comps) {
-      for (const size of [ma * na, mb * nb]) {
-        if (size <= SLOTTED_GRAD_MAX) slottedMax = Math.max(slottedMax, size);
-      }
-    }
     const partials = slots ? [0, 1].map(() => batch.scratch([slots * slottedMax])) : [];
-    const grad = (which: 0 | 1, args: GradMatmulArgs & { out: GpuTensor }, first: boolean) =>
-      slotted(args.m, args.n)
-        ? gradMatmulSlots(rt, batch, {
-          ...args,
-          partial: partials[which].view([slots, args.m, args.n]),
-          slots,
-        })
-        : gradMatmul(rt, batch, {
-          ...args,
-          beta: first ? 0 : 1,
-          maxSlices: chunked ? 1 : undefined,
-        });
-    const finishGrad = async (which: 0 | 1, out: GpuTensor) => {
-      const [m, n] = out.shape;
-      if (!slotted(m, n)) return;
-      const src = partials[which].view([slots, m, n]);
-      await sumSlices(rt, batch, { dst: out, src, slices: slots });
+    const slotOut: (GpuTensor | null)[] = [null, null]; // where each partial's sum goes
+    const grad = (which: 0 | 1, args: GradMatmulArgs & { out: GpuTensor }, first: boolean) => {
+      if (slots > 0 && args.m * args.n <= SLOTTED_GRAD_MAX) {
+        slotOut[which] = args.out;
+        const partial = partials[which].view([slots, args.m, args.n]);
+        return gradMatmulSlots(rt, batch, { ...args, partial, slots });
+      }
+      return gradMatmul(rt, batch, {
+        ...args,
+        beta: first ? 0 : 1,
+        maxSlices: chunked ? 1 : undefined,
+      });
     };
     for (let i = 0; i < this.#comps.length; i++) {
       const { shape: { ma, na, mb, nb }, a, b, da, db } = this.#comps[i];
@@ -267,11 +259,12 @@ export class KronMixtureGpu {
           }, first);
         }
       }
-      if (a === null) {
-        await finishGrad(1, raw.view([mb, nb]));
-      } else {
-        await finishGrad(0, db);
-        if (da) await finishGrad(1, raw.view([ma, na]));
+      for (const which of [0, 1] as const) {
+        const out = slotOut[which];
+        if (!out) continue;
+        const src = partials[which].view([slots, ...out.shape]);
+        await sumSlices(rt, batch, { dst: out, src, slices: slots });
+        slotOut[which] = null;
       }
       // The raw factor gradient (before the gate) goes to its destination with the gate folded in.
       const gated = a === null ? db : da;
