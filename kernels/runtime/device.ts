@@ -1,12 +1,17 @@
 /**
  * WebGPU adapter and device acquisition.
  *
- * Deno picks its WebGPU backend (Vulkan, GL, ...) once, at process start, from the environment
- * variable `DENO_WEBGPU_BACKEND`. We cannot switch it later, so `acquireGpu({ backend })` checks the
- * request against what the process was started with and says how to fix a mismatch.
+ * Deno picks its WebGPU backend (Vulkan, GL, Metal, ...) from `DENO_WEBGPU_BACKEND` when a worker
+ * first requests an adapter; unset, it enables every backend. On Linux that includes GL, whose
+ * EGL library (libglvnd) corrupts the heap when a thread that used it exits after the instance
+ * was torn down (see tools/repro/egl_thread_exit.ts). So before the first request we pin the
+ * platform's native backend (`vulkan` on Linux) unless the caller chose one, and give Mesa a
+ * private `XDG_RUNTIME_DIR` when none is set (it otherwise prints an "error" on every start).
+ * A backend asked for after the process has already chosen another cannot take effect:
+ * `acquireGpu({ backend })` then says how to start the process instead.
  */
 
-/** Backends a caller may ask for. `"auto"` takes whatever Deno chose. */
+/** Backends a caller may ask for. `"auto"` takes the platform's native one. */
 export type GpuBackend = "auto" | "vulkan" | "gl" | "metal" | "dx12";
 
 /** Options for {@link acquireGpu}. */
@@ -27,7 +32,7 @@ export interface Gpu {
   readonly device: GPUDevice;
   /** Human-readable adapter description, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)`. */
   readonly description: string;
-  /** The backend requested from Deno (`DENO_WEBGPU_BACKEND`), or `"auto"`. */
+  /** The backend Deno was asked for (`DENO_WEBGPU_BACKEND`), or `"auto"` when it could not be set. */
   readonly backend: string;
   /** `shader-f16` is enabled on the device. */
   readonly hasF16: boolean;
@@ -47,8 +52,8 @@ export class GpuUnavailableError extends Error {
 }
 
 const FIX_HINT = "WebGPU needs an adapter. On Linux without a GPU install Mesa's software Vulkan " +
-  "driver: `apt-get install -y mesa-vulkan-drivers` (llvmpipe), or start Deno with " +
-  "DENO_WEBGPU_BACKEND=gl to use the GL backend. Set XDG_RUNTIME_DIR to silence a Mesa warning.";
+  "driver: `apt-get install -y mesa-vulkan-drivers` (llvmpipe); with an NVIDIA GPU the Vulkan " +
+  "loader (`libvulkan1`). Only GL drivers: start Deno with DENO_WEBGPU_BACKEND=gl.";
 
 function envGet(name: string): string | undefined {
   try {
@@ -58,6 +63,40 @@ function envGet(name: string): string | undefined {
   }
 }
 
+/** The backend each platform's GPUs are reached through (what "auto" pins). */
+export function nativeBackend(os: string = Deno.build.os): GpuBackend {
+  if (os === "darwin") return "metal";
+  if (os === "windows") return "dx12";
+  return "vulkan";
+}
+
+function envSet(name: string, value: string): boolean {
+  try {
+    Deno.env.set(name, value);
+    return true;
+  } catch {
+    return false; // no --allow-env: Deno keeps its own defaults
+  }
+}
+
+/**
+ * Pin the backend and give Mesa a runtime dir before the first adapter request (see the module
+ * comment). Returns the backend Deno will use: the one in `DENO_WEBGPU_BACKEND` afterwards.
+ */
+function prepareEnvironment(requested: GpuBackend): string {
+  let backend = envGet("DENO_WEBGPU_BACKEND");
+  if (backend === undefined) {
+    const pin = requested === "auto" ? nativeBackend() : requested;
+    if (envSet("DENO_WEBGPU_BACKEND", pin)) backend = pin;
+  }
+  if (Deno.build.os === "linux" && envGet("XDG_RUNTIME_DIR") === undefined) {
+    try {
+      envSet("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "moka-xdg-" })); // mode 0700
+    } catch { /* no --allow-write: Mesa only warns */ }
+  }
+  return backend ?? "auto";
+}
+
 /**
  * Request an adapter and a device with the optional features the kernels can use
  * (`shader-f16`, `timestamp-query`). Throws {@link GpuUnavailableError} with a fix when there is none.
@@ -65,11 +104,11 @@ function envGet(name: string): string | undefined {
 export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> {
   const requested = options.backend ?? (envGet("MOKA_WEBGPU_BACKEND") as GpuBackend | undefined) ??
     "auto";
-  const started = envGet("DENO_WEBGPU_BACKEND") ?? "auto";
+  const started = prepareEnvironment(requested);
   if (requested !== "auto" && requested !== started) {
     throw new GpuUnavailableError(
-      `backend "${requested}" was requested but Deno was started with DENO_WEBGPU_BACKEND=` +
-        `${started}; Deno reads it only at start-up, so run with DENO_WEBGPU_BACKEND=${requested}.`,
+      `backend "${requested}" was requested but this process already uses DENO_WEBGPU_BACKEND=` +
+        `${started}; Deno takes it once per process, so run with DENO_WEBGPU_BACKEND=${requested}.`,
     );
   }
   if (typeof navigator === "undefined" || !("gpu" in navigator)) {

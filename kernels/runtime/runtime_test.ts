@@ -106,14 +106,57 @@ Deno.test("device: a lost device gives a clear error instead of silent garbage",
   assert.throws(() => rt.batch(), /device lost.*acquireGpu/);
 });
 
-Deno.test("device: asking for a backend Deno was not started with says how to fix it", async () => {
-  const started = Deno.env.get("DENO_WEBGPU_BACKEND") ?? "auto";
+Deno.test("device: asking for a backend this process does not use says how to fix it", async () => {
+  await testRuntime(); // the backend is pinned by now
+  const started = Deno.env.get("DENO_WEBGPU_BACKEND");
+  assert.ok(started, "acquireGpu pins DENO_WEBGPU_BACKEND");
   const other = started === "gl" ? "vulkan" : "gl";
   await assert.rejects(
     acquireGpu({ backend: other }),
     new RegExp(`run with DENO_WEBGPU_BACKEND=${other}`),
   );
 });
+
+Deno.test(
+  "device: the native backend is pinned before the first adapter request, so EGL never loads",
+  {
+    ignore: Deno.build.os !== "linux",
+  },
+  async () => {
+    // A fresh process with DENO_WEBGPU_BACKEND unset. Through acquireGpu, libEGL (whose thread
+    // teardown corrupts the heap, tools/repro/egl_thread_exit.ts) must stay out; a bare
+    // navigator.gpu request in the same setting loads it: the negative control.
+    const probe = async (viaAcquire: boolean) => {
+      const code = viaAcquire
+        ? `import { acquireGpu } from "${new URL("./device.ts", import.meta.url)}";
+         const gpu = await acquireGpu();
+         console.log(JSON.stringify({ backend: gpu.backend, xdg: Deno.env.get("XDG_RUNTIME_DIR") ?? null,
+           egl: Deno.readTextFileSync("/proc/self/maps").includes("libEGL") }));`
+        : `await navigator.gpu.requestAdapter();
+         console.log(JSON.stringify({ egl: Deno.readTextFileSync("/proc/self/maps").includes("libEGL") }));`;
+      const env = { ...Deno.env.toObject() };
+      delete env.DENO_WEBGPU_BACKEND;
+      delete env.XDG_RUNTIME_DIR;
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["eval", "--no-config", code],
+        env,
+        clearEnv: true,
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(out.stderr);
+      assert.ok(out.success, stderr);
+      return { ...JSON.parse(new TextDecoder().decode(out.stdout)), stderr };
+    };
+    const pinned = await probe(true);
+    assert.equal(pinned.backend, "vulkan");
+    assert.equal(pinned.egl, false, "libEGL must not be loaded");
+    assert.ok(pinned.xdg, "a private XDG_RUNTIME_DIR is set");
+    assert.doesNotMatch(pinned.stderr, /XDG_RUNTIME_DIR/, "Mesa prints no warning");
+    const bare = await probe(false);
+    assert.equal(bare.egl, true, "negative control: Deno's default loads EGL");
+  },
+);
 
 Deno.test("batch: recycled scratch serves later dispatches of the same batch, in order", async () => {
   const rt = await testRuntime();
