@@ -118,6 +118,7 @@ export {
 export { dequantizeInt4, quantizeInt4 } from "./models/quant/int4.ts";
 export { normalCdf, normalQuantile } from "./models/quant/normal.ts";
 export {
+  emptyWeight,
   type GpuQuantWeight,
   QUANT_BACKWARD,
   QUANT_DECODE,
@@ -125,9 +126,28 @@ export {
   quantMatmul,
   quantMatmulBackward,
   type QuantMatmulOptions,
+  type StorageFormat,
+  storageRowBytes,
   uploadF32Weight,
+  uploadHalfWeight,
   uploadQuantized,
 } from "./kernels/quant/qmatmul.ts";
+export { quantizeRows, type RawRows, type StoredDType } from "./kernels/quant/quantize.ts";
+export {
+  type FrozenBlock,
+  frozenBlockBackward,
+  frozenBlockMatmul,
+  frozenDequantize,
+  frozenGather,
+  frozenMatmul,
+  frozenMatmulBackward,
+  type FrozenMatmulOptions,
+  FrozenMatrix,
+  type FrozenOptions,
+  frozenRowNorms,
+  planRowBlocks,
+} from "./kernels/quant/frozen.ts";
+export { type CeChunk, ceFinish, ceGrad, ceStats } from "./kernels/llama/cross_entropy.ts";
 export {
   type QuantBackwardConfig,
   quantBackwardWgsl,
@@ -160,6 +180,7 @@ export {
   Adapter,
   type AdapterMath,
   type AdapterStart,
+  type BaseRowNorms,
   type CpuGradients,
   type F64Params,
   type GpuAdapterLayer,
@@ -232,11 +253,13 @@ export {
   LLAMA_SHAPES,
   type LlamaShape,
   LlamaShapeSchema,
+  MID_0_2B,
   moduleDims,
   parseTargetModule,
   STORIES_260K,
   TARGET_MODULES,
   type TargetModule,
+  TINYLLAMA_1B,
 } from "./models/llama_shapes.ts";
 export {
   type Llama2cCheckpoint,
@@ -248,12 +271,25 @@ export {
   parseLlama2cHeader,
 } from "./models/llama2c.ts";
 export {
+  decodeToF32,
   encodeSafetensors,
   parseSafetensors,
+  type RawTensorBytes,
   type SafetensorsDType,
   type SafetensorsEntry,
   type SafetensorsFile,
+  SafetensorsReader,
 } from "./models/safetensors.ts";
+export {
+  ENGLISH_SAMPLE,
+  hfConfigJson,
+  SYNTHETIC_SHAPES,
+  type SyntheticOptions,
+  type SyntheticShape,
+  syntheticTokenizer,
+  writeSyntheticHf,
+} from "./models/synthetic.ts";
+export { bytesToUnicode } from "./models/tokenizer/byte_level.ts";
 export { dataDir, defaultModelPath, modelsDir } from "./models/paths.ts";
 export {
   dropoutKeep,
@@ -297,7 +333,30 @@ export {
 } from "./models/tokenizer/llama2c.ts";
 export type { TextTokenizer } from "./models/tokenizer/tokenizer.ts";
 export { HfTokenizer, llama2cToTokenizerJson } from "./models/tokenizer/hf.ts";
-export { hfTensorShapes, loadHfLlama, parseHfConfig, permuteRope } from "./models/hf.ts";
+export {
+  hfTensorName,
+  hfTensorShapes,
+  loadHfLlama,
+  openHfSource,
+  parseHfConfig,
+  permuteRope,
+} from "./models/hf.ts";
+export {
+  hostSource,
+  hostTensor,
+  type LlamaSource,
+  type LlamaTensorName,
+  readAllWeights,
+  tensorNames,
+  tensorShape,
+} from "./models/llama/source.ts";
+export { type OpenedModel, openModel } from "./models/llama/open.ts";
+export {
+  type LoadedWeights,
+  loadWeights,
+  type WeightFormat,
+  type WeightLoadOptions,
+} from "./models/llama/gpu/weights.ts";
 export {
   fromLlama2c,
   headSize,
@@ -318,6 +377,7 @@ export {
   GpuLlama,
   type GpuLlamaOptions,
   KvCache,
+  type LogitsRequest,
 } from "./models/llama/gpu/model.ts";
 export {
   cpuScorer,
@@ -428,7 +488,7 @@ export {
   scoreMmlu,
 } from "./evals/mmlu.ts";
 export { adamwHyper, progressLine, trainCpu } from "./models/llama/train.ts";
-export { adaptersForModel } from "./models/llama/attach.ts";
+export { adaptersForModel, type BaseWeights, targetModules } from "./models/llama/attach.ts";
 export {
   adaptersForBudget,
   type BudgetedAdapter,

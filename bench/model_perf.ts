@@ -37,8 +37,8 @@ async function measure(
   out: Record<string, number | string>,
 ): Promise<void> {
   const config = fromLlama2c(ckpt.config);
-  const model = GpuLlama.create(rt, config, ckpt, { base: "nf4" });
-  const adapters = adaptersForModel(config, moka, 1);
+  const model = await GpuLlama.create(rt, config, ckpt, { base: "nf4" });
+  const adapters = await adaptersForModel(config, moka, 1);
   await model.attach(adapters);
   const seq = 256;
   const next = rng(5);
@@ -59,8 +59,8 @@ async function measure(
   const ids = rt.upload(Uint32Array.from(data[0].ids), [seq]);
   const targets = rt.upload(Uint32Array.from(data[0].targets), [seq]);
   const b = rt.batch({ profile: true });
-  const logits = await model.forward(b, ids, seq, true);
-  await model.lossAndBackward(b, logits, targets, seq);
+  await model.forward(b, ids, seq, { keep: true, logits: "none" });
+  const loss = await model.lossAndBackward(b, targets, seq);
   await b.submit();
   const byFamily = new Map<string, number>();
   let total = 0;
@@ -76,7 +76,7 @@ async function measure(
     ).join(", ");
     out[`train_step_dispatches_${name}`] = b.dispatchCount;
   }
-  for (const t of [ids, targets, logits]) t.release();
+  for (const t of [ids, targets, loss]) t.release();
 
   log(`${name}: greedy generation with a KV cache ...`);
   await generate(gpuScorer(rt, model), [1], config.vocab, { maxNew: 4, eos: -1 }); // warm-up

@@ -1,16 +1,17 @@
 /**
  * Hugging Face LLaMA checkpoints: a folder with `config.json` and `model.safetensors`, or shards
- * listed by `model.safetensors.index.json` (F32, F16 or BF16 tensors, widened to f32).
+ * listed by `model.safetensors.index.json` (F32, F16 or BF16 tensors), read at tensor offsets.
  *
  * HF stores wq/wk with the rows of each head permuted for its `rotate_half` RoPE (pairs (i, i+hs/2));
  * this kit rotates adjacent pairs (2i, 2i+1) as Meta's and llama2.c's code do, so the loader undoes
  * the permutation: Meta row 2i + a of a head is HF row a·hs/2 + i.
- * Every tensor's presence, dtype and shape is checked against config.json before any is decoded.
+ * Every tensor's presence, dtype and shape is checked against config.json before any is read.
  */
 import { z } from "zod";
-import type { Llama2cCheckpoint, Llama2cLayer } from "./llama2c.ts";
+import type { Llama2cCheckpoint } from "./llama2c.ts";
 import type { LlamaConfig } from "./llama/config.ts";
-import { parseSafetensors, type SafetensorsFile } from "./safetensors.ts";
+import { type LlamaSource, type LlamaTensorName, readAllWeights } from "./llama/source.ts";
+import { SafetensorsReader } from "./safetensors.ts";
 
 const HfConfigSchema = z.object({
   model_type: z.literal("llama").optional(),
@@ -87,6 +88,21 @@ export function hfTensorShapes(c: LlamaConfig): Map<string, number[]> {
 }
 
 /**
+ * For each interleaved-order row of `heads` heads of size `hs`, the HF (rotate_half) row it comes
+ * from: interleaved row 2i + a of a head is HF row a·hs/2 + i.
+ */
+function ropeRowSource(heads: number, hs: number): Int32Array {
+  const from = new Int32Array(heads * hs);
+  const half = hs / 2;
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let a = 0; a < 2; a++) from[h * hs + 2 * i + a] = h * hs + a * half + i;
+    }
+  }
+  return from;
+}
+
+/**
  * HF (rotate_half) → interleaved row order for a q or k weight [heads·hs, cols]; `inverse` goes
  * the other way (to write HF-layout files).
  */
@@ -98,97 +114,152 @@ export function permuteRope(
   inverse = false,
 ): Float32Array {
   const out = new Float32Array(w.length);
-  const half = hs / 2;
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let a = 0; a < 2; a++) {
-        const meta = h * hs + 2 * i + a;
-        const hf = h * hs + a * half + i;
-        const [from, to] = inverse ? [meta, hf] : [hf, meta];
-        out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
-      }
-    }
-  }
+  ropeRowSource(heads, hs).forEach((hf, meta) => {
+    const [from, to] = inverse ? [meta, hf] : [hf, meta];
+    out.set(w.subarray(from * cols, (from + 1) * cols), to * cols);
+  });
   return out;
 }
 
-/** Load a HF LLaMA folder (single file or shards), fully validated before decoding. */
+/** The Hugging Face name of one of the model's tensors. */
+export function hfTensorName(name: LlamaTensorName, c: LlamaConfig): string {
+  if (name === "embed") return "model.embed_tokens.weight";
+  if (name === "classifier") {
+    return c.sharedClassifier ? "model.embed_tokens.weight" : "lm_head.weight";
+  }
+  if (name === "final_norm") return "model.norm.weight";
+  const [l, part] = name.split(".");
+  const p = `model.layers.${l}`;
+  switch (part) {
+    case "attn_norm":
+      return `${p}.input_layernorm.weight`;
+    case "ffn_norm":
+      return `${p}.post_attention_layernorm.weight`;
+    case "q":
+    case "k":
+    case "v":
+    case "o":
+      return `${p}.self_attn.${part}_proj.weight`;
+    default:
+      return `${p}.mlp.${part}_proj.weight`;
+  }
+}
+
+const IndexSchema = z.object({ weight_map: z.record(z.string(), z.string()) }).loose();
+
+async function readJson(path: string): Promise<unknown> {
+  const text = await Deno.readTextFile(path);
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${path}: not JSON (${(e as Error).message})`);
+  }
+}
+
+/**
+ * Open a HF LLaMA folder (`config.json` and `model.safetensors`, or shards listed by
+ * `model.safetensors.index.json`) for streaming: only headers are read, and every tensor the
+ * config implies is checked for presence and shape before anything else. q and k rows are read
+ * back in the interleaved RoPE order (the permutation HF applied is undone per head).
+ */
+export async function openHfSource(dir: string): Promise<LlamaSource> {
+  const config = parseHfConfig(await Deno.readTextFile(`${dir}/config.json`), `${dir}/config.json`);
+  const readers = new Map<string, SafetensorsReader>();
+  const owner = new Map<string, SafetensorsReader>();
+  const close = () => {
+    for (const r of readers.values()) r.close();
+  };
+  try {
+    let indexJson: unknown = null;
+    try {
+      indexJson = await readJson(`${dir}/model.safetensors.index.json`);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    if (indexJson !== null) {
+      const index = IndexSchema.safeParse(indexJson);
+      if (!index.success) {
+        throw new Error(`${dir}/model.safetensors.index.json: no valid weight_map`);
+      }
+      for (const [name, file] of Object.entries(index.data.weight_map)) {
+        if (file.includes("/") || file.includes("\\") || file.startsWith(".")) {
+          throw new Error(
+            `${dir}/model.safetensors.index.json: shard name "${file}" escapes the folder`,
+          );
+        }
+        if (!readers.has(file)) readers.set(file, await SafetensorsReader.open(`${dir}/${file}`));
+        const reader = readers.get(file)!;
+        if (!reader.entries.has(name)) {
+          throw new Error(`${reader.path}: the index lists "${name}" here but the shard lacks it`);
+        }
+        owner.set(name, reader);
+      }
+    } else {
+      const reader = await SafetensorsReader.open(`${dir}/model.safetensors`);
+      readers.set("model.safetensors", reader);
+      for (const name of reader.entries.keys()) owner.set(name, reader);
+    }
+    for (const [name, shape] of hfTensorShapes(config)) {
+      const entry = owner.get(name)?.entries.get(name);
+      if (!entry) throw new Error(`${dir}: missing tensor ${name}`);
+      if (entry.shape.join(",") !== shape.join(",")) {
+        throw new Error(
+          `${
+            owner.get(name)!.path
+          }: ${name} has shape [${entry.shape}], config.json implies [${shape}]`,
+        );
+      }
+    }
+  } catch (e) {
+    close();
+    throw e;
+  }
+  const hs = config.dim / config.heads;
+  const reader = (name: LlamaTensorName) => owner.get(hfTensorName(name, config))!;
+  return {
+    config,
+    description: dir,
+    dtype: (name) => reader(name).entry(hfTensorName(name, config)).dtype,
+    origin: (name) => `${reader(name).path}: ${hfTensorName(name, config)}`,
+    async readRows(name, start, count) {
+      const hfName = hfTensorName(name, config);
+      const r = reader(name);
+      if (name.endsWith("norm")) return await r.readRows(hfName); // 1-D: one row of [1, dim]
+      const rope = name.endsWith(".q") || name.endsWith(".k");
+      if (!rope) return await r.readRows(hfName, start, count);
+      // Read the whole heads that cover the rows, reorder them, then cut the rows asked for.
+      const h0 = Math.floor(start / hs);
+      const h1 = Math.ceil((start + count) / hs);
+      const raw = await r.readRows(hfName, h0 * hs, (h1 - h0) * hs);
+      const rowBytes = raw.bytes.byteLength / ((h1 - h0) * hs);
+      const permuted = permuteRowBytes(raw.bytes, h1 - h0, hs, rowBytes);
+      const from = (start - h0 * hs) * rowBytes;
+      return { dtype: raw.dtype, bytes: permuted.slice(from, from + count * rowBytes) };
+    },
+    close,
+  };
+}
+
+/** HF (rotate_half) → interleaved row order of whole heads, on stored bytes. */
+function permuteRowBytes(bytes: Uint8Array, heads: number, hs: number, rowBytes: number) {
+  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4).subarray(0, bytes.byteLength);
+  ropeRowSource(heads, hs).forEach((hf, meta) => {
+    out.set(bytes.subarray(hf * rowBytes, (hf + 1) * rowBytes), meta * rowBytes);
+  });
+  return out;
+}
+
+/**
+ * Load a HF LLaMA folder into host memory, widened to f32 (the float64 reference model and tests
+ * use this; the GPU model streams from {@link openHfSource} instead).
+ */
 export async function loadHfLlama(
   dir: string,
 ): Promise<{ config: LlamaConfig; weights: Llama2cCheckpoint }> {
-  const config = parseHfConfig(await Deno.readTextFile(`${dir}/config.json`), `${dir}/config.json`);
-  const shapes = hfTensorShapes(config);
-  // name → parsed shard
-  const files = new Map<string, SafetensorsFile>();
-  const owner = new Map<string, SafetensorsFile>();
-  let indexText: string | null = null;
+  const source = await openHfSource(dir);
   try {
-    indexText = await Deno.readTextFile(`${dir}/model.safetensors.index.json`);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    return { config: source.config, weights: await readAllWeights(source) };
+  } finally {
+    source.close();
   }
-  if (indexText !== null) {
-    const index = z.object({ weight_map: z.record(z.string(), z.string()) }).loose().safeParse(
-      JSON.parse(indexText),
-    );
-    if (!index.success) throw new Error(`${dir}/model.safetensors.index.json: no valid weight_map`);
-    for (const [name, file] of Object.entries(index.data.weight_map)) {
-      if (file.includes("/") || file.includes("..")) {
-        throw new Error(`${dir}: shard name "${file}" escapes the folder`);
-      }
-      if (!files.has(file)) {
-        files.set(file, parseSafetensors(await Deno.readFile(`${dir}/${file}`), `${dir}/${file}`));
-      }
-      owner.set(name, files.get(file)!);
-    }
-  } else {
-    const f = parseSafetensors(
-      await Deno.readFile(`${dir}/model.safetensors`),
-      `${dir}/model.safetensors`,
-    );
-    for (const name of f.entries.keys()) owner.set(name, f);
-  }
-  for (const [name, shape] of shapes) {
-    const f = owner.get(name);
-    const entry = f?.entries.get(name);
-    if (!f || !entry) throw new Error(`${dir}: missing tensor ${name}`);
-    if (entry.shape.join(",") !== shape.join(",")) {
-      throw new Error(`${dir}: ${name} has shape [${entry.shape}], config.json implies [${shape}]`);
-    }
-  }
-  const get = (name: string) => {
-    const t = owner.get(name)!.tensor(name);
-    for (let i = 0; i < t.length; i++) {
-      if (!Number.isFinite(t[i])) {
-        throw new Error(`${dir}: ${name}[${i}] is ${t[i]} (corrupt weights)`);
-      }
-    }
-    return t;
-  };
-  const hs = config.dim / config.heads;
-  const layers: Llama2cLayer[] = Array.from({ length: config.layers }, (_, l) => {
-    const p = `model.layers.${l}`;
-    return {
-      attnNorm: get(`${p}.input_layernorm.weight`),
-      wq: permuteRope(get(`${p}.self_attn.q_proj.weight`), config.heads, hs, config.dim),
-      wk: permuteRope(get(`${p}.self_attn.k_proj.weight`), config.kvHeads, hs, config.dim),
-      wv: get(`${p}.self_attn.v_proj.weight`),
-      wo: get(`${p}.self_attn.o_proj.weight`),
-      ffnNorm: get(`${p}.post_attention_layernorm.weight`),
-      w1: get(`${p}.mlp.gate_proj.weight`),
-      w2: get(`${p}.mlp.down_proj.weight`),
-      w3: get(`${p}.mlp.up_proj.weight`),
-    };
-  });
-  const tokenEmbedding = get("model.embed_tokens.weight");
-  return {
-    config,
-    weights: {
-      config,
-      tokenEmbedding,
-      layers,
-      finalNorm: get("model.norm.weight"),
-      classifier: config.sharedClassifier ? tokenEmbedding : get("lm_head.weight"),
-    },
-  };
 }

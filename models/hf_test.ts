@@ -1,12 +1,19 @@
 import assert from "node:assert/strict";
-import { hfTensorShapes, loadHfLlama, parseHfConfig, permuteRope } from "./hf.ts";
+import { hfTensorShapes, loadHfLlama, openHfSource, parseHfConfig, permuteRope } from "./hf.ts";
 import { type Llama2cCheckpoint, loadLlama2c } from "./llama2c.ts";
 import { fromLlama2c, type LlamaConfig } from "./llama/config.ts";
 import { CpuLlama } from "./llama/cpu/model.ts";
 import { loadModelReference } from "./llama/reference.ts";
 import { randomCheckpoint, TINY_CONFIG } from "./llama/testing.ts";
 import { defaultModelPath } from "./paths.ts";
-import { encodeSafetensors, parseSafetensors, type SafetensorsDType } from "./safetensors.ts";
+import { readAllWeights } from "./llama/source.ts";
+import { hfConfigJson } from "./synthetic.ts";
+import {
+  decodeToF32,
+  encodeSafetensors,
+  parseSafetensors,
+  type SafetensorsDType,
+} from "./safetensors.ts";
 
 /** Write `ckpt` as a HF folder (q/k permuted to rotate_half order), optionally in 2 shards. */
 async function writeHf(
@@ -36,22 +43,7 @@ async function writeHf(
   });
   const shapes = hfTensorShapes(c);
   const names = Object.keys(tensors);
-  await Deno.writeTextFile(
-    `${dir}/config.json`,
-    JSON.stringify({
-      model_type: "llama",
-      hidden_size: c.dim,
-      intermediate_size: c.hiddenDim,
-      num_hidden_layers: c.layers,
-      num_attention_heads: c.heads,
-      num_key_value_heads: c.kvHeads,
-      vocab_size: c.vocab,
-      max_position_embeddings: c.seqLen,
-      rope_theta: c.ropeTheta,
-      rms_norm_eps: c.normEps,
-      tie_word_embeddings: c.sharedClassifier,
-    }),
-  );
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(hfConfigJson(c, "llama2", dtype)));
   const entry = (n: string) => ({ name: n, shape: shapes.get(n)!, data: tensors[n], dtype });
   if (shards === 1) {
     await Deno.writeFile(`${dir}/model.safetensors`, encodeSafetensors(names.map(entry)));
@@ -131,5 +123,66 @@ Deno.test("hf: sharded BF16 and F16 checkpoints with a separate lm_head; bad fol
       ),
     /do not fit/,
   );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("hf: streaming reads equal the whole-file decode bit for bit (F32, F16, BF16, sharded); lying or truncated shards are refused by name", async () => {
+  const c = { ...fromLlama2c(TINY_CONFIG), ropeTheta: 500000, normEps: 1e-6 };
+  const ckpt = randomCheckpoint(TINY_CONFIG, 6);
+  const hs = c.dim / c.heads;
+  for (const [dtype, shards] of [["F32", 1], ["F16", 2], ["BF16", 3]] as const) {
+    const dir = await Deno.makeTempDir();
+    await writeHf(dir, c, ckpt, dtype, shards);
+    // The oracle: every file read whole and decoded, q/k rows reordered on the host.
+    const whole = new Map<string, Float32Array>();
+    for await (const e of Deno.readDir(dir)) {
+      if (!e.name.endsWith(".safetensors")) continue;
+      const f = parseSafetensors(await Deno.readFile(`${dir}/${e.name}`));
+      for (const name of f.entries.keys()) whole.set(name, f.tensor(name));
+    }
+    const source = await openHfSource(dir);
+    const streamed = await readAllWeights(source);
+    const l1 = "model.layers.1";
+    assert.deepEqual(streamed.layers[1].w3, whole.get(`${l1}.mlp.up_proj.weight`));
+    assert.deepEqual(
+      streamed.layers[1].wq,
+      permuteRope(whole.get(`${l1}.self_attn.q_proj.weight`)!, c.heads, hs, c.dim),
+    );
+    assert.deepEqual(streamed.tokenEmbedding, whole.get("model.embed_tokens.weight"));
+    assert.deepEqual(streamed.classifier, whole.get("lm_head.weight"));
+    // Partial row reads, also across RoPE heads of k.
+    const kRows = await source.readRows("0.k", 3, 4);
+    const kAll = streamed.layers[0].wk;
+    assert.deepEqual(decodeToF32(kRows.bytes, kRows.dtype), kAll.subarray(3 * c.dim, 7 * c.dim));
+    assert.equal(source.dtype("0.q"), dtype);
+    source.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+  // A truncated shard and a shard whose header lies about its offsets, named in the error.
+  const dir = await Deno.makeTempDir();
+  await writeHf(dir, c, ckpt, "BF16", 2);
+  const shard = `${dir}/model-00002-of-00002.safetensors`;
+  const bytes = await Deno.readFile(shard);
+  await Deno.writeFile(shard, bytes.subarray(0, bytes.length - 100));
+  await assert.rejects(
+    openHfSource(dir),
+    /model-00002-of-00002\.safetensors: .*(truncated|ends at)/,
+  );
+  const headerLen = Number(new DataView(bytes.buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + headerLen)));
+  const first = Object.keys(header).find((k) => k !== "__metadata__")!;
+  header[first].data_offsets = [2, header[first].data_offsets[1] + 2];
+  const lying = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(8 + lying.length + bytes.length - 8 - headerLen);
+  new DataView(out.buffer).setBigUint64(0, BigInt(lying.length), true);
+  out.set(lying, 8);
+  out.set(bytes.subarray(8 + headerLen), 8 + lying.length);
+  await Deno.writeFile(shard, out);
+  await assert.rejects(
+    openHfSource(dir),
+    /model-00002-of-00002\.safetensors: tensor .*(hole|overlapping|bytes after)/,
+  );
+  await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, "{ not json");
+  await assert.rejects(openHfSource(dir), /model\.safetensors\.index\.json: not JSON/);
   await Deno.remove(dir, { recursive: true });
 });

@@ -70,6 +70,28 @@ export const LLAMA3_8B: LlamaShape = {
   vocab: 128256,
 };
 
+/** TinyLlama-1.1B (TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T). */
+export const TINYLLAMA_1B: LlamaShape = {
+  name: "tinyllama-1.1b",
+  hidden: 2048,
+  intermediate: 5632,
+  layers: 22,
+  heads: 32,
+  kvHeads: 4,
+  vocab: 32000,
+};
+
+/** A 0.2B model of LLaMA-2's layout: the smallest shape whose buffers outgrow 128 MiB. */
+export const MID_0_2B: LlamaShape = {
+  name: "mid-0.2b",
+  hidden: 1024,
+  intermediate: 2816,
+  layers: 8,
+  heads: 16,
+  kvHeads: 16,
+  vocab: 32000,
+};
+
 /** llama2.c's TinyStories stories260K (the embedded default model). */
 export const STORIES_260K: LlamaShape = {
   name: "stories260K",
@@ -85,6 +107,8 @@ export const STORIES_260K: LlamaShape = {
 export const LLAMA_SHAPES: Record<string, LlamaShape> = {
   [LLAMA2_7B.name]: LLAMA2_7B,
   [LLAMA3_8B.name]: LLAMA3_8B,
+  [TINYLLAMA_1B.name]: TINYLLAMA_1B,
+  [MID_0_2B.name]: MID_0_2B,
   [STORIES_260K.name]: STORIES_260K,
 };
 

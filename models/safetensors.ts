@@ -44,32 +44,18 @@ export interface SafetensorsFile {
 // Generous but finite: a header larger than this is corrupt, not a model.
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
-/** Parse and validate safetensors bytes; `source` names the file in errors. */
-export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): SafetensorsFile {
-  if (bytes.byteLength < 8) {
-    throw new Error(`${source}: ${bytes.byteLength} bytes is too short for a safetensors file`);
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const headerLen = Number(view.getBigUint64(0, true));
-  if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > bytes.byteLength) {
-    throw new Error(
-      `${source}: header length ${headerLen} does not fit in the ${bytes.byteLength}-byte file ` +
-        `(truncated or not safetensors)`,
-    );
-  }
-  let header: unknown;
-  try {
-    header = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + headerLen)),
-    );
-  } catch (e) {
-    throw new Error(`${source}: header is not valid UTF-8 JSON (${(e as Error).message})`);
-  }
+/**
+ * Validate a parsed header against the size of the data section that follows it: every entry's
+ * byte range must match its dtype and shape and the ranges must tile the section exactly.
+ */
+function validateHeader(
+  header: unknown,
+  dataLen: number,
+  source: string,
+): { metadata: Record<string, string>; entries: Map<string, SafetensorsEntry> } {
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     throw new Error(`${source}: header must be a JSON object`);
   }
-  const dataStart = 8 + headerLen;
-  const dataLen = bytes.byteLength - dataStart;
   const metadata: Record<string, string> = {};
   const entries = new Map<string, SafetensorsEntry>();
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
@@ -123,6 +109,40 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
   if (cursor !== dataLen) {
     throw new Error(`${source}: ${dataLen - cursor} bytes after the last tensor (corrupt file)`);
   }
+  return { metadata, entries };
+}
+
+/** The header length from the first 8 bytes, checked against the file size. */
+function headerLength(first8: Uint8Array, fileBytes: number, source: string): number {
+  if (fileBytes < 8) {
+    throw new Error(`${source}: ${fileBytes} bytes is too short for a safetensors file`);
+  }
+  const headerLen = Number(
+    new DataView(first8.buffer, first8.byteOffset, 8).getBigUint64(0, true),
+  );
+  if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileBytes) {
+    throw new Error(
+      `${source}: header length ${headerLen} does not fit in the ${fileBytes}-byte file ` +
+        `(truncated or not safetensors)`,
+    );
+  }
+  return headerLen;
+}
+
+function parseHeaderJson(bytes: Uint8Array, source: string): unknown {
+  try {
+    return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (e) {
+    throw new Error(`${source}: header is not valid UTF-8 JSON (${(e as Error).message})`);
+  }
+}
+
+/** Parse and validate safetensors bytes; `source` names the file in errors. */
+export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): SafetensorsFile {
+  const headerLen = headerLength(bytes.subarray(0, 8), bytes.byteLength, source);
+  const header = parseHeaderJson(bytes.subarray(8, 8 + headerLen), source);
+  const dataStart = 8 + headerLen;
+  const { metadata, entries } = validateHeader(header, bytes.byteLength - dataStart, source);
   return {
     metadata,
     entries,
@@ -131,28 +151,147 @@ export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): Saf
       if (!entry) throw new Error(`${source}: no tensor "${name}"`);
       const [begin, end] = entry.offsets;
       const raw = bytes.slice(dataStart + begin, dataStart + end); // aligned copy
-      return decode(raw, entry.dtype);
+      return decodeToF32(raw, entry.dtype);
     },
   };
 }
 
-function decode(raw: Uint8Array, dtype: SafetensorsDType): Float32Array {
-  const n = raw.byteLength / BYTES[dtype];
-  const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
-  const out = new Float32Array(n);
-  if (dtype === "F32") {
-    for (let i = 0; i < n; i++) out[i] = view.getFloat32(4 * i, true);
-  } else if (dtype === "F16") {
-    for (let i = 0; i < n; i++) out[i] = view.getFloat16(2 * i, true);
-  } else {
-    // bf16 is the top half of an f32.
-    const word = new Uint32Array(1);
-    const f = new Float32Array(word.buffer);
-    for (let i = 0; i < n; i++) {
-      word[0] = view.getUint16(2 * i, true) << 16;
-      out[i] = f[0];
+/** Raw bytes of part of a tensor as stored, with their element type. */
+export interface RawTensorBytes {
+  /** Element type of `bytes`. */
+  dtype: SafetensorsDType;
+  /** The stored little-endian elements (a fresh, 4-byte aligned buffer). */
+  bytes: Uint8Array;
+}
+
+/**
+ * A safetensors file opened for reading tensors at their offsets: only the header is read when it
+ * is opened (and validated against the file's size); each read fetches one byte range, so memory
+ * stays at the size of what is read, never the file's.
+ */
+export class SafetensorsReader {
+  /** The file's path (named in errors). */
+  readonly path: string;
+  /** `__metadata__` (string → string). */
+  readonly metadata: Record<string, string>;
+  /** Entries by tensor name, in file order. */
+  readonly entries: Map<string, SafetensorsEntry>;
+  readonly #file: Deno.FsFile;
+  readonly #dataStart: number;
+
+  private constructor(
+    path: string,
+    file: Deno.FsFile,
+    dataStart: number,
+    header: { metadata: Record<string, string>; entries: Map<string, SafetensorsEntry> },
+  ) {
+    this.path = path;
+    this.#file = file;
+    this.#dataStart = dataStart;
+    this.metadata = header.metadata;
+    this.entries = header.entries;
+  }
+
+  /** Open `path` and validate its header (nothing else is read). */
+  static async open(path: string): Promise<SafetensorsReader> {
+    const file = await Deno.open(path, { read: true });
+    try {
+      const info = await file.stat();
+      if (!info.isFile) throw new Error(`${path}: not a regular file`);
+      const first8 = new Uint8Array(8);
+      await readFully(file, first8, 0, path, Math.min(8, info.size));
+      const headerLen = headerLength(first8, info.size, path);
+      const headerBytes = new Uint8Array(headerLen);
+      await readFully(file, headerBytes, 8, path);
+      const header = validateHeader(
+        parseHeaderJson(headerBytes, path),
+        info.size - 8 - headerLen,
+        path,
+      );
+      return new SafetensorsReader(path, file, 8 + headerLen, header);
+    } catch (e) {
+      file.close();
+      throw e;
     }
   }
+
+  /** The entry of `name`, or an error naming the file. */
+  entry(name: string): SafetensorsEntry {
+    const e = this.entries.get(name);
+    if (!e) throw new Error(`${this.path}: no tensor "${name}"`);
+    return e;
+  }
+
+  /**
+   * Rows [start, start + count) of the tensor `name` (outermost dimension), as stored. A 1-D
+   * tensor counts its elements as rows.
+   */
+  async readRows(name: string, start = 0, count?: number): Promise<RawTensorBytes> {
+    const e = this.entry(name);
+    const rows = e.shape[0] ?? 1;
+    const n = count ?? rows - start;
+    if (
+      !Number.isInteger(start) || !Number.isInteger(n) || start < 0 || n < 0 || start + n > rows
+    ) {
+      throw new RangeError(`${this.path}: rows [${start}, ${start + n}) of "${name}" (${rows})`);
+    }
+    const rowBytes = (e.offsets[1] - e.offsets[0]) / Math.max(1, rows);
+    const bytes = new Uint8Array(Math.ceil((n * rowBytes) / 4) * 4).subarray(0, n * rowBytes);
+    await readFully(
+      this.#file,
+      bytes,
+      this.#dataStart + e.offsets[0] + start * rowBytes,
+      this.path,
+    );
+    return { dtype: e.dtype, bytes };
+  }
+
+  /** A whole tensor decoded to f32 (small tensors: norms). */
+  async tensor(name: string): Promise<Float32Array> {
+    const raw = await this.readRows(name);
+    return decodeToF32(raw.bytes, raw.dtype);
+  }
+
+  /** Close the file. */
+  close(): void {
+    this.#file.close();
+  }
+}
+
+/** Fill `into` from byte `position` of `file`; a short file is an error naming `source`. */
+async function readFully(
+  file: Deno.FsFile,
+  into: Uint8Array,
+  position: number,
+  source: string,
+  want = into.byteLength,
+): Promise<void> {
+  await file.seek(position, Deno.SeekMode.Start);
+  let got = 0;
+  while (got < want) {
+    const n = await file.read(into.subarray(got, want));
+    if (n === null) {
+      throw new Error(`${source}: ended after ${position + got} bytes, ${want - got} short`);
+    }
+    got += n;
+  }
+}
+
+/** Widen stored elements to f32 (F16 and BF16 exactly). */
+export function decodeToF32(raw: Uint8Array, dtype: SafetensorsDType): Float32Array {
+  const n = raw.byteLength / BYTES[dtype];
+  // Typed views need aligned offsets; copy once when the bytes sit at an odd place.
+  const aligned = raw.byteOffset % 4 === 0 ? raw : raw.slice();
+  if (dtype === "F32") return new Float32Array(aligned.buffer, aligned.byteOffset, n).slice();
+  const out = new Float32Array(n);
+  if (dtype === "F16") {
+    out.set(new Float16Array(aligned.buffer, aligned.byteOffset, n));
+    return out;
+  }
+  // bf16 is the top half of an f32.
+  const halves = new Uint16Array(aligned.buffer, aligned.byteOffset, n);
+  const words = new Uint32Array(out.buffer);
+  for (let i = 0; i < n; i++) words[i] = halves[i] << 16;
   return out;
 }
 

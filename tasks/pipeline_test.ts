@@ -22,7 +22,7 @@ async function stories() {
 
 Deno.test("pipeline: MMLU scoring on the GPU equals the float64 CPU model's, 0- and 1-shot", async () => {
   const { rt, ckpt, config, tok } = await stories();
-  const model = GpuLlama.create(rt, config, ckpt);
+  const model = await GpuLlama.create(rt, config, ckpt);
   const cpu = new CpuLlama(config, ckpt);
   const data: Record<
     string,
@@ -57,7 +57,7 @@ Deno.test("pipeline: MMLU scoring on the GPU equals the float64 CPU model's, 0- 
 Deno.test("pipeline: train → evaluate on stories260K (boolq subset) end to end, and the base model alone", async () => {
   const started = performance.now();
   const { rt, ckpt, config, tok } = await stories();
-  const model = GpuLlama.create(rt, config, ckpt, { base: "nf4" });
+  const model = await GpuLlama.create(rt, config, ckpt, { base: "nf4" });
   const base = await runCommonsense(rt, model, tok, {
     dataDir: dataDir(),
     tasks: ["boolq"],
@@ -67,7 +67,11 @@ Deno.test("pipeline: train → evaluate on stories260K (boolq subset) end to end
   });
   assert.equal(base.history.length, 0);
   assert.equal(base.eval.tasks.boolq!.total, 3);
-  const adapters = adaptersForModel(config, { kind: "moka", components: [[4, 4], [2, 2]] }, 1);
+  const adapters = await adaptersForModel(
+    config,
+    { kind: "moka", components: [[4, 4], [2, 2]] },
+    1,
+  );
   await model.attach(adapters);
   const tuned = await runCommonsense(rt, model, tok, {
     dataDir: dataDir(),
@@ -99,9 +103,9 @@ Deno.test("pipeline: instruction tuning on an Alpaca file (with and without inpu
       { instruction: "Say hello.", output: "Hello!" },
     ]),
   );
-  const model = GpuLlama.create(rt, config, ckpt, { base: "nf4" });
+  const model = await GpuLlama.create(rt, config, ckpt, { base: "nf4" });
   await model.attach(
-    adaptersForModel(config, { kind: "lora", r: 2, alpha: 4 }, 2, { targets: ["q", "v"] }),
+    await adaptersForModel(config, { kind: "lora", r: 2, alpha: 4 }, 2, { targets: ["q", "v"] }),
   );
   const r = await runInstructionTuning(rt, model, tok, {
     trainFile: `${dir}/alpaca.json`,

@@ -17,13 +17,9 @@
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { loadAdapters } from "../models/adapters/io.ts";
-import { loadHfLlama } from "../models/hf.ts";
-import { fromLlama2c } from "../models/llama/config.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
-import { loadLlama2c } from "../models/llama2c.ts";
+import { openModel } from "../models/llama/open.ts";
 import { dataDir, defaultModelPath } from "../models/paths.ts";
-import { HfTokenizer } from "../models/tokenizer/hf.ts";
-import { loadLlama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { runCommonsense, runMmlu } from "../tasks/pipeline.ts";
 
@@ -61,14 +57,10 @@ const modelPath = values.model ?? defaultModelPath("stories260K.bin");
 const log = (m: string) => console.error(`[eval] ${m}`);
 
 const rt = await GpuRuntime.create();
-const isHf = (await Deno.stat(modelPath)).isDirectory;
-const { config, weights } = isHf
-  ? await loadHfLlama(modelPath)
-  : await loadLlama2c(modelPath).then((c) => ({ config: fromLlama2c(c.config), weights: c }));
-const tok = isHf
-  ? await HfTokenizer.load(modelPath)
-  : await loadLlama2cTokenizer(values.tokenizer ?? defaultModelPath("tok512.bin"), config.vocab);
-const model = GpuLlama.create(rt, config, weights, { base: values.base as "f32" | "nf4" | "int4" });
+const { source, tok } = await openModel(modelPath, values.tokenizer);
+const config = source.config;
+const model = await GpuLlama.load(rt, source, { base: values.base as "f32" | "nf4" | "int4" });
+source.close();
 if (values.adapters) {
   const set = await loadAdapters(values.adapters);
   await model.attach(new Map(Object.entries(set)));

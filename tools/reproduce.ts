@@ -90,7 +90,7 @@ if (grid.profile === "full" && !grid.model) {
 }
 const all = planGrid(grid);
 const runs = values.shard ? shardRuns(all, parseShard(values.shard)) : all;
-const model = await loadGridModel(grid);
+const model = await loadGridModel(rt, grid);
 console.log(
   `grid ${grid.profile}: ${runs.length} of ${all.length} runs on ${model.path} (${grid.base} base)`,
 );

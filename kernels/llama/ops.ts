@@ -20,44 +20,6 @@ function need(cond: boolean, what: string): void {
   if (!cond) throw new RangeError(what);
 }
 
-const EMBED_WGSL = HEAD(`
-struct P { n: u32, dim: u32, vocab: u32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> ids: array<u32>;
-@group(0) @binding(2) var<storage, read> table: array<f32>;
-@group(0) @binding(3) var<storage, read_write> out: array<f32>;`) + `
-${MAIN}
-  if (i >= p.n) { return; }
-  let r = i / p.dim;
-  let id = min(ids[r], p.vocab - 1u); // ids are validated on the host; never read out of range
-  out[i] = table[id * p.dim + (i - r * p.dim)];
-}`;
-
-/** out[r] = table[ids[r]] for ids (u32) [rows] and table [vocab, dim]. */
-export async function embed(
-  rt: GpuRuntime,
-  batch: Batch,
-  a: { out: GpuTensor; ids: GpuTensor; table: GpuTensor; dim: number },
-): Promise<void> {
-  const { out, ids, table, dim } = a;
-  need(
-    ids.dtype === "u32" && out.size === ids.size * dim && table.size % dim === 0,
-    "embed: shapes",
-  );
-  await launch(
-    rt,
-    batch,
-    { code: EMBED_WGSL, label: "llama/embed" },
-    [
-      { u: out.size },
-      { u: dim },
-      { u: table.size / dim },
-    ],
-    [ids, table, out],
-    out.size,
-  );
-}
-
 const RMSNORM_WGSL = HEAD(`
 struct P { rows: u32, dim: u32, eps: f32 }
 @group(0) @binding(0) var<uniform> p: P;
@@ -517,61 +479,6 @@ export async function addInto(
     t.src,
     t.dst,
   ], t.dst.size);
-}
-
-const CE_WGSL = HEAD(`
-struct P { rows: u32, vocab: u32, count: f32 }
-@group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> targets: array<i32>;
-@group(0) @binding(2) var<storage, read_write> logits: array<f32>;
-@group(0) @binding(3) var<storage, read_write> loss: array<f32>;`) + `
-${MAIN}
-  if (i >= p.rows) { return; }
-  let o = i * p.vocab;
-  let tgt = targets[i];
-  if (tgt < 0) { // masked (prompt) row: no loss, no gradient
-    loss[i] = 0.0;
-    for (var j = 0u; j < p.vocab; j++) { logits[o + j] = 0.0; }
-    return;
-  }
-  var mx = -3.0e38;
-  for (var j = 0u; j < p.vocab; j++) { mx = max(mx, logits[o + j]); }
-  var sum = 0.0;
-  for (var j = 0u; j < p.vocab; j++) { sum += exp(logits[o + j] - mx); }
-  loss[i] = log(sum) + mx - logits[o + u32(tgt)];
-  for (var j = 0u; j < p.vocab; j++) {
-    var g = exp(logits[o + j] - mx) / sum;
-    if (j == u32(tgt)) { g -= 1.0; }
-    logits[o + j] = g / p.count;
-  }
-}`;
-
-/**
- * Cross-entropy per row, in place: logits become dlogits = (softmax − onehot)/count, loss[r] the
- * row's −log p(target). targets are i32 in a u32 tensor, −1 = masked.
- */
-export async function crossEntropyInPlace(
-  rt: GpuRuntime,
-  batch: Batch,
-  t: { logits: GpuTensor; targets: GpuTensor; loss: GpuTensor; vocab: number; count: number },
-): Promise<void> {
-  const rows = t.targets.size;
-  need(
-    t.logits.size === rows * t.vocab && t.loss.size === rows && t.count > 0,
-    "cross-entropy: shapes",
-  );
-  await launch(
-    rt,
-    batch,
-    { code: CE_WGSL, label: "llama/cross-entropy" },
-    [
-      { u: rows },
-      { u: t.vocab },
-      { f: t.count },
-    ],
-    [t.targets, t.logits, t.loss],
-    rows,
-  );
 }
 
 const ATTN_DECODE_WGSL = HEAD(`

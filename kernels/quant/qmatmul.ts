@@ -1,11 +1,13 @@
 /**
- * Host side of the 4-bit kernels: upload a quantized weight, run y = x·Wᵀ and dx = dy·W.
+ * Host side of the frozen-weight kernels (4-bit NF4/int4, and f32/bf16/f16 with the same tiling):
+ * upload a weight, run y = x·Wᵀ and dx = dy·W.
  */
 import { type QuantizedWeight, validateQuantized } from "../../models/quant/format.ts";
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import {
+  isHalfFormat,
   type QuantBackwardConfig,
   quantBackwardWgsl,
   type QuantForwardConfig,
@@ -23,9 +25,9 @@ export interface GpuQuantWeight {
   rows: number;
   /** Input features (columns of W). */
   cols: number;
-  /** Scale block (NF4) or group (int4) size; 8 for f32 (unused). */
+  /** Scale block (NF4) or group (int4) size; 8 for f32, bf16 and f16 (unused). */
   blockSize: number;
-  /** Packed codes (u32) or, for `f32`, the weight itself. */
+  /** Packed codes (u32), 16-bit pairs (bf16, f16; rows padded to 8 columns) or f32 values. */
   packed: GpuTensor;
   /** absmax (nf4), second-level scales (nf4dq) or group scales (int4). */
   scales: GpuTensor;
@@ -61,7 +63,8 @@ function makeWeight(
     aux,
     dqGroup: dq.group,
     dqOffset: dq.offset,
-    bytes: packed.byteLength + (format === "f32" ? 0 : scales.byteLength + aux.byteLength),
+    bytes: packed.byteLength +
+      (format === "f32" || isHalfFormat(format) ? 0 : scales.byteLength + aux.byteLength),
     release() {
       packed.release();
       scales.release();
@@ -132,6 +135,105 @@ export function uploadF32Weight(
   );
 }
 
+/** Storage formats a frozen weight can be written in on the GPU ({@link emptyWeight}). */
+export type StorageFormat = "f32" | "bf16" | "f16" | "nf4" | "int4";
+
+/**
+ * An empty weight of `format` for rows × cols (contents undefined until written, e.g. by
+ * `quantizeRows`): packed words, block scales and int4 zero points sized as the kernels read them.
+ * `blockSize` is the NF4 block or int4 group (ignored for the other formats).
+ */
+export function emptyWeight(
+  rt: GpuRuntime,
+  format: StorageFormat,
+  rows: number,
+  cols: number,
+  blockSize = 64,
+): GpuQuantWeight {
+  const wpr = Math.ceil(cols / 8);
+  const bpr = Math.ceil(cols / blockSize);
+  const one = () => rt.empty([1], "u32");
+  switch (format) {
+    case "f32":
+      return makeWeight(format, rows, cols, 8, rt.empty([rows, cols]), rt.empty([1]), one());
+    case "bf16":
+    case "f16":
+      return makeWeight(
+        format,
+        rows,
+        cols,
+        8,
+        rt.empty([rows, wpr * 4], "u32"),
+        rt.empty([1]),
+        one(),
+      );
+    case "nf4":
+      return makeWeight(
+        format,
+        rows,
+        cols,
+        blockSize,
+        rt.empty([rows, wpr], "u32"),
+        rt.empty([rows, bpr]),
+        one(),
+      );
+    case "int4":
+      return makeWeight(
+        format,
+        rows,
+        cols,
+        blockSize,
+        rt.empty([rows, wpr], "u32"),
+        rt.empty([rows, bpr]),
+        rt.empty([rows, Math.ceil(bpr / 8)], "u32"),
+      );
+  }
+}
+
+/** Bytes one row takes in `format` (packed values and per-row scales). */
+export function storageRowBytes(format: StorageFormat, cols: number, blockSize = 64): number {
+  const wpr = Math.ceil(cols / 8);
+  switch (format) {
+    case "f32":
+      return 4 * cols;
+    case "bf16":
+    case "f16":
+      return 16 * wpr;
+    case "nf4":
+      return 4 * wpr + 4 * Math.ceil(cols / blockSize);
+    case "int4":
+      return 4 * wpr + 4 * Math.ceil(cols / blockSize) + 4 * Math.ceil(cols / blockSize / 8);
+  }
+}
+
+/**
+ * Upload a 16-bit weight (rows × cols) given as its raw halves, row-major: bf16 (the top halves of
+ * f32 values) or IEEE f16. Rows are padded to a multiple of 8 columns with zeros.
+ */
+export function uploadHalfWeight(
+  rt: GpuRuntime,
+  format: "bf16" | "f16",
+  halves: Uint16Array,
+  rows: number,
+  cols: number,
+): GpuQuantWeight {
+  if (halves.length !== rows * cols) {
+    throw new RangeError(`${format} weight: ${halves.length} values for ${rows}×${cols}`);
+  }
+  const stride = Math.ceil(cols / 8) * 8;
+  const padded = new Uint16Array(rows * stride);
+  for (let r = 0; r < rows; r++) padded.set(halves.subarray(r * cols, (r + 1) * cols), r * stride);
+  return makeWeight(
+    format,
+    rows,
+    cols,
+    8,
+    rt.upload(new Uint32Array(padded.buffer), [rows, stride / 2], "u32"),
+    rt.upload(new Float32Array(1), [1]),
+    rt.upload(new Uint32Array(1), [1]),
+  );
+}
+
 /**
  * Default tiles: decode (one token) spreads rows over invocations and reads four words per step;
  * prefill tiles tokens too and keeps one word per step (the wide step's 32 x values per token
@@ -143,8 +245,16 @@ export const QUANT_PREFILL: QuantForwardConfig = { tm: 4, tn: 4, wx: 8, wy: 8, w
 /** Default backward tile. */
 export const QUANT_BACKWARD: QuantBackwardConfig = { tm: 4, tw: 1, wx: 8, wy: 8 };
 
-function params(w: GpuQuantWeight, tokens: number, alpha: number, beta: number): ArrayBuffer {
-  const buf = new ArrayBuffer(48);
+/** The uniform block (`QUANT_PARAMS_WGSL`) of a kernel over `w` and `tokens` rows. */
+export function quantParams(
+  w: GpuQuantWeight,
+  tokens: number,
+  alpha: number,
+  beta: number,
+  ldo: number,
+  oOff: number,
+): ArrayBuffer {
+  const buf = new ArrayBuffer(64);
   const u = new Uint32Array(buf);
   const f = new Float32Array(buf);
   u[0] = tokens;
@@ -158,6 +268,8 @@ function params(w: GpuQuantWeight, tokens: number, alpha: number, beta: number):
   f[8] = w.dqOffset;
   f[9] = alpha;
   f[10] = beta;
+  u[11] = ldo;
+  u[12] = oOff;
   return buf;
 }
 
@@ -171,6 +283,13 @@ export interface QuantMatmulOptions {
   beta?: number;
   /** Record into this batch instead of submitting. */
   batch?: Batch;
+  /**
+   * The output-side tensor (y forward, dy backward) is a column window of a wider one: its row
+   * stride in elements (default: W's rows) ...
+   */
+  outStride?: number;
+  /** ... and the window's first column (default 0). */
+  outOffset?: number;
 }
 
 async function run(
@@ -192,7 +311,16 @@ async function run(
   batch.dispatch(
     pipeline,
     [
-      batch.uniform(params(w, tokens, options.alpha ?? 1, options.beta ?? 0)),
+      batch.uniform(
+        quantParams(
+          w,
+          tokens,
+          options.alpha ?? 1,
+          options.beta ?? 0,
+          options.outStride ?? w.rows,
+          options.outOffset ?? 0,
+        ),
+      ),
       w.packed.buffer,
       w.scales.buffer,
       w.aux.buffer,
@@ -226,6 +354,26 @@ function outputFor(rt: GpuRuntime, tokens: number, features: number, o: QuantMat
   return out;
 }
 
+/** The row stride and offset of the output-side tensor, checked against its size. */
+function window(w: GpuQuantWeight, t: GpuTensor, tokens: number, o: QuantMatmulOptions): void {
+  const ldo = o.outStride ?? w.rows;
+  const off = o.outOffset ?? 0;
+  if (!Number.isInteger(ldo) || !Number.isInteger(off) || off < 0 || off + w.rows > ldo) {
+    throw new RangeError(`column window [${off}, ${off + w.rows}) of rows ${ldo} wide`);
+  }
+  if (t.size !== tokens * ldo) {
+    throw new RangeError(
+      `a ${ldo}-wide tensor of ${tokens} rows has ${tokens * ldo} elements, not ${t.size}`,
+    );
+  }
+}
+
+function checkFullColumns(w: GpuQuantWeight, what: string): void {
+  if (w.format === "f32" && w.cols % 8 !== 0) {
+    throw new RangeError(`${what}: f32 weights need cols % 8 = 0 (cols = ${w.cols})`);
+  }
+}
+
 /** y = α·x·Wᵀ + β·y for x [tokens, cols] → y [tokens, rows], W dequantized in registers. */
 export async function quantMatmul(
   rt: GpuRuntime,
@@ -234,7 +382,14 @@ export async function quantMatmul(
   options: QuantMatmulOptions & { kernel?: QuantForwardConfig } = {},
 ): Promise<GpuTensor> {
   const tokens = checkIo(x, w.cols, "quantMatmul x");
-  const out = outputFor(rt, tokens, w.rows, options);
+  checkFullColumns(w, "quantMatmul");
+  let out: GpuTensor;
+  if (options.outStride !== undefined) {
+    if (!options.out) throw new Error("quantMatmul: outStride needs options.out");
+    out = options.out;
+    out.check("output", "f32");
+    window(w, out, tokens, options);
+  } else out = outputFor(rt, tokens, w.rows, options);
   const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
   const aligned = w.cols % 8 === 0;
   const wide = (cfg.wide ?? true) && wideForwardEligible(w.format, w.cols, w.blockSize);
@@ -259,7 +414,18 @@ export async function quantMatmulBackward(
   w: GpuQuantWeight,
   options: QuantMatmulOptions & { kernel?: QuantBackwardConfig } = {},
 ): Promise<GpuTensor> {
-  const tokens = checkIo(dy, w.rows, "quantMatmulBackward dy");
+  checkFullColumns(w, "quantMatmulBackward");
+  let tokens: number;
+  if (options.outStride !== undefined) {
+    dy.check("quantMatmulBackward dy", "f32");
+    tokens = dy.size / options.outStride;
+    if (!Number.isInteger(tokens) || tokens === 0) {
+      throw new RangeError(
+        `quantMatmulBackward dy: ${dy.size} elements in rows of ${options.outStride}`,
+      );
+    }
+    window(w, dy, tokens, options);
+  } else tokens = checkIo(dy, w.rows, "quantMatmulBackward dy");
   const out = outputFor(rt, tokens, w.cols, options);
   const cfg = options.kernel ?? QUANT_BACKWARD;
   const label = `qmatmul-bwd/${w.format}/${cfg.tm}x${cfg.tw}w-wg${cfg.wx}x${cfg.wy}`;

@@ -7,13 +7,22 @@
  *
  * One u32 word holds 8 consecutive codes of a row, so the kernels walk K a word at a time; a word
  * never straddles a scale block (block sizes are multiples of 8). Format `f32` is the same kernel
- * reading an f32 weight (two vec4 per word): the fp32 baseline every 4-bit ratio is measured
- * against, with identical tiling.
+ * reading an f32 weight (two vec4 per step): the fp32 baseline every 4-bit ratio is measured
+ * against, with identical tiling. Formats `bf16` and `f16` read a vec4 of words (8 values) per
+ * step, rows padded with zeros to a multiple of 8 columns: lossless storage of 16-bit checkpoints.
+ *
+ * The output-side tensor (y forward, dy backward) may be a column window of a wider one: row
+ * stride `ldo`, first column `oOff` — a weight stored in row blocks writes (reads) its columns.
  */
 import { NF4_LEVELS } from "../../models/quant/nf4.ts";
 
 /** Storage format of W as the kernels see it (`nf4dq`: NF4 with double-quantized absmax). */
-export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32";
+export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32" | "bf16" | "f16";
+
+/** Formats holding one 16-bit value per half word (8 values per vec4 of words). */
+export function isHalfFormat(format: QuantKernelFormat): format is "bf16" | "f16" {
+  return format === "bf16" || format === "f16";
+}
 
 /** Register tile of the forward kernel: TM tokens × TN output rows per invocation. */
 export interface QuantForwardConfig {
@@ -44,11 +53,12 @@ export interface QuantBackwardConfig {
   wy: number;
 }
 
-/** Uniform block shared with the host (12 × 4 bytes). */
+/** Uniform block shared with the host (16 × 4 bytes). */
 export const QUANT_PARAMS_WGSL = `struct Params {
   M: u32, N: u32, K: u32,
   wpr: u32, bpr: u32, blockSize: u32, zpr: u32, dqGroup: u32,
-  dqOffset: f32, alpha: f32, beta: f32, pad: u32,
+  dqOffset: f32, alpha: f32, beta: f32, ldo: u32,
+  oOff: u32, pad0: u32, pad1: u32, pad2: u32,
 }`;
 
 function range(n: number): number[] {
@@ -82,7 +92,11 @@ function bindings(
   xVec4: boolean,
   wideWords = false,
 ): string {
-  const w = format === "f32" ? "array<vec4<f32>>" : wideWords ? "array<vec4<u32>>" : "array<u32>";
+  const w = format === "f32"
+    ? "array<vec4<f32>>"
+    : wideWords || isHalfFormat(format)
+    ? "array<vec4<u32>>"
+    : "array<u32>";
   return `@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> wq: ${w};
 @group(0) @binding(2) var<storage, read> scales: array<f32>;
@@ -115,6 +129,13 @@ fn blockZero(row: u32, g: u32) -> f32 {
 }`;
     case "f32":
       return "";
+    case "bf16":
+      // bf16 is the top half of an f32: the low half-word widens by a shift, the high by a mask.
+      return `fn halves(q: u32) -> vec2<f32> {
+  return vec2<f32>(bitcast<f32>(q << 16u), bitcast<f32>(q & 0xffff0000u));
+}`;
+    case "f16":
+      return `fn halves(q: u32) -> vec2<f32> { return unpack2x16float(q); }`;
   }
 }
 
@@ -124,12 +145,26 @@ fn blockZero(row: u32, g: u32) -> f32 {
  * Rows change every step, so the scale is loaded each time.
  */
 function decodeWord(
-  format: "nf4" | "nf4dq" | "int4",
+  format: QuantKernelFormat,
   tag: string,
   rowExpr: string,
   wordExpr: string,
 ): string[] {
   const out: string[] = [];
+  if (format === "f32" || isHalfFormat(format)) {
+    if (format === "f32") {
+      out.push(`    let lo${tag} = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u];`);
+      out.push(`    let hi${tag} = wq[(${rowExpr} * p.K) / 4u + ${wordExpr} * 2u + 1u];`);
+    } else {
+      out.push(`    let q${tag} = wq[${rowExpr} * p.wpr + ${wordExpr}];`);
+      out.push(`    let lo${tag} = vec4<f32>(halves(q${tag}.x), halves(q${tag}.y));`);
+      out.push(`    let hi${tag} = vec4<f32>(halves(q${tag}.z), halves(q${tag}.w));`);
+    }
+    for (const e of range(8)) {
+      out.push(`    let w${tag}_${e} = ${e < 4 ? "lo" : "hi"}${tag}.${"xyzw"[e % 4]};`);
+    }
+    return out;
+  }
   out.push(`    let word${tag} = wq[${rowExpr} * p.wpr + ${wordExpr}];`);
   out.push(`    let s${tag} = blockScale(${rowExpr}, blk${tag});`);
   if (format === "int4") {
@@ -156,6 +191,13 @@ function decodeWordVec4(format: QuantKernelFormat, tag: string, rowExpr: string)
     return [
       `    let lo${tag} = wq[(${rowExpr} * p.K) / 4u + w * 2u];`,
       `    let hi${tag} = wq[(${rowExpr} * p.K) / 4u + w * 2u + 1u];`,
+    ];
+  }
+  if (isHalfFormat(format)) {
+    return [
+      `    let q${tag} = wq[${rowExpr} * p.wpr + w];`,
+      `    let lo${tag} = vec4<f32>(halves(q${tag}.x), halves(q${tag}.y));`,
+      `    let hi${tag} = vec4<f32>(halves(q${tag}.z), halves(q${tag}.w));`,
     ];
   }
   const out = [`    let word${tag} = wq[${rowExpr} * p.wpr + w];`];
@@ -229,7 +271,7 @@ export function quantForwardWgsl(
     for (const i of range(tm)) {
       for (const j of range(tn)) {
         const dots = `dot(lo${j}, xv${i}_0) + dot(hi${j}, xv${i}_1)`;
-        if (format === "f32") lines.push(`    acc${i}_${j} += ${dots};`);
+        if (format === "f32" || isHalfFormat(format)) lines.push(`    acc${i}_${j} += ${dots};`);
         else if (format === "int4") {
           lines.push(`    acc${i}_${j} += fma(s${j}, ${dots}, -zs${j} * xs${i});`);
         } else lines.push(`    acc${i}_${j} = fma(s${j}, ${dots}, acc${i}_${j});`);
@@ -284,7 +326,7 @@ function forwardKernel(
     store.push(`  if (t0 + ${i}u < p.M) {`);
     for (const j of range(tn)) {
       store.push(
-        `    if (o0 + ${j}u < p.N) { store((t0 + ${i}u) * p.N + o0 + ${j}u, acc${i}_${j}); }`,
+        `    if (o0 + ${j}u < p.N) { store((t0 + ${i}u) * p.ldo + p.oOff + o0 + ${j}u, acc${i}_${j}); }`,
       );
     }
     store.push(`  }`);
@@ -319,7 +361,7 @@ export function wideForwardEligible(
   k: number,
   blockSize: number,
 ): boolean {
-  return format !== "f32" && k % 32 === 0 && blockSize % 32 === 0;
+  return format !== "f32" && !isHalfFormat(format) && k % 32 === 0 && blockSize % 32 === 0;
 }
 
 /**
@@ -329,7 +371,9 @@ export function wideForwardEligible(
  * four at a time with vector shifts. Needs {@link wideForwardEligible}.
  */
 export function quantForwardWideWgsl(format: QuantKernelFormat, cfg: QuantForwardConfig): string {
-  if (format === "f32") throw new RangeError("the four-words kernel is for 4-bit weights");
+  if (format === "f32" || isHalfFormat(format)) {
+    throw new RangeError("the four-words kernel is for 4-bit weights");
+  }
   const { tm, tn } = cfg;
   const lines: string[] = [];
   for (const i of range(tm)) {
@@ -402,12 +446,11 @@ ${lines.join("\n")}
 
 /** Backward kernel dx = α·dy·W + β·dx: each invocation owns TM tokens × 8·TW input columns. */
 export function quantBackwardWgsl(format: QuantKernelFormat, cfg: QuantBackwardConfig): string {
-  if (format === "f32") throw new RangeError("the backward kernel is for 4-bit weights");
   const { tm, tw } = cfg;
   const pre: string[] = [];
   for (const q of range(tw)) pre.push(`  let wc${q} = min(c0 + ${q}u, p.wpr - 1u);`);
   for (const q of range(tw)) pre.push(`  let blk${q} = (wc${q} * 8u) / p.blockSize;`);
-  for (const i of range(tm)) pre.push(`  let dr${i} = min(t0 + ${i}u, p.M - 1u) * p.N;`);
+  for (const i of range(tm)) pre.push(`  let dr${i} = min(t0 + ${i}u, p.M - 1u) * p.ldo + p.oOff;`);
   for (const i of range(tm)) {
     for (const q of range(tw)) for (const e of range(8)) pre.push(`  var acc${i}_${q}_${e} = 0.0;`);
   }
@@ -453,4 +496,35 @@ ${loop.join("\n")}
 ${store.join("\n")}
 }
 `;
+}
+
+/**
+ * Bindings and `fn weightAt(row, col) -> f32` (the dequantized element) for kernels that read
+ * single elements of a frozen weight: embedding gathers, dequantized copies, row norms. Binding 4
+ * is `ids` (u32) and binding 5 `out` (f32).
+ */
+export function weightAtWgsl(format: QuantKernelFormat): string {
+  const w = format === "f32" ? "array<f32>" : "array<u32>";
+  let body: string;
+  if (format === "f32") body = "return wq[row * p.K + col];";
+  else if (isHalfFormat(format)) {
+    body = "return halves(wq[row * p.wpr * 4u + col / 2u])[col & 1u];";
+  } else {
+    const code = "(wq[row * p.wpr + col / 8u] >> (4u * (col & 7u))) & 15u";
+    const blk = "col / p.blockSize";
+    body = format === "int4"
+      ? `return (f32(${code}) - blockZero(row, ${blk})) * blockScale(row, ${blk});`
+      : `return nf4Level(${code}) * blockScale(row, ${blk});`;
+  }
+  return `${QUANT_PARAMS_WGSL}
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> wq: ${w};
+@group(0) @binding(2) var<storage, read> scales: array<f32>;
+@group(0) @binding(3) var<storage, read> aux: array<u32>;
+@group(0) @binding(4) var<storage, read> ids: array<u32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+${scaleFns(format)}
+fn weightAt(row: u32, col: u32) -> f32 {
+  ${body}
+}`;
 }

@@ -109,9 +109,18 @@ export interface GpuAdapterLayer {
   release(): void;
 }
 
+/**
+ * The row norms ‖W_r‖ of a frozen weight: all DoRA's init needs of it, computed where the weight
+ * lives (on the GPU, from its stored format) instead of from a host copy.
+ */
+export interface BaseRowNorms {
+  /** ‖W_r‖₂ per output row, [dOut]. */
+  rowNorms: Float32Array;
+}
+
 /** How an adapter gets its first parameter values. */
 export type AdapterStart =
-  | { seed: number; weight?: Float32Array }
+  | { seed: number; weight?: Float32Array | BaseRowNorms }
   | { params: Params; source?: string };
 
 /** Base of every adapter: config, shapes, parameters and the shared plumbing. */
@@ -143,8 +152,8 @@ export abstract class Adapter<C extends { kind: string }> {
 
   /** The parameter tensors this adapter has on a dIn → dOut layer. */
   abstract specs(): ParamSpec[];
-  /** Fresh parameters, ΔW = 0 (seeded). */
-  abstract init(seed: number, weight?: Float32Array): Params;
+  /** Fresh parameters, ΔW = 0 (seeded); `weight` is the frozen W or its row norms (DoRA). */
+  abstract init(seed: number, weight?: Float32Array | BaseRowNorms): Params;
   /** The float64 reference. */
   abstract readonly math: AdapterMath;
   /**

@@ -4,7 +4,7 @@
  */
 import { z } from "zod";
 import type { Schema } from "../schema.ts";
-import type { Adapter, AdapterStart, Params } from "./adapter.ts";
+import type { Adapter, AdapterStart, BaseRowNorms, Params } from "./adapter.ts";
 import { type DoraConfig, DoraConfigSchemaObject, doraTrainableParams } from "./dora/config.ts";
 import { DoraAdapter } from "./dora/layer.ts";
 import { type KronaConfig, KronaConfigSchemaObject, kronaTrainableParams } from "./krona/config.ts";
@@ -42,15 +42,15 @@ export function parseAdapterConfig(value: unknown, source = "adapter config"): A
 }
 
 /**
- * A fresh adapter for a dIn → dOut layer. `weight` (the frozen W, f32 [dOut, dIn]) is needed by
- * DoRA's magnitude init only.
+ * A fresh adapter for a dIn → dOut layer. `weight` (the frozen W, f32 [dOut, dIn], or just its
+ * row norms) is needed by DoRA's magnitude init only.
  */
 export function createAdapter(
   config: unknown,
   dIn: number,
   dOut: number,
   seed: number,
-  weight?: Float32Array,
+  weight?: Float32Array | BaseRowNorms,
 ): Adapter<AdapterConfig> {
   const c = parseAdapterConfig(config);
   if (c.kind === "dora" && !weight) {

@@ -123,18 +123,20 @@ export async function generate(
 /** Scores with the GPU model and a KV cache (one prefill, then one decode step per token). */
 export function gpuScorer(rt: GpuRuntime, model: GpuLlama): Scorer {
   let cache: KvCache | null = null;
-  const vocab = model.config.vocab;
   return {
     async start(prompt, slots, maxNew) {
       cache = model.createCache(slots, Math.min(model.config.seqLen, prompt.length + maxNew));
       const ids = rt.upload(Uint32Array.from(prompt), [prompt.length]);
       const b = rt.batch();
-      const logits = await model.forward(b, ids, prompt.length, false, cache);
+      const logits = (await model.forward(b, ids, prompt.length, {
+        cache: cache!,
+        logits: [prompt.length - 1],
+      }))!;
       await b.submit();
-      const all = await rt.read(logits) as Float32Array;
+      const last = await rt.read(logits) as Float32Array;
       ids.release();
       logits.release();
-      return all.subarray((prompt.length - 1) * vocab);
+      return last;
     },
     async step(tokens, parents, pos) {
       if (!cache) throw new Error("gpuScorer: start first");
@@ -185,8 +187,8 @@ export function cpuScorer(model: CpuLlama, adapters?: CpuAdapters): Scorer {
 
 /**
  * Next-token logits after each prompt, batched: prompts are right-padded to the longest (causal
- * attention never looks right, so padding changes nothing) and run as one forward; row i is read
- * at prompt i's last position. For MMLU-style scoring of answer letters.
+ * attention never looks right, so padding changes nothing) and run as one forward; the classifier
+ * runs on each prompt's last position only. For MMLU-style scoring of answer letters.
  */
 export async function nextTokenLogits(
   rt: GpuRuntime,
@@ -201,12 +203,11 @@ export async function nextTokenLogits(
   prompts.forEach((p, i) => ids.set(p, i * seq));
   const gpuIds = rt.upload(ids, [ids.length]);
   const b = rt.batch();
-  const logits = await model.forward(b, gpuIds, seq);
+  const last = prompts.map((p, i) => i * seq + p.length - 1);
+  const logits = (await model.forward(b, gpuIds, seq, { logits: last }))!;
   await b.submit();
   const all = await rt.read(logits) as Float32Array;
   gpuIds.release();
   logits.release();
-  return prompts.map((p, i) =>
-    all.slice(((i * seq) + p.length - 1) * vocab, ((i * seq) + p.length) * vocab)
-  );
+  return prompts.map((_, i) => all.slice(i * vocab, (i + 1) * vocab));
 }

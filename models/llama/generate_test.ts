@@ -14,7 +14,7 @@ Deno.test("generate: KV-cached greedy from BOS equals reference.json; 4-beam sea
   const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
   const ref = await loadModelReference(defaultModelPath("reference.json"));
   const config = fromLlama2c(ckpt.config);
-  const model = GpuLlama.create(rt, config, ckpt);
+  const model = await GpuLlama.create(rt, config, ckpt);
   const greedy = await generate(gpuScorer(rt, model), [ref.bos], config.vocab, {
     maxNew: ref.greedyIds.length,
     eos: -1,
@@ -52,7 +52,7 @@ Deno.test("generate: batched next-token logits of prompts of different lengths e
   const rt = await testRuntime();
   const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
   const config = fromLlama2c(ckpt.config);
-  const model = GpuLlama.create(rt, config, ckpt);
+  const model = await GpuLlama.create(rt, config, ckpt);
   const cpu = new CpuLlama(config, ckpt);
   const prompts = [[1, 403, 407], [1, 300], [1, 403, 407, 261, 378, 432]];
   const got = await nextTokenLogits(rt, model, prompts);

@@ -1,6 +1,7 @@
-/** A tiny random LLaMA (llama2.c layout) for tests that need a whole model. */
+/** A tiny random LLaMA (llama2.c layout) for tests that need a whole model, and batch helpers. */
 import { gaussianArray } from "../random.ts";
 import type { Llama2cCheckpoint, Llama2cConfig } from "../llama2c.ts";
+import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 
 /** Random weights (std 0.3, norms near 1) for `config`, seeded. */
 export function randomCheckpoint(config: Llama2cConfig, seed: number): Llama2cCheckpoint {
@@ -40,3 +41,32 @@ export const TINY_CONFIG: Llama2cConfig = {
   seqLen: 32,
   sharedClassifier: false,
 };
+
+/**
+ * The float64 model's mean loss over the unmasked targets of several sequences, and every adapter
+ * gradient of it: what one GPU step over the same sequences computes.
+ */
+export function cpuBatchLossAndGrads(
+  cpu: CpuLlama,
+  seqs: number[][],
+  targets: number[][],
+  adapters: CpuAdapters,
+): { loss: number; count: number; grads: Map<string, Record<string, Float64Array>> } {
+  const count = targets.flat().filter((t) => t >= 0).length;
+  let loss = 0;
+  const grads = new Map<string, Record<string, Float64Array>>();
+  seqs.forEach((ids, s) => {
+    const n = targets[s].filter((t) => t >= 0).length;
+    const r = cpu.lossAndGrads(ids, targets[s], adapters);
+    loss += (r.loss * n) / count;
+    for (const [k, g] of r.grads) {
+      const acc = grads.get(k) ?? {};
+      for (const [name, v] of Object.entries(g)) {
+        acc[name] ??= new Float64Array(v.length);
+        for (let j = 0; j < v.length; j++) acc[name][j] += (v[j] * n) / count;
+      }
+      grads.set(k, acc);
+    }
+  });
+  return { loss, count, grads };
+}

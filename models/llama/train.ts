@@ -292,16 +292,16 @@ export class Trainer {
       const ids = rt.upload(m.ids, [m.ids.length]);
       const targets = rt.upload(m.targets, [m.targets.length]);
       const b = rt.batch();
-      const logits = await this.#model.forward(b, ids, c.seq, true);
+      await this.#model.forward(b, ids, c.seq, { keep: true, logits: "none" });
       // Dividing by the step's total count makes the accumulated sum the mean over the step.
-      const loss = await this.#model.lossAndBackward(b, logits, targets, total);
+      const loss = await this.#model.lossAndBackward(b, targets, total);
       for (const s of this.#state) {
         if (i === 0) b.copy(s.grad.buffer, 0, s.acc.buffer, 0, s.grad.byteLength);
         else await addInto(rt, b, { dst: s.acc, src: s.grad });
       }
       await b.submit();
       lossSum += (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0);
-      for (const t of [ids, targets, logits, loss]) t.release();
+      for (const t of [ids, targets, loss]) t.release();
     }
     const gradNorm = await this.#globalNorm();
     const step = this.#step + 1;

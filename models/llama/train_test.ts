@@ -37,8 +37,8 @@ async function setup(base: "f32" | "nf4") {
       targets: ids.slice(1).map((id, i) => (i + 1 < prompt ? -1 : id)),
     };
   });
-  const model = GpuLlama.create(rt, config, ckpt, { base });
-  const adapters = adaptersForModel(config, MOKA, 1);
+  const model = await GpuLlama.create(rt, config, ckpt, { base });
+  const adapters = await adaptersForModel(config, MOKA, 1);
   await model.attach(adapters);
   return { rt, model, data };
 }
@@ -126,7 +126,7 @@ Deno.test("train: the float64 CPU model trained the same way drives the same los
   const config = fromLlama2c(ckpt.config);
   const cpu = new CpuLlama(config, ckpt);
   const adapters: CpuAdapters = new Map(
-    [...adaptersForModel(config, MOKA, 1)].map((
+    [...(await adaptersForModel(config, MOKA, 1))].map((
       [k, a],
     ) => [k, { adapter: a, params: a.paramsF64() }]),
   );

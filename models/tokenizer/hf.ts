@@ -38,8 +38,11 @@ export class HfTokenizer implements TextTokenizer {
       throw new Error(`${source}: model type ${r.data.model.type}, only BPE is supported`);
     }
     this.#tok = new Tokenizer(json as object, config);
-    const ids = [...Object.values(r.data.model.vocab), ...r.data.added_tokens.map((t) => t.id)];
-    this.size = Math.max(...ids) + 1;
+    // A loop, not Math.max(...ids): a 128k vocabulary would overflow the call stack.
+    let top = -1;
+    for (const id of Object.values(r.data.model.vocab)) if (id > top) top = id;
+    for (const t of r.data.added_tokens) if (t.id > top) top = t.id;
+    this.size = top + 1;
     const idOf = (name: unknown, fallback: string[]) => {
       for (
         const t of [

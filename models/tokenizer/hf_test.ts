@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { defaultModelPath } from "../paths.ts";
 import { loadModelReference } from "../llama/reference.ts";
+import { bytesToUnicode } from "./byte_level.ts";
 import { HfTokenizer, llama2cToTokenizerJson } from "./hf.ts";
 import { Llama2cTokenizer } from "./llama2c.ts";
 
@@ -24,23 +25,6 @@ Deno.test("hf tokenizer: tok512 as a LLaMA-2-style tokenizer.json encodes exactl
   assert.equal(hf.bosId, 1);
   assert.equal(hf.eosId, 2);
 });
-
-// GPT-2's byte → printable-character map, which byte-level BPE (LLaMA-3) is built on.
-function bytesToUnicode(): Map<number, string> {
-  const bs: number[] = [];
-  for (let b = 33; b <= 126; b++) bs.push(b);
-  for (let b = 161; b <= 172; b++) bs.push(b);
-  for (let b = 174; b <= 255; b++) bs.push(b);
-  const cs = [...bs];
-  let n = 0;
-  for (let b = 0; b < 256; b++) {
-    if (!bs.includes(b)) {
-      bs.push(b);
-      cs.push(256 + n++);
-    }
-  }
-  return new Map(bs.map((b, i) => [b, String.fromCodePoint(cs[i])]));
-}
 
 Deno.test("hf tokenizer: byte-level BPE (LLaMA-3 style) applies ranked merges and round-trips bytes", () => {
   const map = bytesToUnicode();

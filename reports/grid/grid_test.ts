@@ -44,7 +44,7 @@ Deno.test("grid: profiles parse, plans are stable, shards are disjoint and cover
 Deno.test("grid: runs write valid reports, are skipped when done, reproduce exactly, and shards merge", async () => {
   const rt = await testRuntime();
   const grid = parseGridConfig(TINY);
-  const model = await loadGridModel(grid);
+  const model = await loadGridModel(rt, grid);
   const runs = planGrid(grid);
   const [a, b, merged] = [
     await Deno.makeTempDir(),
@@ -75,9 +75,24 @@ Deno.test("grid: runs write valid reports, are skipped when done, reproduce exac
   assert.deepEqual(elsewhere.report.metrics, first.metrics);
   assert.equal(elsewhere.report.adapterChecksum, first.adapterChecksum);
   assert.deepEqual(elsewhere.report.lossCurve, first.lossCurve);
+  // The base is loaded once and shared by every run; a fresh load per run gives the same results.
+  for (const run of runs) {
+    const shared = parseRunReport(
+      await Deno.readTextFile(`${[a, b][runs.indexOf(run) % 2]}/runs/${run.id}/report.json`),
+      "report",
+    );
+    const fresh = await loadGridModel(rt, grid);
+    const alone = await Deno.makeTempDir();
+    const own = (await executeRun(rt, grid, run, fresh, opts(alone))).report;
+    fresh.gpu.release();
+    assert.deepEqual(own.metrics, shared.metrics, `${run.id}: metrics`);
+    assert.equal(own.adapterChecksum, shared.adapterChecksum, `${run.id}: adapters`);
+    await Deno.remove(alone, { recursive: true });
+  }
   assert.equal(await mergeShards(merged, [a, b]) >= 2, true);
   assert.deepEqual((await collectReports(merged)).map((r) => r.id), runs.map((r) => r.id).sort());
   const summary = JSON.parse(await Deno.readTextFile(`${merged}/grid.json`));
   assert.equal(summary.rows.length, 2);
   for (const d of [a, b, merged]) await Deno.remove(d, { recursive: true });
+  model.gpu.release();
 });

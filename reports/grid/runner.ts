@@ -1,20 +1,18 @@
 /**
- * Runs grid cells: load the model once per process, attach the run's adapters (seeded), fine-tune
+ * Runs grid cells: load and quantize the base once per process, attach the run's adapters
+ * (seeded; detached again after the run), fine-tune
  * and evaluate through the task pipelines, save the adapter file, write `report.json` (validated)
  * last. A run whose report exists with the same config hash is skipped; a run interrupted after
  * a training checkpoint resumes from it (`ckpt.safetensors` in the run folder).
  */
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import { encodeAdapters } from "../../models/adapters/io.ts";
-import { loadHfLlama } from "../../models/hf.ts";
 import { adaptersForModel } from "../../models/llama/attach.ts";
-import { fromLlama2c, type LlamaConfig } from "../../models/llama/config.ts";
+import type { LlamaConfig } from "../../models/llama/config.ts";
 import { GpuLlama } from "../../models/llama/gpu/model.ts";
+import { openModel } from "../../models/llama/open.ts";
 import { progressLine, Trainer } from "../../models/llama/train.ts";
-import { type Llama2cCheckpoint, loadLlama2c } from "../../models/llama2c.ts";
 import { defaultModelPath } from "../../models/paths.ts";
-import { HfTokenizer } from "../../models/tokenizer/hf.ts";
-import { loadLlama2cTokenizer } from "../../models/tokenizer/llama2c.ts";
 import type { TextTokenizer } from "../../models/tokenizer/tokenizer.ts";
 import { loadRecordFile, parseTask } from "../../tasks/commonsense/data.ts";
 import {
@@ -26,32 +24,30 @@ import {
 import { parseRunReport, type RunReport, RunReportSchema } from "../schema.ts";
 import { canonicalJson, type GridConfig, type PlannedRun, runConfig, sha256 } from "./config.ts";
 
-/** A loaded model and tokenizer, shared by the runs of one process. */
+/** The grid's base model on the GPU and its tokenizer, shared by the runs of one process. */
 export interface LoadedModel {
   /** Path shown in reports. */
   path: string;
   /** Architecture. */
   config: LlamaConfig;
-  /** Host weights. */
-  weights: Llama2cCheckpoint;
+  /** The frozen base on the GPU (adapters are attached per run). */
+  gpu: GpuLlama;
   /** Tokenizer. */
   tok: TextTokenizer;
 }
 
-/** Load the grid's model (llama2.c file or HF folder) and tokenizer. */
-export async function loadGridModel(c: GridConfig): Promise<LoadedModel> {
-  const path = c.model ?? defaultModelPath("stories260K.bin");
-  if ((await Deno.stat(path)).isDirectory) {
-    const { config, weights } = await loadHfLlama(path);
-    return { path, config, weights, tok: await HfTokenizer.load(path) };
-  }
-  const ckpt = await loadLlama2c(path);
-  const config = fromLlama2c(ckpt.config);
-  const tok = await loadLlama2cTokenizer(
-    c.tokenizer ?? path.replace(/[^/]*$/, "tok512.bin"),
-    config.vocab,
+/** Load the grid's model (llama2.c file or HF folder) onto the GPU once, in the grid's base format. */
+export async function loadGridModel(rt: GpuRuntime, c: GridConfig): Promise<LoadedModel> {
+  const opened = await openModel(
+    c.model ?? defaultModelPath("stories260K.bin"),
+    c.tokenizer ?? undefined,
   );
-  return { path, config, weights: ckpt, tok };
+  try {
+    const gpu = await GpuLlama.load(rt, opened.source, { base: c.base });
+    return { path: opened.path, config: opened.source.config, gpu, tok: opened.tok };
+  } finally {
+    opened.source.close();
+  }
 }
 
 async function gitCommit(): Promise<string> {
@@ -94,14 +90,14 @@ export async function executeRun(
   if (done) return { report: done, skipped: true };
   await Deno.mkdir(dir, { recursive: true });
   const adapterConfig = c.adapters[run.adapter] as Record<string, unknown> | null;
-  const gpu = GpuLlama.create(rt, model.config, model.weights, { base: c.base });
+  const gpu = model.gpu;
   const resolve = (p: string) => (p.startsWith("/") ? p : `${options.dataDir}/${p}`);
   try {
     // Host-side adapters: attached now, refreshed from the GPU and saved after training.
     const adapters = adapterConfig
-      ? adaptersForModel(model.config, adapterConfig, run.seed, {
+      ? await adaptersForModel(model.config, adapterConfig, run.seed, {
         targets: c.targets,
-        weights: model.weights,
+        weights: async (key) => ({ rowNorms: await gpu.baseRowNorms(key) }),
       })
       : null;
     const trainableParams = adapters
@@ -219,6 +215,6 @@ export async function executeRun(
     await Deno.rename(tmp, `${dir}/report.json`); // last: its presence means the run is complete
     return { report, skipped: false };
   } finally {
-    gpu.release();
+    gpu.detach();
   }
 }

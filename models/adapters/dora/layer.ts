@@ -21,6 +21,7 @@ import {
   type AdapterMath,
   baseBackward,
   baseForward,
+  type BaseRowNorms,
   checkLength,
   type F64Params,
   type GpuAdapterLayer,
@@ -66,14 +67,18 @@ export class DoraAdapter extends Adapter<DoraConfig> {
     ];
   }
 
-  /** Fresh parameters with ΔW = 0 (seeded). */
-  init(seed: number, weight?: Float32Array): Params {
+  /** Fresh parameters with ΔW = 0 (seeded); the magnitude starts at ‖W_r‖. */
+  init(seed: number, weight?: Float32Array | BaseRowNorms): Params {
     if (!weight) throw new Error("dora: the base weight is needed to initialise the magnitude");
-    checkLength("dora init weight", weight.length, this.dIn * this.dOut);
-    return {
-      ...lowRankInit(this.config, this.dIn, this.dOut, seed),
-      magnitude: Float32Array.from(rowNormsCpu(Float64Array.from(weight), this.dOut, this.dIn)),
-    };
+    let magnitude: Float32Array;
+    if (weight instanceof Float32Array) {
+      checkLength("dora init weight", weight.length, this.dIn * this.dOut);
+      magnitude = Float32Array.from(rowNormsCpu(Float64Array.from(weight), this.dOut, this.dIn));
+    } else {
+      checkLength("dora init row norms", weight.rowNorms.length, this.dOut);
+      magnitude = Float32Array.from(weight.rowNorms);
+    }
+    return { ...lowRankInit(this.config, this.dIn, this.dOut, seed), magnitude };
   }
 
   /** The float64 reference: forward, backward, merge. */

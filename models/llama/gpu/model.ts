@@ -1,7 +1,12 @@
 /**
- * The LLaMA model on the GPU: frozen base weights (f32, or 4-bit NF4/int4 through the fused
- * kernels), adapters attached by module, forward to logits, and the backward from a masked
- * cross-entropy to every adapter parameter. Everything one step needs is recorded in one batch.
+ * The LLaMA model on the GPU: frozen base weights streamed from a checkpoint into row-blocked
+ * storage (f32, bf16, f16, or 4-bit NF4/int4 through the fused kernels), adapters attached by
+ * module, forward to logits where they are needed, and the backward from a masked cross-entropy
+ * to every adapter parameter. Everything one step needs is recorded in one batch.
+ *
+ * Logits are never formed for a whole batch of a big vocabulary: training takes the loss in row
+ * and vocabulary chunks (`lossAndBackward`), scoring and generation ask for the positions they
+ * read (`forward(..., { logits: positions })`).
  *
  * Mirrors `CpuLlama` (models/llama/cpu/model.ts) layer for layer; the tests hold the two together.
  */
@@ -10,8 +15,6 @@ import {
   attentionBackward,
   attentionDecode,
   attentionForward,
-  crossEntropyInPlace,
-  embed,
   rmsnormBackward,
   rmsnormForward,
   rope,
@@ -19,29 +22,36 @@ import {
   swigluBackward,
   swigluForward,
 } from "../../../kernels/llama/ops.ts";
-import { matmul } from "../../../kernels/matmul/matmul.ts";
+import { ceFinish, ceGrad, ceStats } from "../../../kernels/llama/cross_entropy.ts";
 import {
-  type GpuQuantWeight,
-  quantMatmul,
-  quantMatmulBackward,
-  uploadQuantized,
-} from "../../../kernels/quant/qmatmul.ts";
+  frozenBlockBackward,
+  frozenBlockMatmul,
+  frozenDequantize,
+  frozenGather,
+  frozenMatmul,
+  frozenMatmulBackward,
+  type FrozenMatrix,
+  frozenRowNorms,
+} from "../../../kernels/quant/frozen.ts";
 import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
-import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
+import { type GpuTensor, rowAlignment } from "../../../kernels/runtime/tensor.ts";
 import type { Adapter, GpuAdapterLayer } from "../../adapters/adapter.ts";
 import type { AdapterConfig } from "../../adapters/registry.ts";
 import type { Llama2cCheckpoint } from "../../llama2c.ts";
-import { TARGET_MODULES, type TargetModule } from "../../llama_shapes.ts";
-import { quantizeInt4 } from "../../quant/int4.ts";
-import { quantizeNf4 } from "../../quant/nf4.ts";
-import { headSize, kvDim, linearDims, LLAMA2C_WEIGHT, type LlamaConfig } from "../config.ts";
+import type { TargetModule } from "../../llama_shapes.ts";
+import { headSize, kvDim, linearDims, type LlamaConfig } from "../config.ts";
 import { adapterKey } from "../cpu/model.ts";
+import { hostSource, type LlamaSource } from "../source.ts";
+import {
+  type LoadedWeights,
+  loadWeights,
+  type WeightFormat,
+  type WeightLoadOptions,
+} from "./weights.ts";
 
 /** How the frozen linear weights are stored on the GPU. */
-export type BaseFormat = "f32" | "nf4" | "int4";
-
-type Weight = { kind: "f32"; t: GpuTensor } | { kind: "quant"; w: GpuQuantWeight };
+export type BaseFormat = WeightFormat;
 
 interface LayerTape {
   input: GpuTensor;
@@ -60,11 +70,17 @@ interface LayerTape {
   act: GpuTensor;
 }
 
-/** Options of {@link GpuLlama.create}. */
-export interface GpuLlamaOptions {
-  /** Storage of the block's linear weights (default f32). Norms, embedding, classifier stay f32. */
-  base?: BaseFormat;
+/** Options of {@link GpuLlama.load}. */
+export interface GpuLlamaOptions extends WeightLoadOptions {
+  /**
+   * Largest logits chunk of the training loss in bytes (default 64 MiB, or the device's binding
+   * limit when smaller): rows × vocabulary-block floats computed at once.
+   */
+  logitsChunkBytes?: number;
 }
+
+/** Which logits {@link GpuLlama.forward} computes. */
+export type LogitsRequest = "all" | "none" | readonly number[];
 
 /** A LLaMA model whose weights live on the GPU. */
 export class GpuLlama {
@@ -72,15 +88,17 @@ export class GpuLlama {
   readonly config: LlamaConfig;
   /** Base weight storage. */
   readonly base: BaseFormat;
+  /** Bytes read and seconds taken by the load. */
+  readonly loadStats: { bytesRead: number; seconds: number };
   readonly #rt: GpuRuntime;
-  readonly #ckpt: Llama2cCheckpoint;
-  readonly #emb: GpuTensor;
-  readonly #cls: GpuTensor;
+  readonly #emb: FrozenMatrix;
+  readonly #cls: FrozenMatrix;
   readonly #finalNorm: GpuTensor;
   readonly #norms: { attn: GpuTensor; ffn: GpuTensor }[];
-  readonly #weights: Map<string, Weight>;
+  readonly #weights: Map<string, FrozenMatrix>;
   readonly #cos: GpuTensor;
   readonly #sin: GpuTensor;
+  readonly #logitsChunkBytes: number;
   #adapters = new Map<string, GpuAdapterLayer>();
   #f32Copies = new Map<string, GpuTensor>(); // DoRA reads W in f32 even over a 4-bit base
   #tape: {
@@ -95,47 +113,87 @@ export class GpuLlama {
   private constructor(
     rt: GpuRuntime,
     config: LlamaConfig,
-    ckpt: Llama2cCheckpoint,
+    weights: LoadedWeights,
     base: BaseFormat,
+    logitsChunkBytes: number,
   ) {
     this.#rt = rt;
     this.config = config;
     this.base = base;
-    this.#ckpt = ckpt;
-    const { dim, vocab } = config;
-    this.#emb = rt.upload(ckpt.tokenEmbedding, [vocab, dim]);
-    this.#cls = config.sharedClassifier ? this.#emb : rt.upload(ckpt.classifier, [vocab, dim]);
-    this.#finalNorm = rt.upload(ckpt.finalNorm, [dim]);
-    this.#norms = ckpt.layers.map((l) => ({
-      attn: rt.upload(l.attnNorm, [dim]),
-      ffn: rt.upload(l.ffnNorm, [dim]),
-    }));
-    this.#weights = new Map();
-    for (let l = 0; l < config.layers; l++) {
-      for (const m of TARGET_MODULES) {
-        const [dIn, dOut] = linearDims(config, m);
-        const w = ckpt.layers[l][LLAMA2C_WEIGHT[m]];
-        const key = adapterKey(l, m);
-        if (base === "f32") this.#weights.set(key, { kind: "f32", t: rt.upload(w, [dOut, dIn]) });
-        else {
-          const q = base === "nf4" ? quantizeNf4(w, dOut, dIn) : quantizeInt4(w, dOut, dIn, 32);
-          this.#weights.set(key, { kind: "quant", w: uploadQuantized(rt, q, `layer ${l} ${m}`) });
-        }
-      }
-    }
+    this.loadStats = weights.stats;
+    this.#emb = weights.embed;
+    this.#cls = weights.classifier;
+    this.#finalNorm = weights.finalNorm;
+    this.#norms = weights.norms;
+    this.#weights = weights.linear;
+    this.#logitsChunkBytes = logitsChunkBytes;
     const tables = ropeTables(config.seqLen, headSize(config), config.ropeTheta);
     this.#cos = rt.upload(tables.cos, [tables.cos.length]);
     this.#sin = rt.upload(tables.sin, [tables.sin.length]);
   }
 
-  /** Upload a checkpoint (4-bit bases are quantized here, on the host). */
+  /**
+   * Stream a model's weights onto the GPU (`source`: `openHfSource(dir)`, or `hostSource` for
+   * weights in memory); 4-bit bases are quantized on the GPU as they arrive.
+   */
+  static async load(
+    rt: GpuRuntime,
+    source: LlamaSource,
+    options: GpuLlamaOptions = {},
+  ): Promise<GpuLlama> {
+    const weights = await loadWeights(rt, source, options);
+    const limit = rt.device.limits.maxStorageBufferBindingSize;
+    return new GpuLlama(
+      rt,
+      source.config,
+      weights,
+      options.base ?? "f32",
+      Math.min(options.logitsChunkBytes ?? 64 * 2 ** 20, limit),
+    );
+  }
+
+  /** {@link GpuLlama.load} from weights in host memory (a llama2.c checkpoint, a test model). */
   static create(
     rt: GpuRuntime,
     config: LlamaConfig,
     ckpt: Llama2cCheckpoint,
     options: GpuLlamaOptions = {},
-  ): GpuLlama {
-    return new GpuLlama(rt, config, ckpt, options.base ?? "f32");
+  ): Promise<GpuLlama> {
+    return GpuLlama.load(rt, hostSource(config, ckpt), options);
+  }
+
+  /** The stored embedding, classifier and linear weights (read-only use: tests, tools). */
+  get frozen(): {
+    embed: FrozenMatrix;
+    classifier: FrozenMatrix;
+    linear: ReadonlyMap<string, FrozenMatrix>;
+  } {
+    return { embed: this.#emb, classifier: this.#cls, linear: this.#weights };
+  }
+
+  /** ‖W_r‖ of every row of a module's stored base weight (DoRA's initial magnitude). */
+  async baseRowNorms(key: string): Promise<Float32Array> {
+    const w = this.#weights.get(key);
+    if (!w) throw new Error(`baseRowNorms: no module "${key}"`);
+    const out = this.#rt.empty([w.rows]);
+    const b = this.#rt.batch();
+    await frozenRowNorms(this.#rt, b, w, out);
+    await b.submit();
+    const norms = await this.#rt.read(out) as Float32Array;
+    out.release();
+    return norms;
+  }
+
+  /** A module's stored base weight dequantized to f32 on the host (tests, merging). */
+  async baseWeight(key: string): Promise<Float32Array> {
+    const w = this.#weights.get(key);
+    if (!w) throw new Error(`baseWeight: no module "${key}"`);
+    const b = this.#rt.batch();
+    const t = await frozenDequantize(this.#rt, b, w);
+    await b.submit();
+    const out = await this.#rt.read(t) as Float32Array;
+    t.release();
+    return out;
   }
 
   /** Attach adapters by key `${layer}.${module}`; replaces any attached before. */
@@ -144,7 +202,7 @@ export class GpuLlama {
     for (const [key, a] of adapters) {
       const w = this.#weights.get(key);
       if (!w) throw new Error(`attach: no module "${key}" in a ${this.config.layers}-layer model`);
-      const [l, m] = key.split(".") as [string, TargetModule];
+      const m = key.split(".")[1] as TargetModule;
       const [dIn, dOut] = linearDims(this.config, m);
       if (a.dIn !== dIn || a.dOut !== dOut) {
         throw new Error(
@@ -153,10 +211,13 @@ export class GpuLlama {
       }
       let f32: GpuTensor | undefined;
       if (a.config.kind === "dora") {
-        f32 = w.kind === "f32"
-          ? w.t
-          : this.#rt.upload(this.#ckpt.layers[Number(l)][LLAMA2C_WEIGHT[m]], [dOut, dIn]);
-        if (w.kind !== "f32") this.#f32Copies.set(key, f32);
+        if (w.format === "f32" && w.blocks.length === 1) f32 = w.blocks[0].weight.packed;
+        else {
+          const b = this.#rt.batch();
+          f32 = await frozenDequantize(this.#rt, b, w);
+          await b.submit();
+          this.#f32Copies.set(key, f32);
+        }
       }
       this.#adapters.set(key, await a.toGpu(this.#rt, f32));
     }
@@ -178,8 +239,15 @@ export class GpuLlama {
   /** Bytes of the frozen linear weights on the GPU (what 4-bit storage saves). */
   get linearWeightBytes(): number {
     let n = 0;
-    for (const w of this.#weights.values()) n += w.kind === "f32" ? w.t.byteLength : w.w.bytes;
+    for (const w of this.#weights.values()) n += w.bytes;
     return n;
+  }
+
+  /** Bytes of every frozen weight on the GPU: linear layers, embedding, classifier, norms. */
+  get weightBytes(): number {
+    const norms = (this.#norms.length * 2 + 1) * this.config.dim * 4;
+    const cls = this.#cls === this.#emb ? 0 : this.#cls.bytes;
+    return this.linearWeightBytes + this.#emb.bytes + cls + norms;
   }
 
   async #linear(
@@ -192,12 +260,7 @@ export class GpuLlama {
     const w = this.#weights.get(key)!;
     const rt = this.#rt;
     const y = rt.empty([rows, dOut]);
-    if (w.kind === "f32") {
-      await matmul(rt, x, w.t, { m: rows, n: dOut, k: x.size / rows, transB: true }, {
-        out: y,
-        batch,
-      });
-    } else await quantMatmul(rt, x, w.w, { out: y, batch });
+    await frozenMatmul(rt, batch, x, w, { out: y });
     const a = this.#adapters.get(key);
     if (a) await a.forward(batch, x, y, rows);
     return y;
@@ -223,11 +286,7 @@ export class GpuLlama {
       dyBase = await a.backward(batch, x, dy, target, rows);
       beta = 1;
     }
-    const dOut = dy.size / rows;
-    const dIn = dx.size / rows;
-    if (w.kind === "f32") {
-      await matmul(rt, dyBase, w.t, { m: rows, n: dIn, k: dOut, beta }, { out: target, batch });
-    } else await quantMatmulBackward(rt, dyBase, w.w, { out: target, beta, batch });
+    await frozenMatmulBackward(rt, batch, dyBase, w, { out: target, beta });
     if (accumulate) {
       await addInto(rt, batch, { dst: dx, src: target });
       batch.releaseAfter(target);
@@ -235,16 +294,18 @@ export class GpuLlama {
   }
 
   /**
-   * Logits [sequences·seq, vocab] of `ids` (u32 [sequences·seq], each sequence `seq` long).
-   * With `keep`, the activations stay for {@link backward}.
+   * The forward pass over `ids` (u32 [sequences·seq], each sequence `seq` long). `logits` says
+   * which logits to compute: `"all"` [sequences·seq, vocab] (small models only: the tensor must
+   * fit one buffer), `"none"` (training: the loss comes from {@link lossAndBackward}), or a list
+   * of row indices → [positions, vocab] (scoring, the last token of each prompt). With `keep`, the
+   * activations stay for the backward; with `cache`, the keys and values fill it (a prefill).
    */
   async forward(
     batch: Batch,
     ids: GpuTensor,
     seq: number,
-    keep = false,
-    cache?: KvCache,
-  ): Promise<GpuTensor> {
+    options: { keep?: boolean; cache?: KvCache; logits?: LogitsRequest } = {},
+  ): Promise<GpuTensor | null> {
     const rt = this.#rt;
     const c = this.config;
     const rows = ids.size;
@@ -253,12 +314,13 @@ export class GpuLlama {
         `forward: ${rows} ids are not whole sequences of ${seq} (max ${c.seqLen})`,
       );
     }
+    const request = options.logits ?? "all";
     this.#dropTape(batch);
     const { dim, hiddenDim } = c;
     const hs = headSize(c);
     const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
     let h = rt.empty([rows, dim]);
-    await embed(rt, batch, { out: h, ids, table: this.#emb, dim });
+    await frozenGather(rt, batch, ids, this.#emb, h);
     const layers: LayerTape[] = [];
     const temps: GpuTensor[] = [];
     for (let l = 0; l < c.layers; l++) {
@@ -290,7 +352,7 @@ export class GpuLlama {
         headSize: hs,
         seq,
       });
-      if (cache) cache.fill(batch, l, k, v, seq);
+      if (options.cache) options.cache.fill(batch, l, k, v, seq);
       const att = rt.empty([rows / seq, c.heads, seq, seq]);
       const attOut = rt.empty([rows, dim]);
       await attentionForward(rt, batch, { out: attOut, att, q, k, v, dims });
@@ -319,10 +381,11 @@ export class GpuLlama {
       layers.push({ input: h, n1, inv1, q, k, v, att, attOut, h1, n2, inv2, g, u, act });
       h = h2;
     }
-    const { nf, invf, logits } = await this.#head(batch, h, rows);
+    const { nf, invf } = await this.#finalNormForward(batch, h, rows);
+    const logits = await this.#logits(batch, nf, rows, request);
     for (const t of temps) batch.releaseAfter(t);
     this.#tape = { layers, final: h, nf, invf, rows, seq };
-    if (!keep) this.#dropTape(batch);
+    if (!options.keep) this.#dropTape(batch);
     return logits;
   }
 
@@ -353,7 +416,7 @@ export class GpuLlama {
     const temps: GpuTensor[] = [];
     const keep = (t: GpuTensor) => (temps.push(t), t);
     const h = keep(rt.empty([rows, dim]));
-    await embed(rt, batch, { out: h, ids, table: this.#emb, dim });
+    await frozenGather(rt, batch, ids, this.#emb, h);
     const scores = keep(rt.empty([rows, c.heads, cache.maxSeq]));
     for (let l = 0; l < c.layers; l++) {
       const n1 = keep(rt.empty([rows, dim]));
@@ -390,24 +453,105 @@ export class GpuLlama {
       const d = keep(await this.#linear(batch, adapterKey(l, "down"), act, rows, dim));
       await addInto(rt, batch, { dst: h, src: d });
     }
-    const { nf, invf, logits } = await this.#head(batch, h, rows);
+    const { nf, invf } = await this.#finalNormForward(batch, h, rows);
+    const logits = (await this.#logits(batch, nf, rows, "all"))!;
     for (const t of [...temps, nf, invf]) batch.releaseAfter(t);
     return logits;
   }
 
-  /** Final RMSNorm and classifier: logits [rows, vocab] (nf and 1/rms kept for the backward). */
-  async #head(batch: Batch, h: GpuTensor, rows: number) {
+  /** Final RMSNorm: nf [rows, dim] and 1/rms, kept for the backward. */
+  async #finalNormForward(batch: Batch, h: GpuTensor, rows: number) {
     const rt = this.#rt;
     const c = this.config;
     const nf = rt.empty([rows, c.dim]);
     const invf = rt.empty([rows]);
     await rmsnormForward(rt, batch, { y: nf, inv: invf, x: h, w: this.#finalNorm, eps: c.normEps });
-    const logits = rt.empty([rows, c.vocab]);
-    await matmul(rt, nf, this.#cls, { m: rows, n: c.vocab, k: c.dim, transB: true }, {
-      out: logits,
-      batch,
+    return { nf, invf };
+  }
+
+  /** The classifier on all rows of nf, on some of them, or on none. */
+  async #logits(
+    batch: Batch,
+    nf: GpuTensor,
+    rows: number,
+    request: LogitsRequest,
+  ): Promise<GpuTensor | null> {
+    const rt = this.#rt;
+    const { dim, vocab } = this.config;
+    if (request === "none") return null;
+    if (request === "all") {
+      const bytes = rows * vocab * 4;
+      if (bytes > rt.device.limits.maxStorageBufferBindingSize) {
+        throw new RangeError(
+          `forward: logits of all ${rows} rows need ${bytes} bytes, over this device's binding ` +
+            `limit; ask for the positions you read (logits: [...]) or take the loss with ` +
+            `lossAndBackward`,
+        );
+      }
+      return await frozenMatmul(rt, batch, nf, this.#cls);
+    }
+    const picked = rt.empty([request.length, dim]);
+    request.forEach((r, i) => {
+      if (!Number.isInteger(r) || r < 0 || r >= rows) {
+        throw new RangeError(`forward: logits of row ${r} of ${rows}`);
+      }
+      batch.copy(nf.buffer, nf.byteOffset + r * dim * 4, picked.buffer, i * dim * 4, dim * 4);
     });
-    return { nf, invf, logits };
+    const logits = await frozenMatmul(rt, batch, picked, this.#cls);
+    batch.releaseAfter(picked);
+    return logits;
+  }
+
+  /** loss[r] and dnf = ∂L/∂nf of the classifier and the cross-entropy, in chunks (see above). */
+  async #classifierLoss(
+    batch: Batch,
+    nf: GpuTensor,
+    dnf: GpuTensor,
+    targets: GpuTensor,
+    loss: GpuTensor,
+    count: number,
+  ): Promise<void> {
+    const rt = this.#rt;
+    const { dim, vocab } = this.config;
+    const blocks = this.#cls.blocks;
+    const widest = Math.max(...blocks.map((b) => b.weight.rows));
+    // Rows per chunk: within the budget for one block, whole windows of nf/dnf (bind offsets).
+    const align = rowAlignment(dim * 4);
+    const fit = Math.floor(this.#logitsChunkBytes / (widest * 4));
+    if (fit < 1) throw new RangeError(`a ${widest}-entry logits row exceeds the chunk budget`);
+    const chunkRows = fit >= nf.size / dim ? nf.size / dim : Math.max(align, fit - (fit % align));
+    const rows = nf.size / dim;
+    const keepAll = chunkRows * vocab * 4 <= this.#logitsChunkBytes;
+    for (let r0 = 0; r0 < rows; r0 += chunkRows) {
+      const n = Math.min(chunkRows, rows - r0);
+      const x = nf.rows(r0, n);
+      const dx = dnf.rows(r0, n);
+      const m = batch.scratch([n]);
+      const s = batch.scratch([n]);
+      const tl = batch.scratch([n]);
+      const kept: GpuTensor[] = [];
+      const blockLogits = async (b: number) => {
+        const out = batch.scratch([n, blocks[b].weight.rows]);
+        await frozenBlockMatmul(rt, batch, x, this.#cls, b, out);
+        return out;
+      };
+      for (let b = 0; b < blocks.length; b++) {
+        const logits = await blockLogits(b);
+        const chunk = { logits, rows: n, width: blocks[b].weight.rows, v0: blocks[b].rowStart, r0 };
+        await ceStats(rt, batch, { chunk, targets, m, s, tl }, b === 0);
+        if (keepAll) kept.push(logits);
+        else batch.recycle(logits);
+      }
+      await ceFinish(rt, batch, { rows: n, r0, targets, m, s, tl, loss });
+      for (let b = 0; b < blocks.length; b++) {
+        const logits = keepAll ? kept[b] : await blockLogits(b);
+        const chunk = { logits, rows: n, width: blocks[b].weight.rows, v0: blocks[b].rowStart, r0 };
+        await ceGrad(rt, batch, { chunk, targets, lse: m, count });
+        await frozenBlockBackward(rt, batch, logits, this.#cls, b, dx, b === 0 ? 0 : 1);
+        batch.recycle(logits);
+      }
+      for (const t of [m, s, tl]) batch.recycle(t);
+    }
   }
 
   #dropTape(batch: Batch): void {
@@ -418,28 +562,35 @@ export class GpuLlama {
   }
 
   /**
-   * Masked cross-entropy on the logits of the last `forward(..., keep = true)` and the backward
-   * into every adapter's gradients. `targets` are i32 (−1 masked) in a u32 tensor; `count` is the
-   * number of unmasked rows. Returns the per-row loss tensor (sum / count = mean loss).
+   * Masked cross-entropy of the last `forward(..., { keep: true })` and the backward into every
+   * adapter's gradients. `targets` are i32 (−1 masked) in a u32 tensor; `count` is the number of
+   * unmasked rows of the step (the loss is summed over micro-batches, so the caller gives the
+   * step's total). Returns the per-row loss tensor (sum / count = mean loss).
+   *
+   * The classifier and the cross-entropy run in chunks of rows × one vocabulary block of the
+   * stored classifier, within `logitsChunkBytes`: the online log-sum-exp over the blocks, then
+   * each block's gradient through the classifier into dnf. When a chunk's logits over the whole
+   * vocabulary fit, they are kept between the two passes; otherwise they are recomputed.
    */
   async lossAndBackward(
     batch: Batch,
-    logits: GpuTensor,
     targets: GpuTensor,
     count: number,
   ): Promise<GpuTensor> {
     const rt = this.#rt;
     const c = this.config;
     const tape = this.#tape;
-    if (!tape) throw new Error("lossAndBackward: run forward(..., keep = true) first");
+    if (!tape) throw new Error("lossAndBackward: run forward(..., { keep: true }) first");
+    if (targets.size !== tape.rows) {
+      throw new RangeError(`lossAndBackward: ${targets.size} targets for ${tape.rows} rows`);
+    }
     const { rows, seq } = tape;
     const { dim, hiddenDim } = c;
     const hs = headSize(c);
     const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
     const loss = rt.empty([rows]);
-    await crossEntropyInPlace(rt, batch, { logits, targets, loss, vocab: c.vocab, count }); // logits := dlogits
     const dnf = rt.empty([rows, dim]);
-    await matmul(rt, logits, this.#cls, { m: rows, n: dim, k: c.vocab }, { out: dnf, batch });
+    await this.#classifierLoss(batch, tape.nf, dnf, targets, loss, count);
     let dh = rt.empty([rows, dim]);
     await rmsnormBackward(rt, batch, {
       dx: dh,
@@ -541,13 +692,10 @@ export class GpuLlama {
       this.#cos,
       this.#sin,
       ...this.#norms.flatMap((n) => [n.attn, n.ffn]),
+      ...this.#weights.values(),
     ];
     if (this.#cls !== this.#emb) ts.push(this.#cls);
     for (const t of ts) t.release();
-    for (const w of this.#weights.values()) {
-      if (w.kind === "f32") w.t.release();
-      else w.w.release();
-    }
   }
 }
 

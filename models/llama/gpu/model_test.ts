@@ -6,24 +6,22 @@ import { randomizeParams } from "../../adapters/testing.ts";
 import { loadLlama2c } from "../../llama2c.ts";
 import { TARGET_MODULES } from "../../llama_shapes.ts";
 import { defaultModelPath } from "../../paths.ts";
-import { dequantizeInt4, quantizeInt4 } from "../../quant/int4.ts";
-import { dequantizeNf4, quantizeNf4 } from "../../quant/nf4.ts";
 import { fromLlama2c, linearDims, LLAMA2C_WEIGHT } from "../config.ts";
 import { adapterKey, type CpuAdapters, CpuLlama } from "../cpu/model.ts";
 import { loadModelReference } from "../reference.ts";
-import { randomCheckpoint, TINY_CONFIG } from "../testing.ts";
+import { cpuBatchLossAndGrads, randomCheckpoint, TINY_CONFIG } from "../testing.ts";
 import { GpuLlama } from "./model.ts";
 
-Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit bases equal the CPU model on dequantized weights", async () => {
+Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit and 16-bit bases equal the CPU model on their stored weights", async () => {
   const rt = await testRuntime();
   const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
   const ref = await loadModelReference(defaultModelPath("reference.json"));
   const config = fromLlama2c(ckpt.config);
-  for (const base of ["f32", "nf4", "int4"] as const) {
-    const model = GpuLlama.create(rt, config, ckpt, { base });
+  for (const base of ["f32", "bf16", "nf4", "int4"] as const) {
+    const model = await GpuLlama.create(rt, config, ckpt, { base });
     const ids = rt.upload(Uint32Array.from(ref.teacherIds), [ref.teacherIds.length]);
     const b = rt.batch();
-    const logits = await model.forward(b, ids, ref.teacherIds.length);
+    const logits = (await model.forward(b, ids, ref.teacherIds.length))!;
     await b.submit();
     const got = await rt.read(logits) as Float32Array;
     let worst = 0;
@@ -32,23 +30,21 @@ Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit bases
     );
     if (base === "f32") assert.ok(worst < 1e-3, `f32: max |Δlogit| = ${worst}`);
     else {
-      // The oracle of a 4-bit base: the float64 model on the dequantized weights.
-      const deq = { ...ckpt, layers: ckpt.layers.map((l) => ({ ...l })) };
-      for (const [l, layer] of deq.layers.entries()) {
+      // The oracle of a compressed base: the float64 model on the weights the GPU stores,
+      // dequantized (they were quantized on the GPU from the checkpoint's bytes).
+      const stored = { ...ckpt, layers: ckpt.layers.map((l) => ({ ...l })) };
+      for (const [l, layer] of stored.layers.entries()) {
         for (const m of TARGET_MODULES) {
-          const field = LLAMA2C_WEIGHT[m];
-          const [dIn, dOut] = linearDims(config, m);
-          const w = ckpt.layers[l][field];
-          layer[field] = base === "nf4"
-            ? dequantizeNf4(quantizeNf4(w, dOut, dIn))
-            : dequantizeInt4(quantizeInt4(w, dOut, dIn, 32));
+          layer[LLAMA2C_WEIGHT[m]] = await model.baseWeight(adapterKey(l, m));
         }
       }
-      const cpuLogits = new CpuLlama(config, deq).forward(ref.teacherIds).logits;
+      const cpuLogits = new CpuLlama(config, stored).forward(ref.teacherIds).logits;
       let diff = 0;
       got.forEach((v, j) => diff = Math.max(diff, Math.abs(v - cpuLogits[j])));
-      assert.ok(diff < 1e-3, `${base}: max |Δlogit| vs dequantized CPU model = ${diff}`);
-      assert.ok(worst > 1e-2, `${base} must differ from the f32 reference (max |Δ| ${worst})`);
+      assert.ok(diff < 1e-3, `${base}: max |Δlogit| vs the CPU model on stored weights = ${diff}`);
+      if (base !== "bf16") {
+        assert.ok(worst > 1e-2, `${base} must differ from the f32 reference (max |Δ| ${worst})`);
+      }
     }
     model.release();
     for (const t of [ids, logits]) t.release();
@@ -88,40 +84,58 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
   const seqs = [[1, 5, 9, 2, 33, 7, 8, 3], [1, 12, 30, 4, 4, 19, 2, 11]];
   const targets = [[-1, -1, 2, 33, 7, 8, 3, 6], [-1, 30, 4, 4, 19, 2, 11, 0]];
   // CPU: mean over all unmasked rows of both sequences = Σ per-sequence sums / total count.
-  const count = targets.flat().filter((t) => t >= 0).length;
-  let cpuLoss = 0;
-  const cpuGrads = new Map<string, Record<string, Float64Array>>();
   const cpuAdapters: CpuAdapters = new Map(
     [...adapters].map(([k, a]) => [k, { adapter: a, params: a.paramsF64() }]),
   );
-  seqs.forEach((ids, s) => {
-    const n = targets[s].filter((t) => t >= 0).length;
-    const r = cpu.lossAndGrads(ids, targets[s], cpuAdapters);
-    cpuLoss += (r.loss * n) / count;
-    for (const [k, g] of r.grads) {
-      const acc = cpuGrads.get(k) ?? {};
-      for (const [name, v] of Object.entries(g)) {
-        acc[name] ??= new Float64Array(v.length);
-        for (let j = 0; j < v.length; j++) acc[name][j] += (v[j] * n) / count;
+  const { loss: cpuLoss, count, grads: cpuGrads } = cpuBatchLossAndGrads(
+    cpu,
+    seqs,
+    targets,
+    cpuAdapters,
+  );
+  // One block and one logits chunk; then every matrix in 7-row blocks (a 40-entry vocabulary in
+  // 6 blocks, 16×16 layers in 3) with the logits recomputed per row chunk of 4, or kept.
+  const settings = [
+    {},
+    { maxBlockBytes: 7 * 16 * 4, logitsChunkBytes: 7 * 4 * 4 },
+    { maxBlockBytes: 7 * 16 * 4, logitsChunkBytes: 16 * 40 * 4 },
+  ];
+  for (const options of settings) {
+    const model = await GpuLlama.create(rt, config, ckpt, options);
+    if (options.maxBlockBytes) assert.equal(model.frozen.classifier.blocks.length, 6);
+    await model.attach(adapters);
+    const ids = rt.upload(Uint32Array.from(seqs.flat()), [16]);
+    const tg = rt.upload(Uint32Array.from(targets.flat().map((t) => t >>> 0)), [16]);
+    const b = rt.batch();
+    assert.equal(await model.forward(b, ids, 8, { keep: true, logits: "none" }), null);
+    const loss = await model.lossAndBackward(b, tg, count);
+    await b.submit();
+    const gpuLoss = (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0) / count;
+    const what = JSON.stringify(options);
+    assert.ok(
+      Math.abs(gpuLoss - cpuLoss) / cpuLoss < 1e-5,
+      `${what}: loss ${gpuLoss} vs ${cpuLoss}`,
+    );
+    for (const [key, layer] of model.adapters) {
+      for (const [name, g] of Object.entries(layer.grads)) {
+        const err = relativeError(await rt.read(g), cpuGrads.get(key)![name]);
+        assert.ok(err < 1e-4, `${what} ${key}.${name}: relative error ${err}`);
       }
-      cpuGrads.set(k, acc);
     }
-  });
-  const model = GpuLlama.create(rt, config, ckpt);
-  await model.attach(adapters);
-  const ids = rt.upload(Uint32Array.from(seqs.flat()), [16]);
-  const tg = rt.upload(Uint32Array.from(targets.flat().map((t) => t >>> 0)), [16]);
-  const b = rt.batch();
-  const logits = await model.forward(b, ids, 8, true);
-  const loss = await model.lossAndBackward(b, logits, tg, count);
-  await b.submit();
-  const gpuLoss = (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0) / count;
-  assert.ok(Math.abs(gpuLoss - cpuLoss) / cpuLoss < 1e-5, `loss ${gpuLoss} vs ${cpuLoss}`);
-  for (const [key, layer] of model.adapters) {
-    for (const [name, g] of Object.entries(layer.grads)) {
-      const err = relativeError(await rt.read(g), cpuGrads.get(key)![name]);
-      assert.ok(err < 1e-4, `${key}.${name}: relative error ${err}`);
-    }
+    // Logits of chosen rows equal the reference's rows.
+    const b2 = rt.batch();
+    const picked = (await model.forward(b2, ids, 8, { logits: [7, 8, 15] }))!;
+    await b2.submit();
+    const got = await rt.read(picked) as Float32Array;
+    const refLogits = seqs.map((s) => cpu.forward(s, cpuAdapters).logits);
+    [[0, 7], [1, 0], [1, 7]].forEach(([s, t], i) => {
+      const err = relativeError(
+        got.subarray(i * 40, (i + 1) * 40),
+        refLogits[s].subarray(t * 40, (t + 1) * 40),
+      );
+      assert.ok(err < 1e-5, `${what}: logits of sequence ${s} position ${t}: ${err}`);
+    });
+    for (const t of [ids, tg, loss, picked]) t.release();
+    model.release();
   }
-  model.release();
 });
