@@ -306,6 +306,7 @@ export {
   doraBackward,
   doraForward,
   doraNormGrad,
+  doraNorms,
   dotInto,
   dropout,
   gateBackward,
@@ -313,7 +314,6 @@ export {
   grid1d,
   kronExpand,
   packUniform,
-  rowNorms,
   sumSlices,
   transposeBatched,
 } from "./kernels/adapters/ops.ts";
@@ -374,6 +374,8 @@ export {
 } from "./models/llama/cpu/model.ts";
 export {
   type BaseFormat,
+  CHECKPOINT_ABOVE_BYTES,
+  type ForwardOptions,
   GpuLlama,
   type GpuLlamaOptions,
   KvCache,
@@ -489,6 +491,17 @@ export {
 } from "./evals/mmlu.ts";
 export { adamwHyper, progressLine, trainCpu } from "./models/llama/train.ts";
 export { adaptersForModel, type BaseWeights, targetModules } from "./models/llama/attach.ts";
+export {
+  describeStepMemory,
+  estimateStepMemory,
+  type StepMemory,
+  type StepMemorySettings,
+} from "./models/llama/memory.ts";
+export {
+  attentionBackward,
+  type AttentionDims,
+  attentionForward,
+} from "./kernels/llama/attention.ts";
 export {
   adaptersForBudget,
   type BudgetedAdapter,

@@ -4,6 +4,7 @@
  * and on a random model of LLaMA-like shape (d = 512, 8 layers) to show scaling; plus where the
  * GPU time of one training step goes (per-kernel timestamps, grouped by kernel family).
  */
+import { describeStepMemory, estimateStepMemory } from "../models/llama/memory.ts";
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { type Llama2cCheckpoint, type Llama2cConfig, loadLlama2c } from "../models/llama2c.ts";
 import { fromLlama2c } from "../models/llama/config.ts";
@@ -48,7 +49,22 @@ async function measure(
   });
   const trainer = new Trainer(rt, model, { steps: 3, lr: 1e-3, batchSize: 1, seq }, data, "perf");
   log(`${name}: training step (MoKA ${JSON.stringify(moka)}, NF4 base, seq ${seq}) ...`);
+  const before = rt.pool.stats.inUseBytes;
+  rt.pool.resetPeak();
   await trainer.trainStep(); // warm-up: pipelines compile
+  // The step's pool growth beside the term-by-term estimate of what it holds.
+  const estimate = estimateStepMemory(config, {
+    base: "nf4",
+    embedding: model.frozen.embed.format,
+    batch: 1,
+    seq,
+    checkpointing: model.checkpoints(seq, seq),
+    adapterParams: [...adapters.values()].reduce((n, a) => n + a.trainableParams(), 0),
+    logitsChunkBytes: Math.min(64 * 2 ** 20, rt.device.limits.maxStorageBufferBindingSize),
+  });
+  out[`train_step_pool_growth_bytes_${name}`] = rt.pool.stats.peakInUseBytes - before;
+  out[`train_step_estimated_growth_bytes_${name}`] = estimate.activations + estimate.logits;
+  out[`train_step_estimate_${name}`] = describeStepMemory(estimate);
   const steps = [await trainer.trainStep(), await trainer.trainStep()];
   const secs = steps.reduce((s, l) => s + l.seconds, 0);
   const trainTps = (steps.length * seq) / secs;

@@ -7,6 +7,7 @@
  *
  * This is the paper's claim in miniature: Kronecker mixtures vs low rank at equal size.
  */
+import { FrozenMatrix } from "../kernels/quant/frozen.ts";
 import { difference } from "../kernels/adapters/ops.ts";
 import { adamwStep } from "../kernels/optim/adamw.ts";
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
@@ -175,8 +176,9 @@ export async function fitTarget(
   const dy = keep(rt.empty([d, d]));
   const dx = keep(rt.empty([d, d]));
   let layer: GpuAdapterLayer | null = null;
+  const w0Frozen = FrozenMatrix.wrapF32(rt, w0Gpu);
   try {
-    layer = await adapter.toGpu(rt, w0Gpu);
+    layer = await adapter.toGpu(rt, w0Frozen);
     const state = Object.entries(layer.grads).map(([name, grad]) => ({
       param: layer!.params[name],
       grad,
@@ -227,6 +229,7 @@ export async function fitTarget(
     };
   } finally {
     layer?.release();
+    w0Frozen.release();
     for (const t of tensors) t.release();
   }
 }

@@ -6,7 +6,10 @@
  * a temporary folder, removed afterwards). Progress goes to stderr.
  */
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { countTrainableParams } from "../models/adapters/count.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
+import { describeStepMemory, estimateStepMemory } from "../models/llama/memory.ts";
+import { LLAMA3_8B } from "../models/llama_shapes.ts";
 import { generate, gpuScorer } from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { openModel } from "../models/llama/open.ts";
@@ -21,6 +24,8 @@ import { formatBytes, progressPrinter } from "./progress.ts";
 
 /** The MoKA configuration trained at scale: the full profile's four components. */
 export const SCALE_MOKA = { kind: "moka", components: [[64, 64], [32, 32], [128, 128], [16, 16]] };
+/** The modules it adapts (the paper's). */
+export const SCALE_TARGETS = ["q", "k", "v", "up", "down"];
 
 const SPEC: CommandSpec = {
   name: "deno task scale",
@@ -54,6 +59,18 @@ const SPEC: CommandSpec = {
       description: "MMLU subject of the scoring batch (8 questions, 5-shot).",
     },
     generate: { type: "string", value: "N", default: "16", description: "Greedy tokens." },
+    checkpointing: {
+      type: "string",
+      value: "MODE",
+      default: "auto",
+      description: "Activation checkpointing of the training step: on, off or auto.",
+    },
+    stages: {
+      type: "string",
+      value: "LIST",
+      default: "forward,train,mmlu,generate",
+      description: "Stages after the load, comma-separated (a CPU adapter at 8B: forward,train).",
+    },
     data: { type: "string", value: "DIR", description: "Data folder (MOKA_DATA_DIR)." },
     keep: { type: "boolean", description: "Keep the synthesized folder (path on stderr)." },
   },
@@ -63,6 +80,7 @@ const SPEC: CommandSpec = {
   examples: [
     "deno task scale --shape tinyllama-1.1b",
     "deno task scale --model /models/Meta-Llama-3-8B --batch 4 --seq 256",
+    "deno task scale --shape llama3-8b --stages forward,train",
   ],
 };
 
@@ -109,11 +127,19 @@ if (import.meta.main) {
     const seq = intOption("seq", values.seq, 2)!;
     const genTokens = intOption("generate", values.generate, 1)!;
     const subject = choiceOption("mmlu-subject", values["mmlu-subject"], MMLU_SUBJECTS);
+    const ckptMode = choiceOption("checkpointing", values.checkpointing, ["on", "off", "auto"]);
+    const checkpointing = ckptMode === "auto" ? "auto" : ckptMode === "on";
     const data = (values.data as string | undefined) ?? dataDir();
+    const known = ["forward", "train", "mmlu", "generate"];
+    const stages = (values.stages as string).split(",").filter((x) => x !== "");
+    for (const s of stages) {
+      if (!known.includes(s)) throw new UsageError(`--stages: unknown stage "${s}" (${known})`);
+    }
     const log = (m: string) => console.error(`[scale] ${m}`);
     const result: Record<string, unknown> = { shape: shape ?? values.model, ok: true };
     const errors: string[] = [];
     const stage = async (name: string, fn: () => Promise<void>) => {
+      if (name !== "load" && !stages.includes(name.replace("_step", ""))) return;
       log(`${name} ...`);
       const t = performance.now();
       try {
@@ -159,7 +185,11 @@ if (import.meta.main) {
       const loadProgress = progressPrinter("load", 10_000);
       await stage("load", async () => {
         try {
-          model = await GpuLlama.load(rt, opened.source, { base, progress: loadProgress });
+          model = await GpuLlama.load(rt, opened.source, {
+            base,
+            checkpointing,
+            progress: loadProgress,
+          });
         } finally {
           opened.source.close();
         }
@@ -183,9 +213,7 @@ if (import.meta.main) {
         logits.release();
       });
       await stage("train_step", async () => {
-        const adapters = await adaptersForModel(c, SCALE_MOKA, 1, {
-          targets: ["q", "k", "v", "up", "down"],
-        });
+        const adapters = await adaptersForModel(c, SCALE_MOKA, 1, { targets: SCALE_TARGETS });
         result.trainable_params = [...adapters.values()].reduce(
           (n, a) => n + a.trainableParams(),
           0,
@@ -207,6 +235,31 @@ if (import.meta.main) {
         const before = rt.pool.stats.inUseBytes;
         const log1 = await trainer.trainStep();
         result.train_step_gpu_bytes = rt.pool.stats.peakInUseBytes - before;
+        result.checkpointing = m.checkpoints(batch * seq, seq);
+        const settings = {
+          base,
+          embedding: m.frozen.embed.format,
+          checkpointing: m.checkpoints(batch * seq, seq),
+          logitsChunkBytes: Math.min(64 * 2 ** 20, rt.device.limits.maxStorageBufferBindingSize),
+        };
+        const here = estimateStepMemory(c, {
+          ...settings,
+          batch,
+          seq,
+          adapterParams: result.trainable_params as number,
+        });
+        result.estimated_step_bytes = here;
+        // The paper's setting: LLaMA-3-8B, MoKA on q,k,v,up,down, micro-batch 4 × 256.
+        const l3 = SYNTHETIC_SHAPES["llama3-8b"].config;
+        result.estimated_gpu_bytes_llama3_8b = estimateStepMemory(l3, {
+          ...settings,
+          embedding: "bf16",
+          checkpointing: ckptMode === "auto" ? true : ckptMode === "on",
+          batch: 4,
+          seq: 256,
+          adapterParams: countTrainableParams(LLAMA3_8B, SCALE_TARGETS, SCALE_MOKA).total,
+        }).total;
+        log(`estimate here: ${describeStepMemory(here)}`);
         result.train_tokens_per_s = Math.round(log1.tokens / log1.seconds * 10) / 10;
         result.train_loss = log1.loss;
         if (!Number.isFinite(log1.loss)) throw new Error(`loss ${log1.loss}`);

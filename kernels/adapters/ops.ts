@@ -1,7 +1,7 @@
 /**
  * Small element-wise and reduction kernels the adapters need around the matmuls: the softmax gate
  * of MoKA applied on the GPU (so the gate never round-trips to the host), batched transposes,
- * dropout, and DoRA's row norms and column scalings. Each has a CPU twin in `ops_cpu.ts` that the
+ * dropout, and DoRA's row norms (from factors, never the dense matrix) and column scalings. Each has a CPU twin in `ops_cpu.ts` that the
  * tests compare it with.
  *
  * All kernels are 1-D over elements with 256 invocations per workgroup; large launches fold into
@@ -232,37 +232,61 @@ export async function dropout(
   );
 }
 
-const ROW_NORM_WGSL = /* wgsl */ `
-struct P { rows: u32, cols: u32 }
+// n_o = ‖W_o + s·(B·A)_o‖ from ‖W_o‖², C = A·Wᵀ [r, dOut] and G = A·Aᵀ [r, r]:
+// ‖W_o‖² + 2s·Σ_k B_ok·C_ko + s²·Σ_jk B_oj·G_jk·B_ok — the norm of V without forming V.
+const DORA_NORMS_WGSL = /* wgsl */ `
+struct P { rows: u32, r: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> m: array<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> wsq: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> c: array<f32>;
+@group(0) @binding(4) var<storage, read> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> norm: array<f32>;
 ${INDEX}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let r = flat(gid, nwg);
-  if (r >= p.rows) { return; }
-  var s = 0.0;
-  for (var c = 0u; c < p.cols; c++) { let v = m[r * p.cols + c]; s += v * v; }
-  out[r] = sqrt(s);
+  let o = flat(gid, nwg);
+  if (o >= p.rows) { return; }
+  var cross = 0.0;
+  var quad = 0.0;
+  for (var k = 0u; k < p.r; k++) {
+    let bk = b[o * p.r + k];
+    cross = fma(bk, c[k * p.rows + o], cross);
+    var gb = 0.0;
+    for (var j = 0u; j < p.r; j++) { gb = fma(g[k * p.r + j], b[o * p.r + j], gb); }
+    quad = fma(bk, gb, quad);
+  }
+  norm[o] = sqrt(max(0.0, wsq[o] + 2.0 * p.scale * cross + p.scale * p.scale * quad));
 }`;
 
-/** out[r] = ‖m[r, :]‖₂ (DoRA's weight norm per output feature). */
-export async function rowNorms(
+/**
+ * DoRA's row norms ‖W + s·B·A‖ without the dense matrix: from the base's squared row norms
+ * `wsq` [dOut], B [dOut, r], C = A·Wᵀ [r, dOut] and G = A·Aᵀ [r, r].
+ */
+export async function doraNorms(
   rt: GpuRuntime,
   batch: Batch,
-  args: { out: GpuTensor; m: GpuTensor; rows: number; cols: number },
+  args: {
+    norm: GpuTensor;
+    wsq: GpuTensor;
+    b: GpuTensor;
+    c: GpuTensor;
+    g: GpuTensor;
+    scale: number;
+  },
 ): Promise<void> {
-  const { out, m, rows, cols } = args;
-  if (m.size !== rows * cols || out.size !== rows) {
-    throw new RangeError(`rowNorms: ${m.size} elements for ${rows}×${cols}, out ${out.size}`);
+  const { norm, wsq, b, c, g, scale } = args;
+  const rows = norm.size;
+  const r = b.size / rows;
+  if (wsq.size !== rows || !Number.isInteger(r) || c.size !== r * rows || g.size !== r * r) {
+    throw new RangeError(`doraNorms: mismatched sizes`);
   }
   await launch(
     rt,
     batch,
-    { code: ROW_NORM_WGSL, label: "adapter/row-norm" },
-    [{ u: rows }, { u: cols }],
-    [m, out],
+    { code: DORA_NORMS_WGSL, label: "dora/norms" },
+    [{ u: rows }, { u: r }, { f: scale }],
+    [wsq, b, c, g, norm],
     rows,
   );
 }
@@ -367,45 +391,67 @@ export async function doraBackward(
   );
 }
 
+// Through a non-detached norm, dV = c ⊙ V per row with c_o = −m_o·dm_o/n_o². With V = W + s·B·A
+// never formed: dB += s·dV·Aᵀ = s·c_o·(Cᵀ + s·B·G)[o, k], and for dA the caller needs
+// E = s·(c ⊙ B)ᵀ [r, dOut] (dA += E·W + s·(E·B)·A).
 const DORA_NORM_GRAD_WGSL = /* wgsl */ `
-struct P { n: u32, cols: u32 }
+struct P { rows: u32, r: u32, scale: f32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<storage, read> v: array<f32>;
-@group(0) @binding(2) var<storage, read> magnitude: array<f32>;
-@group(0) @binding(3) var<storage, read> norm: array<f32>;
-@group(0) @binding(4) var<storage, read> dm: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dv: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> c: array<f32>;
+@group(0) @binding(3) var<storage, read> g: array<f32>;
+@group(0) @binding(4) var<storage, read> coef: array<f32>; // magnitude, norm, dm: [3, rows]
+@group(0) @binding(5) var<storage, read_write> db: array<f32>;
+@group(0) @binding(6) var<storage, read_write> e: array<f32>;
 ${INDEX}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let i = flat(gid, nwg);
-  if (i >= p.n) { return; }
-  let o = i / p.cols;
-  let nrm = norm[o];
-  dv[i] = -magnitude[o] * dm[o] / (nrm * nrm) * v[i];
+  if (i >= p.rows * p.r) { return; }
+  let o = i / p.r;
+  let k = i - o * p.r;
+  let n = coef[p.rows + o];
+  let cs = -coef[o] * coef[2u * p.rows + o] / (n * n) * p.scale;
+  var bg = 0.0;
+  for (var j = 0u; j < p.r; j++) { bg = fma(b[o * p.r + j], g[j * p.r + k], bg); }
+  db[i] += cs * (c[k * p.rows + o] + p.scale * bg);
+  e[k * p.rows + o] = cs * b[i];
 }`;
 
 /**
- * Gradient through DoRA's norm when it is not detached: dV[o,:] = −m_o·dm_o/‖V_o‖²·V[o,:]
- * (dm is the magnitude gradient, which already carries Σ_t dy·pre/‖V_o‖).
+ * The part of DoRA's gradient that flows through a non-detached norm, without dense matrices:
+ * adds it to dB [dOut, r] and writes E = s·(c ⊙ B)ᵀ [r, dOut] for the caller's dA += E·W +
+ * s·(E·B)·A. `coef` packs magnitude, norm and dm as [3, dOut].
  */
 export async function doraNormGrad(
   rt: GpuRuntime,
   batch: Batch,
-  args: { dv: GpuTensor; v: GpuTensor; magnitude: GpuTensor; norm: GpuTensor; dm: GpuTensor },
+  args: {
+    db: GpuTensor;
+    e: GpuTensor;
+    b: GpuTensor;
+    c: GpuTensor;
+    g: GpuTensor;
+    coef: GpuTensor;
+    scale: number;
+  },
 ): Promise<void> {
-  const { dv, v, magnitude, norm, dm } = args;
-  const rows = magnitude.size;
-  if (dv.size !== v.size || v.size % rows || norm.size !== rows || dm.size !== rows) {
+  const { db, e, b, c, g, coef, scale } = args;
+  const rows = coef.size / 3;
+  const r = b.size / rows;
+  if (
+    !Number.isInteger(r) || db.size !== b.size || e.size !== b.size || c.size !== b.size ||
+    g.size !== r * r
+  ) {
     throw new RangeError(`doraNormGrad: mismatched sizes`);
   }
   await launch(
     rt,
     batch,
     { code: DORA_NORM_GRAD_WGSL, label: "dora/norm-grad" },
-    [{ u: v.size }, { u: v.size / rows }],
-    [v, magnitude, norm, dm, dv],
-    v.size,
+    [{ u: rows }, { u: r }, { f: scale }],
+    [b, c, g, coef, db, e],
+    rows * r,
   );
 }
 

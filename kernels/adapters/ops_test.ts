@@ -12,12 +12,12 @@ import {
   doraBackward,
   doraForward,
   doraNormGrad,
+  doraNorms,
   dotInto,
   dropout,
   gateBackward,
   gatedAxpy,
   kronExpand,
-  rowNorms,
   sumSlices,
   transposeBatched,
 } from "./ops.ts";
@@ -133,31 +133,70 @@ Deno.test("ops: dropout mask equals the CPU hash; kron expand equals A⊗B", asy
   close(await rt.read(w), ref, "kronExpand");
 });
 
-Deno.test("ops: DoRA row norms, forward, backward and norm gradient", async () => {
+Deno.test("ops: DoRA norms from factors, forward, backward and the factored norm gradient", async () => {
   const rt = await testRuntime();
-  const [tokens, rows, cols] = [9, 13, 21];
-  const v = randomF32(rows * cols, 1);
+  const [tokens, rows, cols, r, scale] = [9, 13, 21, 3, 0.5];
+  const w = randomF32(rows * cols, 1);
+  const a = randomF32(r * cols, 6);
+  const bm = randomF32(rows * r, 7);
   const mag = randomF32(rows, 2).map((x) => 1 + Math.abs(x));
   const y0 = randomF32(tokens * rows, 3);
   const lora = randomF32(tokens * rows, 4);
   const dy = randomF32(tokens * rows, 5);
-  const gv = rt.upload(v, [rows, cols]);
+  // Host factors: ‖W_o‖², C = A·Wᵀ, G = A·Aᵀ; the dense V = W + s·B·A as the reference.
+  const wsq = Float32Array.from({ length: rows }, (_, o) => {
+    let ss = 0;
+    for (let i = 0; i < cols; i++) ss += w[o * cols + i] ** 2;
+    return ss;
+  });
+  const c = new Float32Array(r * rows);
+  const g = new Float32Array(r * r);
+  const v = new Float64Array(rows * cols);
+  for (let k = 0; k < r; k++) {
+    for (let o = 0; o < rows; o++) {
+      let d = 0;
+      for (let i = 0; i < cols; i++) d += a[k * cols + i] * w[o * cols + i];
+      c[k * rows + o] = d;
+    }
+    for (let j = 0; j < r; j++) {
+      let d = 0;
+      for (let i = 0; i < cols; i++) d += a[k * cols + i] * a[j * cols + i];
+      g[k * r + j] = d;
+    }
+  }
+  for (let o = 0; o < rows; o++) {
+    for (let i = 0; i < cols; i++) {
+      let d = w[o * cols + i];
+      for (let k = 0; k < r; k++) d += scale * bm[o * r + k] * a[k * cols + i];
+      v[o * cols + i] = d;
+    }
+  }
+  const nRef = Array.from(
+    { length: rows },
+    (_, o) => Math.hypot(...v.subarray(o * cols, (o + 1) * cols)),
+  );
   const norms = rt.empty([rows]);
   const y = rt.upload(y0, [tokens, rows]);
   const pre = rt.empty([tokens, rows]);
   const dm = rt.empty([rows]);
   const dys = rt.empty([tokens, rows]);
-  const dv = rt.empty([rows, cols]);
   const m = rt.upload(mag, [rows]);
+  const gb = rt.upload(bm, [rows, r]);
+  const db0 = randomF32(rows * r, 8);
+  const db = rt.upload(db0, [rows, r]);
+  const e = rt.empty([r, rows]);
+  for (const t of [norms, pre, dm, dys, e]) rt.fill(t, NaN);
+  const gc = rt.upload(c, [r, rows]);
+  const gg = rt.upload(g, [r, r]);
   const b = rt.batch();
-  await rowNorms(rt, b, { out: norms, m: gv, rows, cols });
+  await doraNorms(rt, b, { norm: norms, wsq: rt.upload(wsq, [rows]), b: gb, c: gc, g: gg, scale });
   await doraForward(rt, b, {
     y,
     lora: rt.upload(lora, [tokens, rows]),
     magnitude: m,
     norm: norms,
     pre,
-    scale: 0.5,
+    scale,
   });
   await doraBackward(rt, b, {
     dy: rt.upload(dy, [tokens, rows]),
@@ -167,14 +206,14 @@ Deno.test("ops: DoRA row norms, forward, backward and norm gradient", async () =
     dm,
     dyScaled: dys,
   });
-  await doraNormGrad(rt, b, { dv, v: gv, magnitude: m, norm: norms, dm });
+  const coef = rt.empty([3, rows]);
+  b.copy(m.buffer, 0, coef.buffer, 0, 4 * rows);
+  b.copy(norms.buffer, 0, coef.buffer, 4 * rows, 4 * rows);
+  b.copy(dm.buffer, 0, coef.buffer, 8 * rows, 4 * rows);
+  await doraNormGrad(rt, b, { db, e, b: gb, c: gc, g: gg, coef, scale });
   await b.submit();
-  const nRef = Array.from(
-    { length: rows },
-    (_, o) => Math.hypot(...v.subarray(o * cols, (o + 1) * cols)),
-  );
-  close(await rt.read(norms), nRef, "rowNorms");
-  const preRef = Float64Array.from(y0, (yv, i) => yv + 0.5 * lora[i]);
+  close(await rt.read(norms), nRef, "doraNorms");
+  const preRef = Float64Array.from(y0, (yv, i) => yv + scale * lora[i]);
   close(await rt.read(pre), preRef, "dora pre");
   close(await rt.read(y), preRef.map((p, i) => (mag[i % rows] / nRef[i % rows]) * p), "dora y");
   const dmRef = new Float64Array(rows);
@@ -182,19 +221,23 @@ Deno.test("ops: DoRA row norms, forward, backward and norm gradient", async () =
   close(await rt.read(dm), dmRef, "dora dm");
   close(
     await rt.read(dys),
-    Float64Array.from(dy, (g, i) => (mag[i % rows] / nRef[i % rows]) * g),
+    Float64Array.from(dy, (gv, i) => (mag[i % rows] / nRef[i % rows]) * gv),
     "dora dy scaled",
   );
-  close(
-    await rt.read(dv),
-    Float64Array.from(
-      v,
-      (x, i) =>
-        (-mag[Math.floor(i / cols)] * dmRef[Math.floor(i / cols)] /
-          nRef[Math.floor(i / cols)] ** 2) * x,
-    ),
-    "dora norm grad",
-  );
+  // Dense reference of the norm's gradient: dV = c ⊙ V, dB += s·dV·Aᵀ, E = s·(c ⊙ B)ᵀ.
+  const coefRef = Array.from({ length: rows }, (_, o) => (-mag[o] * dmRef[o]) / nRef[o] ** 2);
+  const dbRef = Float64Array.from(db0);
+  const eRef = new Float64Array(r * rows);
+  for (let o = 0; o < rows; o++) {
+    for (let k = 0; k < r; k++) {
+      let d = 0;
+      for (let i = 0; i < cols; i++) d += coefRef[o] * v[o * cols + i] * a[k * cols + i];
+      dbRef[o * r + k] += scale * d;
+      eRef[k * rows + o] = scale * coefRef[o] * bm[o * r + k];
+    }
+  }
+  close(await rt.read(db), dbRef, "dora norm gradient of B");
+  close(await rt.read(e), eRef, "dora norm gradient factor E");
 });
 
 Deno.test("ops: split-K weight gradient equals Lᵀ·R for split and unsplit shapes", async () => {

@@ -3,10 +3,7 @@
  * (f32 tolerance: TOLERANCE.f32 relative). Shapes: 3 sequences of 7 tokens, GQA 4 heads / 2 KV.
  */
 import assert from "node:assert/strict";
-import {
-  attentionBackward as attBwdCpu,
-  attentionForward as attFwdCpu,
-} from "../../models/llama/cpu/attention.ts";
+import { attentionForward as attFwdCpu } from "../../models/llama/cpu/attention.ts";
 import {
   rmsnormBackward as rmsBwdCpu,
   rmsnormForward as rmsFwdCpu,
@@ -18,9 +15,7 @@ import {
 } from "../../models/llama/cpu/swiglu.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import {
-  attentionBackward,
   attentionDecode,
-  attentionForward,
   rmsnormBackward,
   rmsnormForward,
   rope,
@@ -85,57 +80,6 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   const sb = swiBwdCpu(f64(a), f64(bb), f64(dy));
   close(await rt.read(da), sb.da, "swiglu da");
   close(await rt.read(db), sb.db, "swiglu db");
-});
-
-Deno.test("llama ops: causal GQA attention forward/backward", async () => {
-  const rt = await testRuntime();
-  const [sequences, seq, heads, kvHeads, hs] = [3, 7, 4, 2, 8];
-  const rows = sequences * seq;
-  const q = randomF32(rows * heads * hs, 1);
-  const k = randomF32(rows * kvHeads * hs, 2);
-  const v = randomF32(rows * kvHeads * hs, 3);
-  const dout = randomF32(rows * heads * hs, 4);
-  const t = {
-    q: rt.upload(q, [rows, heads * hs]),
-    k: rt.upload(k, [rows, kvHeads * hs]),
-    v: rt.upload(v, [rows, kvHeads * hs]),
-    dout: rt.upload(dout, [rows, heads * hs]),
-  };
-  const out = rt.empty([rows, heads * hs]);
-  const att = rt.empty([sequences, heads, seq, seq]);
-  const [dq, dk, dv, ds] = [
-    rt.empty(t.q.shape),
-    rt.empty(t.k.shape),
-    rt.empty(t.v.shape),
-    rt.empty(att.shape),
-  ];
-  const dims = { seq, heads, kvHeads, headSize: hs };
-  const b = rt.batch();
-  await attentionForward(rt, b, { out, att, ...t, dims });
-  await attentionBackward(rt, b, { dq, dk, dv, ds, ...t, att, dims });
-  await b.submit();
-  const shape = { tokens: seq, heads, kvHeads, headSize: hs };
-  const [outRef, dqRef, dkRef, dvRef] = [q, q, k, v].map((a) => new Float64Array(a.length));
-  for (let s = 0; s < sequences; s++) {
-    const part = (a: Float32Array, w: number) => f64(a.subarray(s * seq * w, (s + 1) * seq * w));
-    const f = attFwdCpu(part(q, heads * hs), part(k, kvHeads * hs), part(v, kvHeads * hs), shape);
-    outRef.set(f.out, s * seq * heads * hs);
-    const g = attBwdCpu(
-      part(q, heads * hs),
-      part(k, kvHeads * hs),
-      part(v, kvHeads * hs),
-      f.att,
-      part(dout, heads * hs),
-      shape,
-    );
-    dqRef.set(g.dq, s * seq * heads * hs);
-    dkRef.set(g.dk, s * seq * kvHeads * hs);
-    dvRef.set(g.dv, s * seq * kvHeads * hs);
-  }
-  close(await rt.read(out), outRef, "attention");
-  close(await rt.read(dq), dqRef, "attention dq");
-  close(await rt.read(dk), dkRef, "attention dk");
-  close(await rt.read(dv), dvRef, "attention dv");
 });
 
 Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an offset", async () => {

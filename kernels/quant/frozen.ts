@@ -113,6 +113,36 @@ export class FrozenMatrix {
     );
   }
 
+  /**
+   * An f32 tensor [rows, cols] seen as a one-block matrix, without a copy; releasing the matrix
+   * leaves the tensor to its owner.
+   */
+  static wrapF32(rt: GpuRuntime, t: GpuTensor): FrozenMatrix {
+    if (t.dtype !== "f32" || t.shape.length !== 2) {
+      throw new TypeError(`wrapF32: an f32 [rows, cols] tensor, not ${t.dtype}[${t.shape}]`);
+    }
+    const [rows, cols] = t.shape;
+    const scales = rt.empty([1]);
+    const aux = rt.empty([1], "u32");
+    const weight: GpuQuantWeight = {
+      format: "f32",
+      rows,
+      cols,
+      blockSize: 8,
+      packed: t,
+      scales,
+      aux,
+      dqGroup: 1,
+      dqOffset: 0,
+      bytes: t.byteLength,
+      release() {
+        scales.release();
+        aux.release();
+      },
+    };
+    return FrozenMatrix.of(weight);
+  }
+
   /** GPU bytes of all blocks (payload). */
   get bytes(): number {
     return this.blocks.reduce((n, b) => n + b.weight.bytes, 0);
@@ -281,15 +311,15 @@ ${MAIN}
   out[p.oOff * p.K + i] = weightAt(r, i - r * p.K);
 }`;
 
-// One invocation per row of the block: ‖W_r‖ (f32 sum of squares).
-const ROW_NORMS = (format: StorageFormat) =>
+// One invocation per row of the block: ‖W_r‖ or ‖W_r‖² (f32 sum of squares).
+const ROW_NORMS = (squared: boolean) => (format: StorageFormat) =>
   `${weightAtWgsl(format)}
 ${FLAT_INDEX_WGSL}
 ${MAIN}
   if (i >= p.N) { return; }
   var ss = 0.0;
   for (var c = 0u; c < p.K; c++) { let v = weightAt(i, c); ss = fma(v, v, ss); }
-  out[p.oOff + i] = sqrt(ss);
+  out[p.oOff + i] = ${squared ? "ss" : "sqrt(ss)"};
 }`;
 
 async function perBlock(
@@ -345,15 +375,17 @@ export async function frozenDequantize(
   return out;
 }
 
-/** out [rows] = ‖W_r‖₂ of every row (float32 sums). */
+/** out [rows] = ‖W_r‖₂ of every row, or its square with `squared` (float32 sums). */
 export async function frozenRowNorms(
   rt: GpuRuntime,
   batch: Batch,
   w: FrozenMatrix,
   out: GpuTensor,
+  squared = false,
 ): Promise<void> {
   if (out.size !== w.rows) {
     throw new RangeError(`frozenRowNorms: ${out.size} outputs, ${w.rows} rows`);
   }
-  await perBlock(rt, batch, w, ROW_NORMS, "row-norms", null, out, 0, (n) => n);
+  const name = squared ? "row-norms-squared" : "row-norms";
+  await perBlock(rt, batch, w, ROW_NORMS(squared), name, null, out, 0, (n) => n);
 }

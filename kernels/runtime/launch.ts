@@ -8,13 +8,18 @@ import type { GpuTensor } from "./tensor.ts";
 
 const WG = 256;
 
-/** WGSL: flat index of a 1-D launch of 256-wide workgroups folded to 2-D (`flat(gid, nwg)`). */
-export const FLAT_INDEX_WGSL = /* wgsl */ `
-fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * 256u; }`;
+/** WGSL: flat index of a 1-D launch of `wg`-wide workgroups folded to 2-D (`flat(gid, nwg)`). */
+export function flatIndexWgsl(wg: number): string {
+  return `
+fn flat(gid: vec3<u32>, nwg: vec3<u32>) -> u32 { return gid.x + gid.y * nwg.x * ${wg}u; }`;
+}
 
-/** Grid for `n` invocations of a 256-wide 1-D kernel, folded to 2-D past the dispatch limit. */
-export function grid1d(rt: GpuRuntime, n: number): [number, number] {
-  const groups = Math.ceil(n / WG);
+/** {@link flatIndexWgsl} for the default 256-wide workgroups. */
+export const FLAT_INDEX_WGSL: string = flatIndexWgsl(WG);
+
+/** Grid for `n` invocations of a `wg`-wide 1-D kernel, folded to 2-D past the dispatch limit. */
+export function grid1d(rt: GpuRuntime, n: number, wg = WG): [number, number] {
+  const groups = Math.ceil(n / wg);
   const limit = rt.device.limits.maxComputeWorkgroupsPerDimension;
   if (groups <= limit) return [groups, 1];
   const y = Math.ceil(groups / limit);
@@ -35,7 +40,8 @@ export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuf
 
 /**
  * Compile (cached) and record one kernel: binding 0 is the uniform block made of `fields`, then
- * `buffers` in order; `invocations` is the 1-D size (folded to 2-D) or "one" for one workgroup.
+ * `buffers` in order; `invocations` is the 1-D size (folded to 2-D) of a kernel whose workgroups
+ * are `wg` wide, or "one" for one workgroup.
  */
 export async function launch(
   rt: GpuRuntime,
@@ -44,11 +50,12 @@ export async function launch(
   fields: ({ u: number } | { f: number })[],
   buffers: GpuTensor[],
   invocations: number | "one",
+  wg = WG,
 ): Promise<void> {
   const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
   batch.dispatch(
     pipeline,
     [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.binding)],
-    invocations === "one" ? [1] : grid1d(rt, invocations),
+    invocations === "one" ? [1] : grid1d(rt, invocations, wg),
   );
 }

@@ -8,6 +8,7 @@
  * (LoRA, KronA, LoKr, MoKA) that is y + x·ΔWᵀ, for DoRA a rescaling as well.
  */
 import type { KronGpuOptions } from "./kron_gpu.ts";
+import type { FrozenMatrix } from "../../kernels/quant/frozen.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
@@ -36,6 +37,11 @@ export interface PassOptions {
   train?: boolean;
   /** Seed of the dropout mask for this step (the backward pass reuses the forward's). */
   dropoutSeed?: number;
+  /**
+   * Keep what the backward needs (default true). False when no backward follows this forward
+   * (inference, or a checkpointed forward that will be recomputed).
+   */
+  keep?: boolean;
 }
 
 /** Result of the CPU backward pass. */
@@ -157,12 +163,13 @@ export abstract class Adapter<C extends { kind: string }> {
   /** The float64 reference. */
   abstract readonly math: AdapterMath;
   /**
-   * Upload to the GPU; `weight` is the frozen base (f32 [dOut, dIn]) for adapters that read it;
-   * `options` trade memory for speed where an adapter has such a choice (Kronecker adapters).
+   * Upload to the GPU; `weight` is the frozen base [dOut, dIn] in its stored format, for adapters
+   * that read it (DoRA); `options` trade memory for speed where an adapter has such a choice
+   * (Kronecker adapters).
    */
   abstract toGpu(
     rt: GpuRuntime,
-    weight?: GpuTensor,
+    weight?: FrozenMatrix,
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer>;
 

@@ -115,6 +115,31 @@ Deno.test("adapters: GPU forward/backward equal the float64 reference", async ()
   }
 });
 
+Deno.test("dora: on NF4, int4 and bf16 bases forward, dx and every gradient equal float64 on the stored weights; no dOut×dIn buffer", async () => {
+  const rt = await testRuntime();
+  const [dIn, dOut, tokens] = [256, 384, 12];
+  // LoRA of the same rank on the same base: what DoRA may hold beyond it is vectors and r-wide
+  // factors, never a dOut × dIn matrix (393 kB here).
+  const lora = build({ kind: "lora", r: 4, alpha: 8 }, dIn, dOut, 3);
+  randomizeParams(lora, 6);
+  const loraStats: { poolGrowth?: number } = {};
+  await gpuVsCpu(rt, lora, tokens, 41, {}, {}, { base: "nf4", stats: loraStats });
+  for (const base of ["nf4", "int4", "bf16"] as const) {
+    for (const detachNorm of [true, false]) {
+      const config = { kind: "dora", r: 4, alpha: 8, detachNorm };
+      const a = build(config, dIn, dOut, 3);
+      randomizeParams(a, 6);
+      const stats: { poolGrowth?: number } = {};
+      const errors = await gpuVsCpu(rt, a, tokens, 41, {}, {}, { base, stats });
+      for (const [name, e] of Object.entries(errors)) {
+        assert.ok(e < 2 * TOLERANCE.f32, `${base} detachNorm=${detachNorm} ${name}: ${e}`);
+      }
+      const extra = stats.poolGrowth! - loraStats.poolGrowth!;
+      assert.ok(extra < (dIn * dOut * 4) / 4, `${base}: ${extra} bytes more than LoRA`);
+    }
+  }
+});
+
 Deno.test("lokr: factorization and layout follow PEFT", () => {
   assert.deepEqual(factorization(256), [16, 16]);
   assert.deepEqual(factorization(128), [8, 16]);

@@ -2,7 +2,14 @@
  * Shared checks for adapter tests: the float64 reference against central finite differences, and
  * the GPU layer against the reference on fresh random inputs.
  */
-import { matmul } from "../../kernels/matmul/matmul.ts";
+import {
+  frozenDequantize,
+  frozenMatmul,
+  frozenMatmulBackward,
+  FrozenMatrix,
+} from "../../kernels/quant/frozen.ts";
+import type { StorageFormat } from "../../kernels/quant/qmatmul.ts";
+import { quantizeRows } from "../../kernels/quant/quantize.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import { randomF32, relativeError } from "../../kernels/testing/mod.ts";
 import type { Adapter, AdapterMath, F64Params, GpuLayerOptions, PassOptions } from "./adapter.ts";
@@ -82,9 +89,18 @@ export function finiteDifferenceError(
   return { worst, name: worstName };
 }
 
+/** Options of {@link gpuVsCpu} beyond the pass and layer options. */
+export interface GpuVsCpuOptions {
+  /** Storage of the frozen base weight (default f32); the reference uses it dequantized. */
+  base?: StorageFormat;
+  /** Filled with the pool's growth during forward + backward, in bytes. */
+  stats?: { poolGrowth?: number };
+}
+
 /**
  * Run forward and backward on the GPU and the CPU reference with the same random data; return
- * the relative error of y, dx and every gradient.
+ * the relative error of y, dx and every gradient. The base weight is stored as `base` (quantized
+ * on the GPU); the reference computes with what is stored, dequantized.
  */
 export async function gpuVsCpu(
   rt: GpuRuntime,
@@ -93,29 +109,61 @@ export async function gpuVsCpu(
   seed: number,
   pass: PassOptions = {},
   layerOptions: GpuLayerOptions = {},
+  options: GpuVsCpuOptions = {},
 ): Promise<Record<string, number>> {
   const { dIn, dOut } = adapter;
   const w32 = randomF32(dOut * dIn, seed + 1);
   const x32 = randomF32(tokens * dIn, seed + 2);
   const dy32 = randomF32(tokens * dOut, seed + 3);
   const w = rt.upload(w32, [dOut, dIn]);
+  const base = options.base ?? "f32";
+  let frozen: FrozenMatrix;
+  if (base === "f32") frozen = FrozenMatrix.wrapF32(rt, w);
+  else {
+    frozen = FrozenMatrix.empty(rt, base, dOut, dIn, { blockSize: 32 });
+    const flags = rt.upload(new Uint32Array(1), [1], "u32");
+    const b = rt.batch();
+    const raw = rt.upload(new Uint32Array(w32.buffer.slice(0)), [w32.length], "u32");
+    await quantizeRows(
+      rt,
+      b,
+      { raw, dtype: "F32", rows: dOut },
+      frozen.blocks[0].weight,
+      0,
+      flags,
+      0,
+    );
+    await b.submit();
+    for (const t of [raw, flags]) t.release();
+  }
+  const wStored = await (async () => {
+    const b = rt.batch();
+    const t = await frozenDequantize(rt, b, frozen);
+    await b.submit();
+    const out = await rt.read(t) as Float32Array;
+    t.release();
+    return out;
+  })();
   const x = rt.upload(x32, [tokens, dIn]);
   const dy = rt.upload(dy32, [tokens, dOut]);
-  const layer = await adapter.toGpu(rt, w, layerOptions);
+  const layer = await adapter.toGpu(rt, frozen, layerOptions);
   const dx = rt.empty([tokens, dIn]);
   rt.fill(dx, NaN);
   try {
+    const before = rt.pool.stats.inUseBytes;
+    rt.pool.resetPeak();
     const fwd = rt.batch();
-    const y = await matmul(rt, x, w, { m: tokens, n: dOut, k: dIn, transB: true }, { batch: fwd });
+    const y = await frozenMatmul(rt, fwd, x, frozen);
     await layer.forward(fwd, x, y, tokens, pass);
     await fwd.submit();
     const bwd = rt.batch();
     const dyBase = await layer.backward(bwd, x, dy, dx, tokens);
-    await matmul(rt, dyBase, w, { m: tokens, n: dIn, k: dOut, beta: 1 }, { out: dx, batch: bwd });
+    await frozenMatmulBackward(rt, bwd, dyBase, frozen, { out: dx, beta: 1 });
     await bwd.submit();
+    if (options.stats) options.stats.poolGrowth = rt.pool.stats.peakInUseBytes - before;
 
     const p = adapter.paramsF64();
-    const wf = Float64Array.from(w32);
+    const wf = Float64Array.from(wStored);
     const xf = Float64Array.from(x32);
     const yRef = adapter.math.forward(p, wf, xf, tokens, pass);
     const ref = adapter.math.backward(p, wf, xf, tokens, Float64Array.from(dy32), pass);
@@ -130,6 +178,7 @@ export async function gpuVsCpu(
     return errors;
   } finally {
     layer.release();
+    frozen.release();
     for (const t of [w, x, dy, dx]) t.release();
   }
 }

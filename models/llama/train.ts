@@ -15,7 +15,7 @@ import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
-import { rng } from "../random.ts";
+import { hash32, rng } from "../random.ts";
 import type { Schema } from "../schema.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama } from "./gpu/model.ts";
@@ -292,7 +292,10 @@ export class Trainer {
       const ids = rt.upload(m.ids, [m.ids.length]);
       const targets = rt.upload(m.targets, [m.targets.length]);
       const b = rt.batch();
-      await this.#model.forward(b, ids, c.seq, { keep: true, logits: "none" });
+      // Dropout masks are a function of the run's seed, the step and the micro-batch: a resumed
+      // run draws the same ones.
+      const dropoutSeed = hash32((c.seed * 1000003 + this.#step * 64 + i) >>> 0);
+      await this.#model.forward(b, ids, c.seq, { keep: true, logits: "none", dropoutSeed });
       // Dividing by the step's total count makes the accumulated sum the mean over the step.
       const loss = await this.#model.lossAndBackward(b, targets, total);
       for (const s of this.#state) {

@@ -4,16 +4,27 @@
  *   forward   y = c ⊙ pre
  *   backward  dm = Σ_t dy⊙pre / n;  dyScaled = c⊙dy feeds both the base layer and LoRA's backward;
  *             without detaching, n also carries dV = −(m·dm/n²)⊙V into dA += s·Bᵀ·dV, dB += s·dV·Aᵀ.
- * V is materialised ([dOut, dIn], as PEFT does) because the norm needs it; the adapter reads the
- * frozen weight, so `toGpu` needs it as f32.
+ *
+ * On the GPU neither V nor W in f32 is ever formed (PEFT materialises V; on an 8B model that is
+ * tens of GB). The base stays in its stored format (NF4, int4, ...): ‖V_o‖² = ‖W_o‖² (once, at
+ * upload) + 2s·⟨W_o, (BA)_o⟩ + s²‖(BA)_o‖², where the cross term comes from C = A·Wᵀ — a frozen
+ * matmul of r rows — and the last from G = A·Aᵀ. The magnitude scales the base and adapter
+ * outputs; `pre` is recomputed in the backward rather than kept, so DoRA holds what LoRA holds.
  */
 import {
   doraBackward,
   doraForward,
   doraNormGrad,
-  rowNorms,
+  doraNorms,
 } from "../../../kernels/adapters/ops.ts";
 import { matmul } from "../../../kernels/matmul/matmul.ts";
+import {
+  frozenMatmul,
+  frozenMatmulBackward,
+  type FrozenMatrix,
+  frozenRowNorms,
+} from "../../../kernels/quant/frozen.ts";
+import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
 import {
@@ -28,6 +39,7 @@ import {
   gpuLayer,
   type Params,
   type ParamSpec,
+  type PassOptions,
   uploadParams,
 } from "../adapter.ts";
 import {
@@ -152,38 +164,50 @@ export class DoraAdapter extends Adapter<DoraConfig> {
     };
   }
 
-  /** Upload and return the GPU layer. */
-  async toGpu(rt: GpuRuntime, weight?: GpuTensor): Promise<GpuAdapterLayer> {
-    if (!weight) throw new Error("dora.toGpu: the frozen f32 base weight is required");
-    weight.check("dora base weight", "f32");
-    checkLength("dora base weight", weight.size, this.dIn * this.dOut);
+  /** Upload and return the GPU layer; `weight` is the frozen base in its stored format. */
+  async toGpu(rt: GpuRuntime, weight?: FrozenMatrix): Promise<GpuAdapterLayer> {
+    if (!weight) throw new Error("dora.toGpu: the frozen base weight is required");
     const { dIn, dOut, scale } = this;
+    if (weight.rows !== dOut || weight.cols !== dIn) {
+      throw new RangeError(`dora base weight is ${weight.rows}×${weight.cols}, not ${dOut}×${dIn}`);
+    }
     const { r, detachNorm } = this.config;
     const { params, grads } = uploadParams(rt, this.specs(), this.params);
-    let saved: { h: GpuTensor; pre: GpuTensor; norms: GpuTensor; v: GpuTensor } | null = null;
-    const drop = (batch: { releaseAfter(t: GpuTensor): void }) => {
-      if (saved) { for (const t of Object.values(saved)) batch.releaseAfter(t); }
+    const wsq = rt.empty([dOut]); // ‖W_o‖², once
+    {
+      const b = rt.batch();
+      await frozenRowNorms(rt, b, weight, wsq, true);
+      await b.submit();
+    }
+    // Kept from a forward for its backward: h = A·x, the norms, and C, G when the norm is not
+    // detached (its gradient needs them).
+    let saved: { h: GpuTensor; norms: GpuTensor; c: GpuTensor | null; g: GpuTensor | null } | null =
+      null;
+    const drop = (batch: Batch) => {
+      if (saved) { for (const t of Object.values(saved)) if (t) batch.releaseAfter(t); }
       saved = null;
     };
     return await Promise.resolve(gpuLayer(rt, params, grads, {
-      async forward(batch, x, y, tokens) {
+      async forward(batch, x, y, tokens, pass: PassOptions = {}) {
         drop(batch);
-        const v = rt.empty([dOut, dIn]);
-        batch.copy(weight.buffer, 0, v.buffer, 0, v.byteLength);
-        await matmul(rt, params.B, params.A, { m: dOut, n: dIn, k: r, alpha: scale, beta: 1 }, {
-          out: v,
+        const keep = pass.keep ?? true;
+        const c = rt.empty([r, dOut]);
+        await frozenMatmul(rt, batch, params.A, weight, { out: c }); // C = A·Wᵀ
+        const g = rt.empty([r, r]);
+        await matmul(rt, params.A, params.A, { m: r, n: r, k: dIn, transB: true }, {
+          out: g,
           batch,
         });
         const norms = rt.empty([dOut]);
-        await rowNorms(rt, batch, { out: norms, m: v, rows: dOut, cols: dIn });
+        await doraNorms(rt, batch, { norm: norms, wsq, b: params.B, c, g, scale });
         const h = rt.empty([tokens, r]);
         await matmul(rt, x, params.A, { m: tokens, n: r, k: dIn, transB: true }, { out: h, batch });
-        const lora = rt.empty([tokens, dOut]);
+        const lora = batch.scratch([tokens, dOut]);
         await matmul(rt, h, params.B, { m: tokens, n: dOut, k: r, transB: true }, {
           out: lora,
           batch,
         });
-        const pre = rt.empty([tokens, dOut]);
+        const pre = batch.scratch([tokens, dOut]);
         await doraForward(rt, batch, {
           y,
           lora,
@@ -192,12 +216,30 @@ export class DoraAdapter extends Adapter<DoraConfig> {
           pre,
           scale,
         });
-        batch.releaseAfter(lora);
-        saved = { h, pre, norms, v };
+        batch.recycle(lora);
+        batch.recycle(pre);
+        const normState = detachNorm ? null : { c, g };
+        if (keep) saved = { h, norms, c: normState?.c ?? null, g: normState?.g ?? null };
+        else for (const t of [h, norms]) batch.releaseAfter(t);
+        for (const t of [c, g]) if (!keep || detachNorm) batch.releaseAfter(t);
       },
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
         if (!saved) throw new Error("dora.backward: run forward on these tokens first");
-        const { h, pre, norms, v } = saved;
+        const { h, norms, c, g } = saved;
+        // pre = W·x + s·B·h again: keeping it would cost a layer output per module.
+        const pre = batch.scratch([tokens, dOut]);
+        await frozenMatmul(rt, batch, x, weight, { out: pre });
+        await matmul(rt, h, params.B, {
+          m: tokens,
+          n: dOut,
+          k: r,
+          transB: true,
+          alpha: scale,
+          beta: 1,
+        }, {
+          out: pre,
+          batch,
+        });
         const dys = rt.empty([tokens, dOut]);
         await doraBackward(rt, batch, {
           dy,
@@ -207,6 +249,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
           dm: grads.magnitude,
           dyScaled: dys,
         });
+        batch.recycle(pre);
         await loraBackwardGpu(rt, batch, {
           params,
           grads,
@@ -218,45 +261,29 @@ export class DoraAdapter extends Adapter<DoraConfig> {
           tokens,
         });
         if (!detachNorm) {
-          const dv = rt.empty([dOut, dIn]);
-          await doraNormGrad(rt, batch, {
-            dv,
-            v,
-            magnitude: params.magnitude,
-            norm: norms,
-            dm: grads.magnitude,
-          });
-          await matmul(rt, dv, params.A, {
-            m: dOut,
-            n: r,
-            k: dIn,
-            transB: true,
-            alpha: scale,
-            beta: 1,
-          }, {
-            out: grads.B,
-            batch,
-          });
-          await matmul(rt, params.B, dv, {
-            m: r,
-            n: dIn,
-            k: dOut,
-            transA: true,
-            alpha: scale,
-            beta: 1,
-          }, {
+          const coef = batch.scratch([3, dOut]);
+          batch.copy(params.magnitude.buffer, 0, coef.buffer, 0, 4 * dOut);
+          batch.copy(norms.buffer, 0, coef.buffer, 4 * dOut, 4 * dOut);
+          batch.copy(grads.magnitude.buffer, 0, coef.buffer, 8 * dOut, 4 * dOut);
+          const e = batch.scratch([r, dOut]);
+          await doraNormGrad(rt, batch, { db: grads.B, e, b: params.B, c: c!, g: g!, coef, scale });
+          await frozenMatmulBackward(rt, batch, e, weight, { out: grads.A, beta: 1 }); // += E·W
+          const eb = batch.scratch([r, r]);
+          await matmul(rt, e, params.B, { m: r, n: r, k: dOut }, { out: eb, batch });
+          await matmul(rt, eb, params.A, { m: r, n: dIn, k: r, alpha: scale, beta: 1 }, {
             out: grads.A,
             batch,
           });
-          batch.releaseAfter(dv);
+          for (const t of [coef, e, eb]) batch.recycle(t);
         }
         batch.releaseAfter(dys); // read by the caller's base backward within this batch
         drop(batch);
         return dys;
       },
       cleanup() {
-        if (saved) { for (const t of Object.values(saved)) t.release(); }
+        if (saved) { for (const t of Object.values(saved)) t?.release(); }
         saved = null;
+        wsq.release();
       },
     }));
   }

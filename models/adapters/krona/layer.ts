@@ -1,4 +1,5 @@
 /** KronA layer: parameters `A`, `B`; the GPU path is the Kronecker mixture with one component. */
+import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
 import { hash32, kaimingUniform } from "../../random.ts";
@@ -78,7 +79,7 @@ export class KronaAdapter extends Adapter<KronaConfig> {
   /** Upload and return the GPU layer. */
   async toGpu(
     rt: GpuRuntime,
-    _weight?: GpuTensor,
+    _weight?: FrozenMatrix,
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer> {
     const { params, grads } = uploadParams(rt, this.specs(), this.params);

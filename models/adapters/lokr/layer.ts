@@ -3,6 +3,7 @@
  * w1 (or w1_a) zero, the rest Kaiming-uniform. On the GPU the low-rank factors are multiplied out
  * into w1/w2 (factor-sized, never ΔW) and the Kronecker mixture does the rest.
  */
+import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import { matmul } from "../../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
@@ -130,7 +131,7 @@ export class LokrAdapter extends Adapter<LokrConfig> {
   /** Upload and return the GPU layer. */
   async toGpu(
     rt: GpuRuntime,
-    _weight?: GpuTensor,
+    _weight?: FrozenMatrix,
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer> {
     const l = this.layout;

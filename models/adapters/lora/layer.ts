@@ -220,6 +220,7 @@ export class LoraAdapter extends Adapter<LoraConfig> {
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       async forward(batch, x, y, tokens, pass: PassOptions = {}) {
         if (saved) { for (const t of [saved.h, saved.xd]) if (t) batch.releaseAfter(t); }
+        saved = null;
         const drop = pass.train === true && p > 0;
         const seed = pass.dropoutSeed ?? 0;
         let xd: GpuTensor | null = null;
@@ -243,7 +244,8 @@ export class LoraAdapter extends Adapter<LoraConfig> {
           out: y,
           batch,
         });
-        saved = { h, xd, seed };
+        if (pass.keep ?? true) saved = { h, xd, seed };
+        else for (const t of [h, xd]) if (t) batch.releaseAfter(t);
       },
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
         if (!saved) throw new Error("lora.backward: run forward on these tokens first");

@@ -2,6 +2,7 @@
  * The MoKA layer: parameters `A.i`, `B.i` (per component) and `gate` (r logits); the float64
  * reference and the GPU layer built on {@link KronMixtureGpu}.
  */
+import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
 import { hash32, kaimingUniform } from "../../random.ts";
@@ -125,7 +126,7 @@ export class MokaAdapter extends Adapter<MokaConfig> {
   /** Upload and return the GPU layer. */
   async toGpu(
     rt: GpuRuntime,
-    _weight?: GpuTensor,
+    _weight?: FrozenMatrix,
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer> {
     const specs = this.specs();

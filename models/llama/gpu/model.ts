@@ -4,17 +4,26 @@
  * module, forward to logits where they are needed, and the backward from a masked cross-entropy
  * to every adapter parameter. Everything one step needs is recorded in one batch.
  *
- * Logits are never formed for a whole batch of a big vocabulary: training takes the loss in row
- * and vocabulary chunks (`lossAndBackward`), scoring and generation ask for the positions they
- * read (`forward(..., { logits: positions })`).
+ * Memory, at any scale:
+ * - every temporary of a step is scratch of its batch, handed to later dispatches of the same
+ *   batch at its last use (`batch.recycle`), so a forward holds a few layer-sized buffers;
+ * - attention keeps no [seq, seq] matrix (`kernels/llama/attention.ts`);
+ * - with activation checkpointing a training forward keeps only each block's input and the
+ *   backward recomputes one block at a time (on by default when the whole tape would exceed
+ *   {@link CHECKPOINT_ABOVE_BYTES});
+ * - logits are never formed for a whole batch of a big vocabulary: training takes the loss in row
+ *   and vocabulary chunks (`lossAndBackward`), scoring and generation ask for the positions they
+ *   read (`forward(..., { logits: positions })`).
  *
- * Mirrors `CpuLlama` (models/llama/cpu/model.ts) layer for layer; the tests hold the two together.
+ * The transformer block is written once (`#block`) for prefill, training and KV-cached decoding,
+ * and its backward once (`#blockBackward`); `CpuLlama` (models/llama/cpu/model.ts) mirrors both
+ * layer for layer and the tests hold the two together.
  */
+import { attentionBackward, attentionForward } from "../../../kernels/llama/attention.ts";
+import { ceFinish, ceGrad, ceStats } from "../../../kernels/llama/cross_entropy.ts";
 import {
   addInto,
-  attentionBackward,
   attentionDecode,
-  attentionForward,
   rmsnormBackward,
   rmsnormForward,
   rope,
@@ -22,7 +31,6 @@ import {
   swigluBackward,
   swigluForward,
 } from "../../../kernels/llama/ops.ts";
-import { ceFinish, ceGrad, ceStats } from "../../../kernels/llama/cross_entropy.ts";
 import {
   frozenBlockBackward,
   frozenBlockMatmul,
@@ -36,10 +44,11 @@ import {
 import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import { type GpuTensor, rowAlignment } from "../../../kernels/runtime/tensor.ts";
-import type { Adapter, GpuAdapterLayer } from "../../adapters/adapter.ts";
+import type { Adapter, GpuAdapterLayer, PassOptions } from "../../adapters/adapter.ts";
 import type { AdapterConfig } from "../../adapters/registry.ts";
 import type { Llama2cCheckpoint } from "../../llama2c.ts";
-import type { TargetModule } from "../../llama_shapes.ts";
+import { TARGET_MODULES, type TargetModule } from "../../llama_shapes.ts";
+import { hash32 } from "../../random.ts";
 import { headSize, kvDim, linearDims, type LlamaConfig } from "../config.ts";
 import { adapterKey } from "../cpu/model.ts";
 import { hostSource, type LlamaSource } from "../source.ts";
@@ -53,15 +62,16 @@ import {
 /** How the frozen linear weights are stored on the GPU. */
 export type BaseFormat = WeightFormat;
 
-interface LayerTape {
+/** What a block keeps for its backward. */
+interface BlockTape {
   input: GpuTensor;
   n1: GpuTensor;
   inv1: GpuTensor;
   q: GpuTensor;
   k: GpuTensor;
   v: GpuTensor;
-  att: GpuTensor;
   attOut: GpuTensor;
+  lse: GpuTensor;
   h1: GpuTensor;
   n2: GpuTensor;
   inv2: GpuTensor;
@@ -70,6 +80,12 @@ interface LayerTape {
   act: GpuTensor;
 }
 
+/**
+ * With "auto" checkpointing, a training forward keeps only each block's input when the whole tape
+ * (every block's activations) would take more than this: 256 MiB.
+ */
+export const CHECKPOINT_ABOVE_BYTES = 256 * 2 ** 20;
+
 /** Options of {@link GpuLlama.load}. */
 export interface GpuLlamaOptions extends WeightLoadOptions {
   /**
@@ -77,10 +93,34 @@ export interface GpuLlamaOptions extends WeightLoadOptions {
    * limit when smaller): rows × vocabulary-block floats computed at once.
    */
   logitsChunkBytes?: number;
+  /**
+   * Activation checkpointing of training forwards: `true`, `false`, or `"auto"` (default): on
+   * when the tape of all blocks would exceed {@link CHECKPOINT_ABOVE_BYTES}.
+   */
+  checkpointing?: boolean | "auto";
 }
 
 /** Which logits {@link GpuLlama.forward} computes. */
 export type LogitsRequest = "all" | "none" | readonly number[];
+
+/** Options of {@link GpuLlama.forward}. */
+export interface ForwardOptions {
+  /** Keep what {@link GpuLlama.lossAndBackward} needs (a training forward; default false). */
+  keep?: boolean;
+  /** Fill this KV cache with the keys and values (a prefill). */
+  cache?: KvCache;
+  /** Logits to compute (default "all"). */
+  logits?: LogitsRequest;
+  /** Override the model's checkpointing setting for this forward. */
+  checkpointing?: boolean;
+  /** Seed of this step's dropout masks (training forwards); each module derives its own. */
+  dropoutSeed?: number;
+}
+
+/** How a block's attention runs: over whole sequences, or one position against a KV cache. */
+type Attend =
+  | { kind: "sequence"; seq: number; cache?: KvCache }
+  | { kind: "decode"; pos: number; cache: KvCache; scores: GpuTensor };
 
 /** A LLaMA model whose weights live on the GPU. */
 export class GpuLlama {
@@ -99,34 +139,38 @@ export class GpuLlama {
   readonly #cos: GpuTensor;
   readonly #sin: GpuTensor;
   readonly #logitsChunkBytes: number;
+  readonly #checkpointing: boolean | "auto";
   #adapters = new Map<string, GpuAdapterLayer>();
-  #f32Copies = new Map<string, GpuTensor>(); // DoRA reads W in f32 even over a 4-bit base
   #tape: {
-    layers: LayerTape[];
+    batch: Batch;
+    blocks: BlockTape[] | null; // null: checkpointed, `inputs` only
+    inputs: GpuTensor[];
     final: GpuTensor;
     nf: GpuTensor;
     invf: GpuTensor;
     rows: number;
     seq: number;
+    dropoutSeed: number;
   } | null = null;
 
   private constructor(
     rt: GpuRuntime,
     config: LlamaConfig,
     weights: LoadedWeights,
-    base: BaseFormat,
-    logitsChunkBytes: number,
+    options: GpuLlamaOptions,
   ) {
     this.#rt = rt;
     this.config = config;
-    this.base = base;
+    this.base = options.base ?? "f32";
     this.loadStats = weights.stats;
     this.#emb = weights.embed;
     this.#cls = weights.classifier;
     this.#finalNorm = weights.finalNorm;
     this.#norms = weights.norms;
     this.#weights = weights.linear;
-    this.#logitsChunkBytes = logitsChunkBytes;
+    const limit = rt.device.limits.maxStorageBufferBindingSize;
+    this.#logitsChunkBytes = Math.min(options.logitsChunkBytes ?? 64 * 2 ** 20, limit);
+    this.#checkpointing = options.checkpointing ?? "auto";
     const tables = ropeTables(config.seqLen, headSize(config), config.ropeTheta);
     this.#cos = rt.upload(tables.cos, [tables.cos.length]);
     this.#sin = rt.upload(tables.sin, [tables.sin.length]);
@@ -141,15 +185,7 @@ export class GpuLlama {
     source: LlamaSource,
     options: GpuLlamaOptions = {},
   ): Promise<GpuLlama> {
-    const weights = await loadWeights(rt, source, options);
-    const limit = rt.device.limits.maxStorageBufferBindingSize;
-    return new GpuLlama(
-      rt,
-      source.config,
-      weights,
-      options.base ?? "f32",
-      Math.min(options.logitsChunkBytes ?? 64 * 2 ** 20, limit),
-    );
+    return new GpuLlama(rt, source.config, await loadWeights(rt, source, options), options);
   }
 
   /** {@link GpuLlama.load} from weights in host memory (a llama2.c checkpoint, a test model). */
@@ -209,17 +245,7 @@ export class GpuLlama {
           `attach: adapter for ${key} is ${a.dOut}×${a.dIn}, the module is ${dOut}×${dIn}`,
         );
       }
-      let f32: GpuTensor | undefined;
-      if (a.config.kind === "dora") {
-        if (w.format === "f32" && w.blocks.length === 1) f32 = w.blocks[0].weight.packed;
-        else {
-          const b = this.#rt.batch();
-          f32 = await frozenDequantize(this.#rt, b, w);
-          await b.submit();
-          this.#f32Copies.set(key, f32);
-        }
-      }
-      this.#adapters.set(key, await a.toGpu(this.#rt, f32));
+      this.#adapters.set(key, await a.toGpu(this.#rt, w));
     }
   }
 
@@ -231,9 +257,7 @@ export class GpuLlama {
   /** Free the attached adapters. */
   detach(): void {
     for (const a of this.#adapters.values()) a.release();
-    for (const t of this.#f32Copies.values()) t.release();
     this.#adapters.clear();
-    this.#f32Copies.clear();
   }
 
   /** Bytes of the frozen linear weights on the GPU (what 4-bit storage saves). */
@@ -250,19 +274,41 @@ export class GpuLlama {
     return this.linearWeightBytes + this.#emb.bytes + cls + norms;
   }
 
+  /**
+   * Bytes a training forward keeps per block without checkpointing (input, norms, q/k/v, the
+   * attention output and its log-sum-exps, the MLP's three hidden-width activations).
+   */
+  tapeBytesPerBlock(rows: number, seq: number): number {
+    const c = this.config;
+    const floats = 6 * c.dim + 2 * kvDim(c) + 3 * c.hiddenDim + 2 + (c.heads * (rows / seq)) / rows;
+    return Math.ceil(rows * floats) * 4;
+  }
+
+  /** Whether a training forward of `rows` tokens checkpoints (the option, or "auto"'s rule). */
+  checkpoints(rows: number, seq: number): boolean {
+    if (this.#checkpointing !== "auto") return this.#checkpointing;
+    return this.config.layers * this.tapeBytesPerBlock(rows, seq) > CHECKPOINT_ABOVE_BYTES;
+  }
+
+  /** Dropout options of one module's adapter in a training pass (its own mask seed). */
+  #pass(key: string, keep: boolean, dropoutSeed?: number): PassOptions {
+    if (dropoutSeed === undefined) return { keep };
+    const [l, m] = key.split(".");
+    const salt = Number(l) * 8 + TARGET_MODULES.indexOf(m as TargetModule);
+    return { keep, train: true, dropoutSeed: hash32((dropoutSeed ^ salt) >>> 0) };
+  }
+
   async #linear(
     batch: Batch,
     key: string,
     x: GpuTensor,
     rows: number,
     dOut: number,
+    pass: PassOptions,
   ): Promise<GpuTensor> {
-    const w = this.#weights.get(key)!;
-    const rt = this.#rt;
-    const y = rt.empty([rows, dOut]);
-    await frozenMatmul(rt, batch, x, w, { out: y });
-    const a = this.#adapters.get(key);
-    if (a) await a.forward(batch, x, y, rows);
+    const y = batch.scratch([rows, dOut]);
+    await frozenMatmul(this.#rt, batch, x, this.#weights.get(key)!, { out: y });
+    await this.#adapters.get(key)?.forward(batch, x, y, rows, pass);
     return y;
   }
 
@@ -277,20 +323,190 @@ export class GpuLlama {
     accumulate: boolean,
   ): Promise<void> {
     const rt = this.#rt;
-    const w = this.#weights.get(key)!;
     const a = this.#adapters.get(key);
-    const target = accumulate ? rt.empty(dx.shape) : dx;
+    const target = accumulate ? batch.scratch(dx.shape) : dx;
     let dyBase = dy;
     let beta = 0;
     if (a) {
       dyBase = await a.backward(batch, x, dy, target, rows);
       beta = 1;
     }
-    await frozenMatmulBackward(rt, batch, dyBase, w, { out: target, beta });
+    await frozenMatmulBackward(rt, batch, dyBase, this.#weights.get(key)!, { out: target, beta });
     if (accumulate) {
       await addInto(rt, batch, { dst: dx, src: target });
-      batch.releaseAfter(target);
+      batch.recycle(target);
     }
+  }
+
+  /**
+   * One transformer block on h [rows, dim] → h' (a new scratch tensor; h itself is left alone).
+   * With `keep`, what the backward needs is returned and kept; otherwise every temporary is
+   * recycled at its last use. Attention runs over whole sequences (prefill, training; filling a
+   * cache when given) or one position per slot against a KV cache (decoding).
+   */
+  async #block(
+    batch: Batch,
+    l: number,
+    h: GpuTensor,
+    rows: number,
+    attend: Attend,
+    keep: boolean,
+    dropoutSeed?: number,
+  ): Promise<{ out: GpuTensor; tape: BlockTape | null }> {
+    const rt = this.#rt;
+    const c = this.config;
+    const { dim, hiddenDim } = c;
+    const hs = headSize(c);
+    const key = (m: TargetModule) => adapterKey(l, m);
+    const pass = (m: TargetModule) => this.#pass(key(m), keep, dropoutSeed);
+    const done = (...ts: GpuTensor[]) => {
+      if (!keep) { for (const t of ts) batch.recycle(t); }
+    };
+    const n1 = batch.scratch([rows, dim]);
+    const inv1 = batch.scratch([rows]);
+    await rmsnormForward(rt, batch, {
+      y: n1,
+      inv: inv1,
+      x: h,
+      w: this.#norms[l].attn,
+      eps: c.normEps,
+    });
+    const q = await this.#linear(batch, key("q"), n1, rows, dim, pass("q"));
+    const k = await this.#linear(batch, key("k"), n1, rows, kvDim(c), pass("k"));
+    const v = await this.#linear(batch, key("v"), n1, rows, kvDim(c), pass("v"));
+    done(n1, inv1);
+    const seq = attend.kind === "sequence" ? attend.seq : 1;
+    const offset = attend.kind === "sequence" ? 0 : attend.pos;
+    const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, offset };
+    await rope(rt, batch, { x: q, heads: c.heads, ...r });
+    await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
+    const attOut = batch.scratch([rows, dim]);
+    let lse: GpuTensor | null = null;
+    if (attend.kind === "sequence") {
+      attend.cache?.fill(batch, l, k, v, seq);
+      lse = batch.scratch([rows / seq, c.heads, seq]);
+      const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
+      await attentionForward(rt, batch, { out: attOut, lse, q, k, v, dims });
+    } else {
+      attend.cache.write(batch, l, k, v, attend.pos);
+      await attentionDecode(rt, batch, {
+        out: attOut,
+        scores: attend.scores,
+        q,
+        kc: attend.cache.k[l],
+        vc: attend.cache.v[l],
+        heads: c.heads,
+        kvHeads: c.kvHeads,
+        headSize: hs,
+        pos: attend.pos,
+        maxSeq: attend.cache.maxSeq,
+      });
+    }
+    done(q, k, v);
+    if (lse) done(lse);
+    const h1 = await this.#linear(batch, key("o"), attOut, rows, dim, pass("o"));
+    done(attOut);
+    await addInto(rt, batch, { dst: h1, src: h }); // h1 = h + o(...)
+    const n2 = batch.scratch([rows, dim]);
+    const inv2 = batch.scratch([rows]);
+    await rmsnormForward(rt, batch, {
+      y: n2,
+      inv: inv2,
+      x: h1,
+      w: this.#norms[l].ffn,
+      eps: c.normEps,
+    });
+    const g = await this.#linear(batch, key("gate"), n2, rows, hiddenDim, pass("gate"));
+    const u = await this.#linear(batch, key("up"), n2, rows, hiddenDim, pass("up"));
+    done(n2, inv2);
+    const act = batch.scratch([rows, hiddenDim]);
+    await swigluForward(rt, batch, { h: act, a: g, b: u });
+    done(g, u);
+    const out = await this.#linear(batch, key("down"), act, rows, dim, pass("down"));
+    done(act);
+    await addInto(rt, batch, { dst: out, src: h1 }); // h2 = h1 + down(...)
+    done(h1);
+    const tape = keep
+      ? { input: h, n1, inv1, q, k, v, attOut, lse: lse!, h1, n2, inv2, g, u, act }
+      : null;
+    return { out, tape };
+  }
+
+  /**
+   * The backward of one block: dh (∂L/∂ block output) becomes ∂L/∂ block input in place, every
+   * adapter of the block gets its gradients, and the tape and temporaries are recycled.
+   */
+  async #blockBackward(batch: Batch, l: number, s: BlockTape, dh: GpuTensor, seq: number) {
+    const rt = this.#rt;
+    const c = this.config;
+    const { dim, hiddenDim } = c;
+    const hs = headSize(c);
+    const rows = dh.size / dim;
+    const key = (m: TargetModule) => adapterKey(l, m);
+    const done = (...ts: GpuTensor[]) => {
+      for (const t of ts) batch.recycle(t);
+    };
+    // MLP: h2 = h1 + down(swiglu(gate(n2), up(n2)))
+    const dact = batch.scratch([rows, hiddenDim]);
+    await this.#linearBackward(batch, key("down"), s.act, dh, dact, rows, false);
+    done(s.act);
+    const dg = batch.scratch([rows, hiddenDim]);
+    const du = batch.scratch([rows, hiddenDim]);
+    await swigluBackward(rt, batch, { da: dg, db: du, a: s.g, b: s.u, dh: dact });
+    done(dact, s.g, s.u);
+    const dn2 = batch.scratch([rows, dim]);
+    await this.#linearBackward(batch, key("gate"), s.n2, dg, dn2, rows, false);
+    await this.#linearBackward(batch, key("up"), s.n2, du, dn2, rows, true);
+    done(dg, du, s.n2);
+    // The residual path: dh1 = dh + rmsnorm'(dn2), accumulated in place.
+    await rmsnormBackward(rt, batch, {
+      dx: dh,
+      x: s.h1,
+      w: this.#norms[l].ffn,
+      inv: s.inv2,
+      dy: dn2,
+      accumulate: true,
+    });
+    done(dn2, s.h1, s.inv2);
+    // Attention: h1 = h + o(attn(rope(q), rope(k), v))
+    const dattOut = batch.scratch([rows, dim]);
+    await this.#linearBackward(batch, key("o"), s.attOut, dh, dattOut, rows, false);
+    const dq = batch.scratch(s.q.shape);
+    const dk = batch.scratch(s.k.shape);
+    const dv = batch.scratch(s.v.shape);
+    const dd = batch.scratch(s.lse.shape);
+    const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
+    await attentionBackward(rt, batch, {
+      dq,
+      dk,
+      dv,
+      dd,
+      q: s.q,
+      k: s.k,
+      v: s.v,
+      out: s.attOut,
+      lse: s.lse,
+      dout: dattOut,
+      dims,
+    });
+    done(dattOut, dd, s.attOut, s.lse, s.q, s.k, s.v);
+    const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, inverse: true };
+    await rope(rt, batch, { x: dq, heads: c.heads, ...r });
+    await rope(rt, batch, { x: dk, heads: c.kvHeads, ...r });
+    const dn1 = batch.scratch([rows, dim]);
+    await this.#linearBackward(batch, key("q"), s.n1, dq, dn1, rows, false);
+    await this.#linearBackward(batch, key("k"), s.n1, dk, dn1, rows, true);
+    await this.#linearBackward(batch, key("v"), s.n1, dv, dn1, rows, true);
+    done(dq, dk, dv, s.n1);
+    await rmsnormBackward(rt, batch, {
+      dx: dh,
+      x: s.input,
+      w: this.#norms[l].attn,
+      inv: s.inv1,
+      dy: dn1,
+      accumulate: true,
+    });
+    done(dn1, s.inv1, s.input);
   }
 
   /**
@@ -298,13 +514,14 @@ export class GpuLlama {
    * which logits to compute: `"all"` [sequences·seq, vocab] (small models only: the tensor must
    * fit one buffer), `"none"` (training: the loss comes from {@link lossAndBackward}), or a list
    * of row indices → [positions, vocab] (scoring, the last token of each prompt). With `keep`, the
-   * activations stay for the backward; with `cache`, the keys and values fill it (a prefill).
+   * activations stay (or, checkpointed, each block's input) for `lossAndBackward` in the same
+   * batch; with `cache`, the keys and values fill it (a prefill).
    */
   async forward(
     batch: Batch,
     ids: GpuTensor,
     seq: number,
-    options: { keep?: boolean; cache?: KvCache; logits?: LogitsRequest } = {},
+    options: ForwardOptions = {},
   ): Promise<GpuTensor | null> {
     const rt = this.#rt;
     const c = this.config;
@@ -314,78 +531,45 @@ export class GpuLlama {
         `forward: ${rows} ids are not whole sequences of ${seq} (max ${c.seqLen})`,
       );
     }
-    const request = options.logits ?? "all";
-    this.#dropTape(batch);
-    const { dim, hiddenDim } = c;
-    const hs = headSize(c);
-    const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
-    let h = rt.empty([rows, dim]);
+    const keep = options.keep ?? false;
+    const checkpointed = keep && (options.checkpointing ?? this.checkpoints(rows, seq));
+    this.#dropTape();
+    let h = batch.scratch([rows, c.dim]);
     await frozenGather(rt, batch, ids, this.#emb, h);
-    const layers: LayerTape[] = [];
-    const temps: GpuTensor[] = [];
+    const blocks: BlockTape[] = [];
+    const inputs: GpuTensor[] = [];
+    const attend: Attend = { kind: "sequence", seq, cache: options.cache };
     for (let l = 0; l < c.layers; l++) {
-      const n1 = rt.empty([rows, dim]);
-      const inv1 = rt.empty([rows]);
-      await rmsnormForward(rt, batch, {
-        y: n1,
-        inv: inv1,
-        x: h,
-        w: this.#norms[l].attn,
-        eps: c.normEps,
-      });
-      const q = await this.#linear(batch, adapterKey(l, "q"), n1, rows, dim);
-      const k = await this.#linear(batch, adapterKey(l, "k"), n1, rows, kvDim(c));
-      const v = await this.#linear(batch, adapterKey(l, "v"), n1, rows, kvDim(c));
-      await rope(rt, batch, {
-        x: q,
-        cos: this.#cos,
-        sin: this.#sin,
-        heads: c.heads,
-        headSize: hs,
-        seq,
-      });
-      await rope(rt, batch, {
-        x: k,
-        cos: this.#cos,
-        sin: this.#sin,
-        heads: c.kvHeads,
-        headSize: hs,
-        seq,
-      });
-      if (options.cache) options.cache.fill(batch, l, k, v, seq);
-      const att = rt.empty([rows / seq, c.heads, seq, seq]);
-      const attOut = rt.empty([rows, dim]);
-      await attentionForward(rt, batch, { out: attOut, att, q, k, v, dims });
-      const o = await this.#linear(batch, adapterKey(l, "o"), attOut, rows, dim);
-      const h1 = rt.empty([rows, dim]);
-      batch.copy(h.buffer, 0, h1.buffer, 0, h.byteLength);
-      await addInto(rt, batch, { dst: h1, src: o });
-      const n2 = rt.empty([rows, dim]);
-      const inv2 = rt.empty([rows]);
-      await rmsnormForward(rt, batch, {
-        y: n2,
-        inv: inv2,
-        x: h1,
-        w: this.#norms[l].ffn,
-        eps: c.normEps,
-      });
-      const g = await this.#linear(batch, adapterKey(l, "gate"), n2, rows, hiddenDim);
-      const u = await this.#linear(batch, adapterKey(l, "up"), n2, rows, hiddenDim);
-      const act = rt.empty([rows, hiddenDim]);
-      await swigluForward(rt, batch, { h: act, a: g, b: u });
-      const d = await this.#linear(batch, adapterKey(l, "down"), act, rows, dim);
-      const h2 = rt.empty([rows, dim]);
-      batch.copy(h1.buffer, 0, h2.buffer, 0, h1.byteLength);
-      await addInto(rt, batch, { dst: h2, src: d });
-      temps.push(o, d);
-      layers.push({ input: h, n1, inv1, q, k, v, att, attOut, h1, n2, inv2, g, u, act });
-      h = h2;
+      const keepBlock = keep && !checkpointed;
+      const { out, tape } = await this.#block(
+        batch,
+        l,
+        h,
+        rows,
+        attend,
+        keepBlock,
+        keep ? options.dropoutSeed : undefined,
+      );
+      if (tape) blocks.push(tape); // holds h as its input
+      else if (checkpointed) inputs.push(h);
+      else batch.recycle(h);
+      h = out;
     }
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
-    const logits = await this.#logits(batch, nf, rows, request);
-    for (const t of temps) batch.releaseAfter(t);
-    this.#tape = { layers, final: h, nf, invf, rows, seq };
-    if (!options.keep) this.#dropTape(batch);
+    const logits = await this.#logits(batch, nf, rows, options.logits ?? "all");
+    if (keep) {
+      this.#tape = {
+        batch,
+        blocks: checkpointed ? null : blocks,
+        inputs,
+        final: h,
+        nf,
+        invf,
+        rows,
+        seq,
+        dropoutSeed: options.dropoutSeed ?? 0,
+      };
+    } else for (const t of [h, nf, invf]) batch.recycle(t);
     return logits;
   }
 
@@ -410,66 +594,39 @@ export class GpuLlama {
         `decode: ${rows} ids for ${cache.slots} slots, position ${pos} of ${cache.maxSeq}`,
       );
     }
-    this.#dropTape(batch);
-    const { dim, hiddenDim } = c;
-    const hs = headSize(c);
-    const temps: GpuTensor[] = [];
-    const keep = (t: GpuTensor) => (temps.push(t), t);
-    const h = keep(rt.empty([rows, dim]));
+    this.#dropTape();
+    let h = batch.scratch([rows, c.dim]);
     await frozenGather(rt, batch, ids, this.#emb, h);
-    const scores = keep(rt.empty([rows, c.heads, cache.maxSeq]));
+    const scores = batch.scratch([rows, c.heads, cache.maxSeq]);
+    const attend: Attend = { kind: "decode", pos, cache, scores };
     for (let l = 0; l < c.layers; l++) {
-      const n1 = keep(rt.empty([rows, dim]));
-      const inv = keep(rt.empty([rows]));
-      await rmsnormForward(rt, batch, { y: n1, inv, x: h, w: this.#norms[l].attn, eps: c.normEps });
-      const q = keep(await this.#linear(batch, adapterKey(l, "q"), n1, rows, dim));
-      const k = keep(await this.#linear(batch, adapterKey(l, "k"), n1, rows, kvDim(c)));
-      const v = keep(await this.#linear(batch, adapterKey(l, "v"), n1, rows, kvDim(c)));
-      const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq: 1, offset: pos };
-      await rope(rt, batch, { x: q, heads: c.heads, ...r });
-      await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
-      cache.write(batch, l, k, v, pos);
-      const attOut = keep(rt.empty([rows, dim]));
-      await attentionDecode(rt, batch, {
-        out: attOut,
-        scores,
-        q,
-        kc: cache.k[l],
-        vc: cache.v[l],
-        heads: c.heads,
-        kvHeads: c.kvHeads,
-        headSize: hs,
-        pos,
-        maxSeq: cache.maxSeq,
-      });
-      const o = keep(await this.#linear(batch, adapterKey(l, "o"), attOut, rows, dim));
-      await addInto(rt, batch, { dst: h, src: o });
-      const n2 = keep(rt.empty([rows, dim]));
-      await rmsnormForward(rt, batch, { y: n2, inv, x: h, w: this.#norms[l].ffn, eps: c.normEps });
-      const g = keep(await this.#linear(batch, adapterKey(l, "gate"), n2, rows, hiddenDim));
-      const u = keep(await this.#linear(batch, adapterKey(l, "up"), n2, rows, hiddenDim));
-      const act = keep(rt.empty([rows, hiddenDim]));
-      await swigluForward(rt, batch, { h: act, a: g, b: u });
-      const d = keep(await this.#linear(batch, adapterKey(l, "down"), act, rows, dim));
-      await addInto(rt, batch, { dst: h, src: d });
+      const { out } = await this.#block(batch, l, h, rows, attend, false);
+      batch.recycle(h);
+      h = out;
     }
+    batch.recycle(scores);
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
     const logits = (await this.#logits(batch, nf, rows, "all"))!;
-    for (const t of [...temps, nf, invf]) batch.releaseAfter(t);
+    for (const t of [h, nf, invf]) batch.recycle(t);
     return logits;
   }
 
-  /** Final RMSNorm: nf [rows, dim] and 1/rms, kept for the backward. */
+  /** Final RMSNorm: nf [rows, dim] and 1/rms (scratch of the batch). */
   async #finalNormForward(batch: Batch, h: GpuTensor, rows: number) {
-    const rt = this.#rt;
     const c = this.config;
-    const nf = rt.empty([rows, c.dim]);
-    const invf = rt.empty([rows]);
-    await rmsnormForward(rt, batch, { y: nf, inv: invf, x: h, w: this.#finalNorm, eps: c.normEps });
+    const nf = batch.scratch([rows, c.dim]);
+    const invf = batch.scratch([rows]);
+    await rmsnormForward(this.#rt, batch, {
+      y: nf,
+      inv: invf,
+      x: h,
+      w: this.#finalNorm,
+      eps: c.normEps,
+    });
     return { nf, invf };
   }
 
-  /** The classifier on all rows of nf, on some of them, or on none. */
+  /** The classifier on all rows of nf, on some of them, or on none (a new tensor, or null). */
   async #logits(
     batch: Batch,
     nf: GpuTensor,
@@ -490,7 +647,7 @@ export class GpuLlama {
       }
       return await frozenMatmul(rt, batch, nf, this.#cls);
     }
-    const picked = rt.empty([request.length, dim]);
+    const picked = batch.scratch([request.length, dim]);
     request.forEach((r, i) => {
       if (!Number.isInteger(r) || r < 0 || r >= rows) {
         throw new RangeError(`forward: logits of row ${r} of ${rows}`);
@@ -498,8 +655,76 @@ export class GpuLlama {
       batch.copy(nf.buffer, nf.byteOffset + r * dim * 4, picked.buffer, i * dim * 4, dim * 4);
     });
     const logits = await frozenMatmul(rt, batch, picked, this.#cls);
-    batch.releaseAfter(picked);
+    batch.recycle(picked);
     return logits;
+  }
+
+  /**
+   * Masked cross-entropy of the last `forward(..., { keep: true })` — recorded in the same batch —
+   * and the backward into every adapter's gradients. `targets` are i32 (−1 masked) in a u32
+   * tensor; `count` is the number of unmasked rows of the step (the loss is summed over
+   * micro-batches, so the caller gives the step's total). Returns the per-row loss tensor
+   * (sum / count = mean loss).
+   *
+   * The classifier and the cross-entropy run in chunks of rows × one vocabulary block of the
+   * stored classifier, within `logitsChunkBytes`: the online log-sum-exp over the blocks, then
+   * each block's gradient through the classifier into dnf. When a chunk's logits over the whole
+   * vocabulary fit, they are kept between the two passes; otherwise they are recomputed. Blocks
+   * then run backward from the last; a checkpointed forward recomputes each block first.
+   */
+  async lossAndBackward(
+    batch: Batch,
+    targets: GpuTensor,
+    count: number,
+  ): Promise<GpuTensor> {
+    const rt = this.#rt;
+    const c = this.config;
+    const tape = this.#tape;
+    if (!tape) throw new Error("lossAndBackward: run forward(..., { keep: true }) first");
+    if (tape.batch !== batch) {
+      throw new Error(
+        "lossAndBackward: record it in the batch of its forward(..., { keep: true })",
+      );
+    }
+    if (targets.size !== tape.rows) {
+      throw new RangeError(`lossAndBackward: ${targets.size} targets for ${tape.rows} rows`);
+    }
+    this.#tape = null;
+    const { rows, seq } = tape;
+    const loss = rt.empty([rows]);
+    const dnf = batch.scratch([rows, c.dim]);
+    await this.#classifierLoss(batch, tape.nf, dnf, targets, loss, count);
+    const dh = batch.scratch([rows, c.dim]);
+    await rmsnormBackward(rt, batch, {
+      dx: dh,
+      x: tape.final,
+      w: this.#finalNorm,
+      inv: tape.invf,
+      dy: dnf,
+      accumulate: false,
+    });
+    for (const t of [dnf, tape.final, tape.nf, tape.invf]) batch.recycle(t);
+    const attend: Attend = { kind: "sequence", seq };
+    for (let l = c.layers - 1; l >= 0; l--) {
+      let block: BlockTape;
+      if (tape.blocks) block = tape.blocks[l];
+      else { // checkpointed: recompute the block from its input, keeping its tape this time
+        const again = await this.#block(
+          batch,
+          l,
+          tape.inputs[l],
+          rows,
+          attend,
+          true,
+          tape.dropoutSeed,
+        );
+        batch.recycle(again.out); // its gradient is dh already
+        block = again.tape!;
+      }
+      await this.#blockBackward(batch, l, block, dh, seq);
+    }
+    batch.recycle(dh);
+    return loss;
   }
 
   /** loss[r] and dnf = ∂L/∂nf of the classifier and the cross-entropy, in chunks (see above). */
@@ -554,133 +779,9 @@ export class GpuLlama {
     }
   }
 
-  #dropTape(batch: Batch): void {
-    if (!this.#tape) return;
-    for (const l of this.#tape.layers) for (const t of Object.values(l)) batch.releaseAfter(t);
-    for (const t of [this.#tape.final, this.#tape.nf, this.#tape.invf]) batch.releaseAfter(t);
+  /** Forget the tape of an earlier forward (its buffers belong to that forward's batch). */
+  #dropTape(): void {
     this.#tape = null;
-  }
-
-  /**
-   * Masked cross-entropy of the last `forward(..., { keep: true })` and the backward into every
-   * adapter's gradients. `targets` are i32 (−1 masked) in a u32 tensor; `count` is the number of
-   * unmasked rows of the step (the loss is summed over micro-batches, so the caller gives the
-   * step's total). Returns the per-row loss tensor (sum / count = mean loss).
-   *
-   * The classifier and the cross-entropy run in chunks of rows × one vocabulary block of the
-   * stored classifier, within `logitsChunkBytes`: the online log-sum-exp over the blocks, then
-   * each block's gradient through the classifier into dnf. When a chunk's logits over the whole
-   * vocabulary fit, they are kept between the two passes; otherwise they are recomputed.
-   */
-  async lossAndBackward(
-    batch: Batch,
-    targets: GpuTensor,
-    count: number,
-  ): Promise<GpuTensor> {
-    const rt = this.#rt;
-    const c = this.config;
-    const tape = this.#tape;
-    if (!tape) throw new Error("lossAndBackward: run forward(..., { keep: true }) first");
-    if (targets.size !== tape.rows) {
-      throw new RangeError(`lossAndBackward: ${targets.size} targets for ${tape.rows} rows`);
-    }
-    const { rows, seq } = tape;
-    const { dim, hiddenDim } = c;
-    const hs = headSize(c);
-    const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
-    const loss = rt.empty([rows]);
-    const dnf = rt.empty([rows, dim]);
-    await this.#classifierLoss(batch, tape.nf, dnf, targets, loss, count);
-    let dh = rt.empty([rows, dim]);
-    await rmsnormBackward(rt, batch, {
-      dx: dh,
-      x: tape.final,
-      w: this.#finalNorm,
-      inv: tape.invf,
-      dy: dnf,
-      accumulate: false,
-    });
-    const scratch: GpuTensor[] = [dnf];
-    for (let l = c.layers - 1; l >= 0; l--) {
-      const s = tape.layers[l];
-      const key = (m: TargetModule) => adapterKey(l, m);
-      // MLP: h2 = h1 + down(swiglu(gate(n2), up(n2)))
-      const dact = rt.empty([rows, hiddenDim]);
-      await this.#linearBackward(batch, key("down"), s.act, dh, dact, rows, false);
-      const dg = rt.empty([rows, hiddenDim]);
-      const du = rt.empty([rows, hiddenDim]);
-      await swigluBackward(rt, batch, { da: dg, db: du, a: s.g, b: s.u, dh: dact });
-      const dn2 = rt.empty([rows, dim]);
-      await this.#linearBackward(batch, key("gate"), s.n2, dg, dn2, rows, false);
-      await this.#linearBackward(batch, key("up"), s.n2, du, dn2, rows, true);
-      const dh1 = rt.empty([rows, dim]);
-      batch.copy(dh.buffer, 0, dh1.buffer, 0, dh.byteLength); // residual path
-      await rmsnormBackward(rt, batch, {
-        dx: dh1,
-        x: s.h1,
-        w: this.#norms[l].ffn,
-        inv: s.inv2,
-        dy: dn2,
-        accumulate: true,
-      });
-      // attention: h1 = h + o(attn(rope(q), rope(k), v))
-      const dattOut = rt.empty([rows, dim]);
-      await this.#linearBackward(batch, key("o"), s.attOut, dh1, dattOut, rows, false);
-      const dq = rt.empty(s.q.shape);
-      const dk = rt.empty(s.k.shape);
-      const dv = rt.empty(s.v.shape);
-      const ds = rt.empty(s.att.shape);
-      await attentionBackward(rt, batch, {
-        dq,
-        dk,
-        dv,
-        ds,
-        q: s.q,
-        k: s.k,
-        v: s.v,
-        att: s.att,
-        dout: dattOut,
-        dims,
-      });
-      await rope(rt, batch, {
-        x: dq,
-        cos: this.#cos,
-        sin: this.#sin,
-        heads: c.heads,
-        headSize: hs,
-        seq,
-        inverse: true,
-      });
-      await rope(rt, batch, {
-        x: dk,
-        cos: this.#cos,
-        sin: this.#sin,
-        heads: c.kvHeads,
-        headSize: hs,
-        seq,
-        inverse: true,
-      });
-      const dn1 = rt.empty([rows, dim]);
-      await this.#linearBackward(batch, key("q"), s.n1, dq, dn1, rows, false);
-      await this.#linearBackward(batch, key("k"), s.n1, dk, dn1, rows, true);
-      await this.#linearBackward(batch, key("v"), s.n1, dv, dn1, rows, true);
-      const dx = rt.empty([rows, dim]);
-      batch.copy(dh1.buffer, 0, dx.buffer, 0, dh1.byteLength);
-      await rmsnormBackward(rt, batch, {
-        dx,
-        x: s.input,
-        w: this.#norms[l].attn,
-        inv: s.inv1,
-        dy: dn1,
-        accumulate: true,
-      });
-      scratch.push(dact, dg, du, dn2, dh1, dattOut, dq, dk, dv, ds, dn1, dh);
-      dh = dx;
-    }
-    scratch.push(dh);
-    for (const t of scratch) batch.releaseAfter(t);
-    this.#dropTape(batch);
-    return loss;
   }
 
   /** Free every GPU buffer of the model and its adapters. */
@@ -717,6 +818,13 @@ export class KvCache {
 
   /** Allocate (contents undefined until written). */
   constructor(rt: GpuRuntime, layers: number, slots: number, maxSeq: number, width: number) {
+    const bytes = slots * maxSeq * width * 4;
+    if (bytes > rt.device.limits.maxStorageBufferBindingSize) {
+      throw new RangeError(
+        `a KV cache of ${slots} slots × ${maxSeq} positions × ${width} needs ${bytes} bytes per ` +
+          `layer, over this device's binding limit: use fewer beams or fewer new tokens`,
+      );
+    }
     this.#rt = rt;
     this.slots = slots;
     this.maxSeq = maxSeq;

@@ -139,3 +139,62 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
     model.release();
   }
 });
+
+Deno.test("gpu llama: activation checkpointing gives the same loss and gradients bit for bit, with a lower pool peak", async () => {
+  const rt = await testRuntime();
+  const shape = { ...TINY_CONFIG, dim: 32, hiddenDim: 64, layers: 6, seqLen: 64 };
+  const config = fromLlama2c(shape);
+  const ckpt = randomCheckpoint(shape, 8);
+  const kinds = [
+    { kind: "lora", r: 2, alpha: 4, dropout: 0.2 },
+    { kind: "dora", r: 2, alpha: 2, detachNorm: false },
+    { kind: "moka", components: [[2, 4], [4, 2]] },
+  ];
+  const [sequences, seq] = [4, 32];
+  const ids = Array.from({ length: sequences * seq }, (_, i) => (i * 7 + 3) % shape.vocab);
+  const targets = ids.map((_, i) => (i % seq < 4 ? -1 : (i * 5 + 1) % shape.vocab));
+  const count = targets.filter((t) => t >= 0).length;
+  const results = [];
+  for (const checkpointing of [false, true]) {
+    const model = await GpuLlama.create(rt, config, ckpt, { checkpointing });
+    const adapters = new Map<string, Adapter<AdapterConfig>>();
+    let i = 0;
+    for (let l = 0; l < config.layers; l++) {
+      for (const m of TARGET_MODULES) {
+        const [dIn, dOut] = linearDims(config, m);
+        const a = createAdapter(kinds[i % 3], dIn, dOut, i, ckpt.layers[l][LLAMA2C_WEIGHT[m]]);
+        randomizeParams(a, 70 + i++);
+        adapters.set(adapterKey(l, m), a);
+      }
+    }
+    await model.attach(adapters);
+    assert.equal(model.checkpoints(sequences * seq, seq), checkpointing);
+    const gIds = rt.upload(Uint32Array.from(ids), [ids.length]);
+    const gTargets = rt.upload(Uint32Array.from(targets.map((t) => t >>> 0)), [ids.length]);
+    const before = rt.pool.stats.inUseBytes;
+    rt.pool.resetPeak();
+    const b = rt.batch();
+    await model.forward(b, gIds, seq, { keep: true, logits: "none", dropoutSeed: 1234 });
+    const loss = await model.lossAndBackward(b, gTargets, count);
+    await b.submit();
+    const peak = rt.pool.stats.peakInUseBytes - before;
+    const grads: Record<string, Float32Array> = {};
+    for (const [key, layer] of model.adapters) {
+      for (const [name, g] of Object.entries(layer.grads)) {
+        grads[`${key}.${name}`] = await rt.read(g) as Float32Array;
+      }
+    }
+    results.push({ loss: await rt.read(loss) as Float32Array, grads, peak });
+    for (const t of [gIds, gTargets, loss]) t.release();
+    model.release();
+  }
+  const [plain, checkpointed] = results;
+  assert.deepEqual(checkpointed.loss, plain.loss);
+  for (const [name, g] of Object.entries(plain.grads)) {
+    assert.deepEqual(checkpointed.grads[name], g, name);
+  }
+  assert.ok(
+    checkpointed.peak < plain.peak,
+    `peak ${checkpointed.peak} with checkpointing, ${plain.peak} without`,
+  );
+});
