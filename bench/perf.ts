@@ -6,6 +6,10 @@
  *   deno task perf --sweep      also time a grid of tile shapes (to pick per-device defaults)
  *   deno task perf --size 512   another problem size (default 1024)
  *   deno task perf --only quant,adapters   some sections (matmul, quant, adapters, model)
+ *   deno task perf --markdown   only render PERFORMANCE.md from bench/results
+ *
+ * A full run (no --only) records its JSON in bench/results/perf-<device>.json and renders
+ * PERFORMANCE.md again (--no-record: neither).
  */
 import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
@@ -22,6 +26,7 @@ import { tfjsMatmul } from "./tfjs_peer.ts";
 import { quantPerf } from "./quant_perf.ts";
 import { adapterPerf } from "./adapter_perf.ts";
 import { modelPerf } from "./model_perf.ts";
+import { recordResult, renderPerformance } from "./perfdoc.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -30,8 +35,16 @@ const { values } = parseArgs({
     grid: { type: "string" },
     size: { type: "string", default: "1024" },
     only: { type: "string" },
+    markdown: { type: "boolean", default: false },
+    "no-record": { type: "boolean", default: false },
   },
 });
+if (values.markdown) {
+  // Only render PERFORMANCE.md from the recorded results.
+  await renderPerformance();
+  console.error("[perf] wrote PERFORMANCE.md from bench/results");
+  Deno.exit(0);
+}
 const size = Number(values.size);
 if (!Number.isInteger(size) || size < 1) throw new Error(`--size must be a positive integer`);
 
@@ -137,3 +150,7 @@ if (values.sweep || values.grid) {
 }
 
 console.log(JSON.stringify(result, null, 2));
+if (!values["no-record"] && !values.only) {
+  // A full run is the device's record: bench/results/perf-<device>.json and PERFORMANCE.md.
+  log(`recorded ${await recordResult("perf", rt.gpu.description, rt.gpu.description, result)}`);
+}

@@ -87,14 +87,36 @@ function randomChunk(
   dtype: SafetensorsDType,
 ): Uint8Array {
   const half = std * Math.sqrt(3); // a uniform on [−h, h] has std h/√3
+  if (dtype === "BF16") {
+    // Each 32-bit draw gives two values through a table of 65,536 evenly spaced bf16 values.
+    const table = bf16Table(mean, half);
+    const out = new Uint16Array(n + (n & 1));
+    const pairs = new Uint32Array(out.buffer);
+    for (let i = 0; i < pairs.length; i++) {
+      const r = next();
+      pairs[i] = table[r & 0xffff] | (table[r >>> 16] << 16);
+    }
+    return new Uint8Array(out.buffer, 0, 2 * n);
+  }
   const f = new Float32Array(n);
   for (let i = 0; i < n; i++) f[i] = mean + half * (next() * (2 / 4294967296) - 1);
   if (dtype === "F32") return new Uint8Array(f.buffer);
-  if (dtype === "F16") return new Uint8Array(Float16Array.from(f).buffer);
-  const words = new Uint32Array(f.buffer);
-  const out = new Uint16Array(n);
-  for (let i = 0; i < n; i++) out[i] = words[i] >>> 16; // truncation: random data needs no rounding
-  return new Uint8Array(out.buffer);
+  return new Uint8Array(Float16Array.from(f).buffer);
+}
+
+const tables = new Map<string, Uint16Array>();
+
+/** bf16 bits of mean + half·(2k/65536 − 1) for k = 0..65535. */
+function bf16Table(mean: number, half: number): Uint16Array {
+  const key = `${mean},${half}`;
+  let t = tables.get(key);
+  if (!t) {
+    const f = Float32Array.from({ length: 65536 }, (_, k) => mean + half * ((2 * k) / 65536 - 1));
+    const words = new Uint32Array(f.buffer);
+    t = Uint16Array.from(words, (w) => w >>> 16);
+    tables.set(key, t);
+  }
+  return t;
 }
 
 /** config.json of a synthetic model (the fields Hugging Face's LLaMA config has). */

@@ -21,6 +21,7 @@ import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
 import { runMmlu } from "../tasks/pipeline.ts";
 import { choiceOption, type CommandSpec, intOption, runCli, UsageError } from "./cli.ts";
 import { formatBytes, progressPrinter } from "./progress.ts";
+import { recordResult } from "../bench/perfdoc.ts";
 
 /** The MoKA configuration trained at scale: the full profile's four components. */
 export const SCALE_MOKA = { kind: "moka", components: [[64, 64], [32, 32], [128, 128], [16, 16]] };
@@ -73,6 +74,10 @@ const SPEC: CommandSpec = {
     },
     data: { type: "string", value: "DIR", description: "Data folder (MOKA_DATA_DIR)." },
     keep: { type: "boolean", description: "Keep the synthesized folder (path on stderr)." },
+    record: {
+      type: "boolean",
+      description: "Record the result in bench/results and render PERFORMANCE.md again.",
+    },
   },
   notes: "Stages that fail are reported in the JSON (`ok: false`, `error`), and the others " +
     "still run. Peak RSS is the process's high-water mark; on a CPU adapter (llvmpipe) the GPU " +
@@ -136,7 +141,13 @@ if (import.meta.main) {
       if (!known.includes(s)) throw new UsageError(`--stages: unknown stage "${s}" (${known})`);
     }
     const log = (m: string) => console.error(`[scale] ${m}`);
-    const result: Record<string, unknown> = { shape: shape ?? values.model, ok: true };
+    const result: Record<string, unknown> = {
+      shape: shape ?? values.model,
+      ok: true,
+      base,
+      batch,
+      seq,
+    };
     const errors: string[] = [];
     const stage = async (name: string, fn: () => Promise<void>) => {
       if (name !== "load" && !stages.includes(name.replace("_step", ""))) return;
@@ -296,6 +307,12 @@ if (import.meta.main) {
     }
     if (errors.length) result.error = errors.join("; ");
     console.log(JSON.stringify(result));
+    if (values.record) {
+      const name = `${
+        shape ?? String(values.model).split("/").filter(Boolean).at(-1)
+      } ${result.device}`;
+      log(`recorded ${await recordResult("scale", name, String(result.device), result)}`);
+    }
     return result.ok ? 0 : 1;
   });
 }

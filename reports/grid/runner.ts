@@ -50,7 +50,12 @@ export async function loadGridModel(rt: GpuRuntime, c: GridConfig): Promise<Load
   }
 }
 
-async function gitCommit(): Promise<string> {
+/** The commit of the code that runs: `MOKA_COMMIT` when set (a copy without .git), else git's. */
+export async function gitCommit(): Promise<string> {
+  try {
+    const pinned = Deno.env.get("MOKA_COMMIT");
+    if (pinned) return pinned;
+  } catch { /* no --allow-env */ }
   try {
     const out = await new Deno.Command("git", {
       args: ["rev-parse", "HEAD"],

@@ -1,9 +1,9 @@
 /**
- * Streaming upload of a model's frozen weights: for each tensor, blocks of rows are read as stored
- * (at most `chunkBytes` at a time), uploaded raw and converted on the GPU into the storage format
- * (`quantizeRows`), while the next block is read from disk. The host holds two chunks at most and
- * never a widened copy, so an 8B checkpoint loads in a few hundred MB of host memory beside what
- * the GPU holds.
+ * Streaming upload of a model's frozen weights: for each tensor, blocks of rows are read as stored,
+ * uploaded raw and converted on the GPU into the storage format (`quantizeRows`); the conversions
+ * of about `chunkBytes` of checkpoint run as one batch while the next are read from disk. The
+ * host holds two such batches of raw bytes at most and never a widened copy, so an 8B checkpoint
+ * loads in a few hundred MB of host memory beside what the GPU holds.
  *
  * Every matrix lives in row blocks within the device's binding limit (`FrozenMatrix`); NaN or ±Inf
  * anywhere in a tensor is flagged on the GPU and refused with the tensor's file and name.
@@ -92,6 +92,20 @@ export async function loadWeights(
   const flags = rt.upload(new Uint32Array(names.length), [names.length], "u32");
   const owned: { release(): void }[] = [flags];
   let done = 0;
+  // Chunks of several tensors share a batch until it holds `chunkBytes`: one submit costs
+  // milliseconds on some adapters, and a layer has many small tensors. One batch runs on the
+  // GPU while the next is read and recorded.
+  let batch = rt.batch();
+  let pending = 0;
+  let inFlight: Promise<void> | null = null;
+  const flush = async () => {
+    if (pending === 0) return;
+    const full = batch;
+    batch = rt.batch();
+    pending = 0;
+    if (inFlight) await inFlight;
+    inFlight = full.submit();
+  };
 
   const matrix = async (name: LlamaTensorName, format: WeightFormat): Promise<FrozenMatrix> => {
     const [rows, cols] = tensorShape(c, name);
@@ -103,13 +117,11 @@ export async function loadWeights(
     });
     owned.push(w);
     const perChunk = Math.max(1, Math.floor(chunkBytes / (cols * BYTES[dtype])));
-    let inFlight: Promise<void> | null = null;
     for (const block of w.blocks) {
       for (let r = 0; r < block.weight.rows; r += perChunk) {
         const n = Math.min(perChunk, block.weight.rows - r);
         const raw = await source.readRows(name, block.rowStart + r, n); // overlaps the GPU's work
         const gpuRaw = rt.upload(words(raw.bytes), [Math.ceil(raw.bytes.byteLength / 4)], "u32");
-        const batch = rt.batch();
         await quantizeRows(
           rt,
           batch,
@@ -120,13 +132,12 @@ export async function loadWeights(
           names.indexOf(name),
         );
         batch.releaseAfter(gpuRaw);
-        if (inFlight) await inFlight; // at most one chunk on the GPU while the next is read
-        inFlight = batch.submit();
+        pending += raw.bytes.byteLength;
         done += raw.bytes.byteLength;
+        if (pending >= chunkBytes) await flush();
         options.progress?.(done, total);
       }
     }
-    await inFlight;
     return w;
   };
   const vector = async (name: LlamaTensorName): Promise<GpuTensor> => {
@@ -158,6 +169,8 @@ export async function loadWeights(
     const classifier = c.sharedClassifier
       ? embed
       : await matrix("classifier", embedFormat("classifier"));
+    await flush();
+    await inFlight;
     const bad = await rt.read(flags) as Uint32Array;
     const first = bad.findIndex((f) => f !== 0);
     if (first >= 0) {
@@ -175,6 +188,7 @@ export async function loadWeights(
       stats: { bytesRead: done, seconds: (performance.now() - started) / 1000 },
     };
   } catch (e) {
+    await (inFlight as Promise<void> | null)?.catch(() => {});
     await rt.sync().catch(() => {});
     for (const o of owned) o.release();
     throw e;
