@@ -246,6 +246,18 @@ export {
   loadAdapters,
   saveAdapters,
 } from "./models/adapters/io.ts";
+export {
+  checkAdaptersFit,
+  exportPeft,
+  importPeft,
+  isPeftFolder,
+  loadPeft,
+  type PeftAdapter,
+  type PeftExportOptions,
+  peftModuleName,
+  savePeft,
+} from "./models/peft.ts";
+export { type MergeOptions, writeMergedHf } from "./models/merged.ts";
 export { countTrainableParams, type ParamCount } from "./models/adapters/count.ts";
 export {
   LLAMA2_7B,
@@ -272,17 +284,23 @@ export {
 } from "./models/llama2c.ts";
 export {
   decodeToF32,
+  encodeElements,
   encodeSafetensors,
   parseSafetensors,
+  plannedBytes,
+  planShards,
   type RawTensorBytes,
   type SafetensorsDType,
   type SafetensorsEntry,
   type SafetensorsFile,
   SafetensorsReader,
+  SafetensorsWriter,
+  shardIndexJson,
+  type TensorPlan,
+  writeShardedSafetensors,
 } from "./models/safetensors.ts";
 export {
   ENGLISH_SAMPLE,
-  hfConfigJson,
   SYNTHETIC_SHAPES,
   type SyntheticOptions,
   type SyntheticShape,
@@ -334,6 +352,7 @@ export {
 export type { TextTokenizer } from "./models/tokenizer/tokenizer.ts";
 export { HfTokenizer, llama2cToTokenizerJson } from "./models/tokenizer/hf.ts";
 export {
+  hfConfigJson,
   hfTensorName,
   hfTensorShapes,
   loadHfLlama,
@@ -372,6 +391,7 @@ export {
   type LayerTape,
   type Tape,
 } from "./models/llama/cpu/model.ts";
+export { ropeApply, type RopeLayout } from "./models/llama/cpu/rope.ts";
 export {
   type BaseFormat,
   CHECKPOINT_ABOVE_BYTES,
@@ -382,10 +402,12 @@ export {
   type LogitsRequest,
 } from "./models/llama/gpu/model.ts";
 export {
+  cpuLogitsAt,
   cpuScorer,
   generate,
   type GenerateOptions,
   gpuScorer,
+  logitsAt,
   nextTokenLogits,
   type Scorer,
 } from "./models/llama/generate.ts";
@@ -414,6 +436,8 @@ export {
   parseShard,
   planGrid,
   type PlannedRun,
+  profile,
+  type ProfileName,
   PROFILES,
   runConfig,
   sha256,
@@ -437,11 +461,16 @@ export { PUBLISHED, renderGridPage, renderRunPage, writeStaticPages } from "./re
 
 // Tasks and evaluations.
 export {
-  alpacaExample,
-  alpacaPrompt,
+  evaluationPrompt,
   type InstructionRecord,
   InstructionRecordSchema,
+  PROTOCOL,
+  type Protocol,
+  type ProtocolName,
+  PROTOCOLS,
   responseOf,
+  trainingExample,
+  trainingText,
 } from "./tasks/alpaca.ts";
 export {
   COMMONSENSE_ORDER,
@@ -482,13 +511,18 @@ export {
 } from "./evals/commonsense.ts";
 export {
   evaluateMmlu,
-  letterIds,
+  letterContinuations,
   type MmluOptions,
-  mmluPromptIds,
+  mmluPromptText,
   type MmluScores,
-  type NextLogits,
   scoreMmlu,
 } from "./evals/mmlu.ts";
+export {
+  continuationLogLikelihoods,
+  type LogitsAt,
+  type ScoredPair,
+  splitContinuation,
+} from "./evals/loglik.ts";
 export { adamwHyper, progressLine, trainCpu } from "./models/llama/train.ts";
 export { adaptersForModel, type BaseWeights, targetModules } from "./models/llama/attach.ts";
 export {

@@ -1,19 +1,33 @@
 /**
- * Commonsense evaluation as LLM-Adapters' `commonsense_evaluate.py` does it: generate from the
- * Alpaca prompt (4 beams, up to 32 new tokens in the protocol), take the response, and the first
- * match of the task's answer pattern (true|false, solution1/2, answer1-5, ending1-4, option1/2)
- * is the prediction; accuracy per task, the average over tasks, and the unparseable count.
+ * Commonsense evaluation as LLM-Adapters' `commonsense_evaluate.py` (and DoRA's copy) does it:
+ * generate from the evaluation prompt (4 beams, up to 32 new tokens in the protocol), decode
+ * prompt and generation together, take the response segment, and the first match of the task's
+ * answer pattern (true|false, solution1/2, answer1-5, ending1-4, option1/2) is the prediction;
+ * accuracy per task, the average over tasks, and the unparseable count.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { generate, gpuScorer } from "../models/llama/generate.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
-import { alpacaPrompt, type InstructionRecord, responseOf } from "../tasks/alpaca.ts";
+import {
+  evaluationPrompt,
+  type InstructionRecord,
+  PROTOCOL,
+  type Protocol,
+  responseOf,
+} from "../tasks/alpaca.ts";
 import { COMMONSENSE_TASKS, type CommonsenseTask } from "../tasks/commonsense/data.ts";
 
-/** The predicted answer word in `text`, or "" when none is found. */
-export function extractAnswer(task: CommonsenseTask, text: string): string {
-  const m = responseOf(text).match(new RegExp(COMMONSENSE_TASKS[task].source, "g"));
+/**
+ * The predicted answer word: the first match of the task's pattern in the response part of
+ * `text` (the decoded prompt + generation, split as `protocol` splits it), or "" when none.
+ */
+export function extractAnswer(
+  task: CommonsenseTask,
+  text: string,
+  protocol: Protocol = PROTOCOL["llm-adapters"],
+): string {
+  const m = responseOf(text, protocol).match(new RegExp(COMMONSENSE_TASKS[task].source, "g"));
   return m ? m[0] : "";
 }
 
@@ -53,6 +67,8 @@ export interface CommonsenseEvalOptions {
   maxNew?: number;
   /** Called after each record. */
   progress?: (task: CommonsenseTask, done: number, total: number) => void;
+  /** Prompt and extraction rules (default LLM-Adapters'). */
+  protocol?: Protocol;
 }
 
 /** Generate and score every record of every task; returns per-task scores and the mean accuracy. */
@@ -77,7 +93,8 @@ export async function evaluateCommonsense(
     const preds: string[] = [];
     generations[task] = [];
     for (const [i, r] of records.entries()) {
-      const prompt = tok.encode(alpacaPrompt(r), { bos: true });
+      // commonsense_evaluate.py passes the instruction only (input=None).
+      const prompt = tok.encode(evaluationPrompt({ instruction: r.instruction }), { bos: true });
       const room = model.config.seqLen - prompt.length;
       if (room < 1) {
         throw new Error(
@@ -89,9 +106,10 @@ export async function evaluateCommonsense(
         beams,
         eos: tok.eosId,
       });
-      const text = tok.decode(ids);
-      generations[task].push(text);
-      preds.push(extractAnswer(task, text));
+      // As upstream: decode prompt and generation together, then split on "### Response:".
+      const text = tok.decode([...prompt, ...ids]);
+      generations[task].push(responseOf(text, options.protocol));
+      preds.push(extractAnswer(task, text, options.protocol));
       options.progress?.(task, i + 1, records.length);
     }
     tasks[task] = scoreAnswers(preds, records.map((r) => r.answer ?? ""));

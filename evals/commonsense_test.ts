@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { PROTOCOL, responseOf } from "../tasks/alpaca.ts";
 import { extractAnswer, scoreAnswers } from "./commonsense.ts";
 
 Deno.test("commonsense: answer extraction follows LLM-Adapters' rules on hand-written generations", () => {
@@ -19,4 +20,13 @@ Deno.test("commonsense: answer extraction follows LLM-Adapters' rules on hand-wr
   assert.equal(extractAnswer("ARC-Easy", "answer is 3"), "");
   const s = scoreAnswers(["true", "", "false", "true"], ["true", "true", "true", "true"]);
   assert.deepEqual(s, { accuracy: 0.5, correct: 2, total: 4, unparseable: 1 });
+});
+
+Deno.test("protocol: extraction splits on the first marker (LLM-Adapters) or the last (DoRA)", () => {
+  const text = "prompt ### Response:\n the answer is true ### Response: false, solution2 ";
+  assert.equal(responseOf(text, PROTOCOL["llm-adapters"]), "the answer is true");
+  assert.equal(responseOf(text, PROTOCOL.dora), "false, solution2");
+  assert.equal(extractAnswer("boolq", text, PROTOCOL["llm-adapters"]), "true");
+  assert.equal(extractAnswer("boolq", text, PROTOCOL.dora), "false");
+  assert.equal(responseOf("no marker here "), "no marker here");
 });

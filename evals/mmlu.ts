@@ -1,11 +1,18 @@
 /**
- * MMLU scoring by next-token logits: after the k-shot prompt ending in "Answer:", the prediction
- * is the letter among " A", " B", " C", " D" whose token has the highest logit. Accuracy per
+ * MMLU scoring by next-token logits, as Hendrycks' evaluate.py: after the k-shot prompt ending in
+ * "Answer:", the prediction is the letter among " A", " B", " C", " D" whose token has the highest
+ * logit (by log-likelihood when a letter is several tokens). Accuracy per
  * subject, per category (STEM, humanities, social sciences, other) and overall (all questions
  * weighted equally, as Hendrycks et al. report it), plus the unweighted mean over subjects.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
-import { nextTokenLogits } from "../models/llama/generate.ts";
+import { logitsAt } from "../models/llama/generate.ts";
+import {
+  continuationLogLikelihoods,
+  type LogitsAt,
+  type ScoredPair,
+  splitContinuation,
+} from "./loglik.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 import {
@@ -15,12 +22,27 @@ import {
   type MmluQuestion,
 } from "../tasks/mmlu/data.ts";
 
-/** Logits after each prompt (the GPU model batched, or the CPU reference). */
-export type NextLogits = (prompts: number[][]) => Promise<ArrayLike<number>[]>;
-
-/** The token id of each answer letter as it follows "Answer:". */
-export function letterIds(tok: TextTokenizer): number[] {
-  return [..."ABCD"].map((l) => tok.encode(`Answer: ${l}`).at(-1)!);
+/**
+ * The answer letters after a prompt: for each of " A", " B", " C", " D" (Hendrycks' `" {}"`), the
+ * context and the continuation tokens when prompt and letter are encoded together. With most
+ * tokenizers every letter is one token after the same context; tok512-like vocabularies may split
+ * some letters, and those questions are scored by log-likelihood.
+ */
+export function letterContinuations(
+  tok: TextTokenizer,
+  prompt: string,
+  maxLen = Infinity,
+): ScoredPair[] {
+  const encode = (t: string) => tok.encode(t, { bos: true });
+  return [..."ABCD"].map((l) => {
+    const pair = splitContinuation(encode, prompt, ` ${l}`);
+    // A question longer than the model's context even at 0 shots keeps BOS and its last tokens.
+    const room = maxLen - pair.continuation.length;
+    if (pair.context.length > room) {
+      pair.context = [pair.context[0], ...pair.context.slice(pair.context.length - room + 1)];
+    }
+    return pair;
+  });
 }
 
 /** Accuracy summary. */
@@ -45,32 +67,37 @@ export interface MmluOptions {
   maxLen: number;
 }
 
-/** Token ids of a question's prompt, dropping exemplars while it is longer than maxLen. */
-export function mmluPromptIds(
+/**
+ * A question's prompt text, dropping exemplars while its tokens (and the longest answer letter)
+ * exceed maxLen, as Hendrycks' `crop` loop does; at 0 shots the text is returned as is.
+ */
+export function mmluPromptText(
   tok: TextTokenizer,
   subject: string,
   dev: MmluQuestion[],
   q: MmluQuestion,
   shots: number,
   maxLen: number,
-): number[] {
-  for (let k = shots; k >= 0; k--) {
-    const ids = tok.encode(mmluPrompt(subject, dev, q, k), { bos: true });
-    if (ids.length <= maxLen) return ids;
+): string {
+  for (let k = shots; k > 0; k--) {
+    const text = mmluPrompt(subject, dev, q, k);
+    if (tok.encode(text + " A", { bos: true }).length <= maxLen) return text;
   }
-  const ids = tok.encode(mmluPrompt(subject, dev, q, 0), { bos: true });
-  return [ids[0], ...ids.slice(ids.length - maxLen + 1)]; // keep BOS, cut the oldest text
+  return mmluPrompt(subject, dev, q, 0);
 }
 
-/** Score subjects with any next-token scorer. */
+/**
+ * Score subjects with any scorer of logits: the prediction is the letter whose continuation the
+ * model finds likeliest — its logit after the prompt when every letter is one token after the
+ * same context (Hendrycks' comparison of " A".." D"), else the continuations' log-likelihoods.
+ */
 export async function scoreMmlu(
-  next: NextLogits,
+  logitsAt: LogitsAt,
   tok: TextTokenizer,
   data: Record<string, { dev: MmluQuestion[]; test: MmluQuestion[] }>,
   options: MmluOptions,
   progress?: (subject: string, done: number, total: number) => void,
 ): Promise<MmluScores> {
-  const letters = letterIds(tok);
   const batch = options.batch ?? 8;
   const subjects: MmluScores["subjects"] = {};
   const cat = new Map<MmluCategory, { correct: number; total: number }>();
@@ -80,12 +107,39 @@ export async function scoreMmlu(
     let correct = 0;
     for (let i = 0; i < test.length; i += batch) {
       const qs = test.slice(i, i + batch);
-      const logits = await next(
-        qs.map((q) => mmluPromptIds(tok, subject, dev, q, options.shots, options.maxLen)),
+      const letters = qs.map((q) =>
+        letterContinuations(
+          tok,
+          mmluPromptText(tok, subject, dev, q, options.shots, options.maxLen),
+          options.maxLen,
+        )
       );
+      const oneToken = letters.map((ls) =>
+        ls.every((l) => l.continuation.length === 1 && l.context.join() === ls[0].context.join())
+      );
+      // One forward for the questions whose letters are single tokens after the same prompt.
+      const fast = qs.map((_, j) => j).filter((j) => oneToken[j]);
+      const rows = fast.length
+        ? await logitsAt(
+          fast.map((j) => letters[j][0].context),
+          fast.map((j) => [letters[j][0].context.length - 1]),
+        )
+        : [];
+      const scores: number[][] = qs.map(() => []);
+      fast.forEach((j, f) =>
+        scores[j] = letters[j].map((l) => Number(rows[f][0][l.continuation[0]]))
+      );
+      // The others by the log-likelihood of each letter's tokens, all in one batch of sequences.
+      const slow = qs.map((_, j) => j).filter((j) => !oneToken[j]);
+      const lls = await continuationLogLikelihoods(
+        logitsAt,
+        slow.flatMap((j) => letters[j]),
+        4 * batch,
+      );
+      slow.forEach((j, k) => scores[j] = lls.slice(4 * k, 4 * k + 4).map((x) => x.logLikelihood));
       qs.forEach((q, j) => {
         let best = 0;
-        for (let c = 1; c < 4; c++) if (logits[j][letters[c]] > logits[j][letters[best]]) best = c;
+        for (let c = 1; c < 4; c++) if (scores[j][c] > scores[j][best]) best = c;
         if (best === q.answer) correct++;
       });
       progress?.(subject, Math.min(i + batch, test.length), test.length);
@@ -120,5 +174,5 @@ export function evaluateMmlu(
   options: MmluOptions,
   progress?: (subject: string, done: number, total: number) => void,
 ): Promise<MmluScores> {
-  return scoreMmlu((prompts) => nextTokenLogits(rt, model, prompts), tok, data, options, progress);
+  return scoreMmlu((seqs, at) => logitsAt(rt, model, seqs, at), tok, data, options, progress);
 }

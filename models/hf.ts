@@ -2,9 +2,10 @@
  * Hugging Face LLaMA checkpoints: a folder with `config.json` and `model.safetensors`, or shards
  * listed by `model.safetensors.index.json` (F32, F16 or BF16 tensors), read at tensor offsets.
  *
- * HF stores wq/wk with the rows of each head permuted for its `rotate_half` RoPE (pairs (i, i+hs/2));
- * this kit rotates adjacent pairs (2i, 2i+1) as Meta's and llama2.c's code do, so the loader undoes
- * the permutation: Meta row 2i + a of a head is HF row a·hs/2 + i.
+ * HF stores wq/wk with the rows of each head in its `rotate_half` RoPE order (pairs (i, i+hs/2)).
+ * The kit computes in that layout (`ropeLayout: "half"`) rather than permuting rows back to Meta's
+ * interleaved order, so q/k rows, and adapters trained on them, keep the file's basis: a PEFT
+ * adapter or a merged export lines up with `q_proj`/`k_proj` row for row.
  * Every tensor's presence, dtype and shape is checked against config.json before any is read.
  */
 import { z } from "zod";
@@ -61,6 +62,37 @@ export function parseHfConfig(text: string, source = "config.json"): LlamaConfig
     sharedClassifier: c.tie_word_embeddings,
     ropeTheta: c.rope_theta,
     normEps: c.rms_norm_eps,
+    ropeLayout: "half",
+  };
+}
+
+/**
+ * A config.json for `c` with the fields Hugging Face's LLaMA config has; `specials` places
+ * <s>/</s> (`llama2`: ids 1 and 2; `llama3`: the first two of the last 256 ids).
+ */
+export function hfConfigJson(
+  c: LlamaConfig,
+  specials: "llama2" | "llama3",
+  dtype: string,
+): Record<string, unknown> {
+  const [bos, eos] = specials === "llama2" ? [1, 2] : [c.vocab - 256, c.vocab - 255];
+  return {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: c.dim,
+    intermediate_size: c.hiddenDim,
+    num_hidden_layers: c.layers,
+    num_attention_heads: c.heads,
+    num_key_value_heads: c.kvHeads,
+    vocab_size: c.vocab,
+    max_position_embeddings: c.seqLen,
+    rope_theta: c.ropeTheta,
+    rms_norm_eps: c.normEps,
+    tie_word_embeddings: c.sharedClassifier,
+    hidden_act: "silu",
+    bos_token_id: bos,
+    eos_token_id: eos,
+    torch_dtype: dtype === "BF16" ? "bfloat16" : dtype === "F16" ? "float16" : "float32",
   };
 }
 
@@ -104,7 +136,8 @@ function ropeRowSource(heads: number, hs: number): Int32Array {
 
 /**
  * HF (rotate_half) → interleaved row order for a q or k weight [heads·hs, cols]; `inverse` goes
- * the other way (to write HF-layout files).
+ * the other way. Converting a Meta/llama2.c checkpoint to HF files (or back) permutes q and k
+ * this way; the model is the same function once its `ropeLayout` follows.
  */
 export function permuteRope(
   w: Float32Array,
@@ -159,8 +192,8 @@ async function readJson(path: string): Promise<unknown> {
 /**
  * Open a HF LLaMA folder (`config.json` and `model.safetensors`, or shards listed by
  * `model.safetensors.index.json`) for streaming: only headers are read, and every tensor the
- * config implies is checked for presence and shape before anything else. q and k rows are read
- * back in the interleaved RoPE order (the permutation HF applied is undone per head).
+ * config implies is checked for presence and shape before anything else. Rows are read as
+ * stored; the config says `ropeLayout: "half"`.
  */
 export async function openHfSource(dir: string): Promise<LlamaSource> {
   const config = parseHfConfig(await Deno.readTextFile(`${dir}/config.json`), `${dir}/config.json`);
@@ -214,7 +247,6 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
     close();
     throw e;
   }
-  const hs = config.dim / config.heads;
   const reader = (name: LlamaTensorName) => owner.get(hfTensorName(name, config))!;
   return {
     config,
@@ -225,28 +257,10 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
       const hfName = hfTensorName(name, config);
       const r = reader(name);
       if (name.endsWith("norm")) return await r.readRows(hfName); // 1-D: one row of [1, dim]
-      const rope = name.endsWith(".q") || name.endsWith(".k");
-      if (!rope) return await r.readRows(hfName, start, count);
-      // Read the whole heads that cover the rows, reorder them, then cut the rows asked for.
-      const h0 = Math.floor(start / hs);
-      const h1 = Math.ceil((start + count) / hs);
-      const raw = await r.readRows(hfName, h0 * hs, (h1 - h0) * hs);
-      const rowBytes = raw.bytes.byteLength / ((h1 - h0) * hs);
-      const permuted = permuteRowBytes(raw.bytes, h1 - h0, hs, rowBytes);
-      const from = (start - h0 * hs) * rowBytes;
-      return { dtype: raw.dtype, bytes: permuted.slice(from, from + count * rowBytes) };
+      return await r.readRows(hfName, start, count);
     },
     close,
   };
-}
-
-/** HF (rotate_half) → interleaved row order of whole heads, on stored bytes. */
-function permuteRowBytes(bytes: Uint8Array, heads: number, hs: number, rowBytes: number) {
-  const out = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4).subarray(0, bytes.byteLength);
-  ropeRowSource(heads, hs).forEach((hf, meta) => {
-    out.set(bytes.subarray(hf * rowBytes, (hf + 1) * rowBytes), meta * rowBytes);
-  });
-  return out;
 }
 
 /**

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { hfTensorShapes, loadHfLlama, openHfSource, parseHfConfig, permuteRope } from "./hf.ts";
+import {
+  hfConfigJson,
+  hfTensorShapes,
+  loadHfLlama,
+  openHfSource,
+  parseHfConfig,
+  permuteRope,
+} from "./hf.ts";
 import { type Llama2cCheckpoint, loadLlama2c } from "./llama2c.ts";
 import { fromLlama2c, type LlamaConfig } from "./llama/config.ts";
 import { CpuLlama } from "./llama/cpu/model.ts";
@@ -7,7 +14,6 @@ import { loadModelReference } from "./llama/reference.ts";
 import { randomCheckpoint, TINY_CONFIG } from "./llama/testing.ts";
 import { defaultModelPath } from "./paths.ts";
 import { readAllWeights } from "./llama/source.ts";
-import { hfConfigJson } from "./synthetic.ts";
 import {
   decodeToF32,
   encodeSafetensors,
@@ -62,20 +68,34 @@ async function writeHf(
   );
 }
 
-Deno.test("hf: stories260K written in HF layout loads back and gives reference.json's logits", async () => {
+Deno.test("hf: stories260K written in HF layout loads back in rotate_half layout and gives reference.json's logits", async () => {
   const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
   const ref = await loadModelReference(defaultModelPath("reference.json"));
   const dir = await Deno.makeTempDir();
   await writeHf(dir, fromLlama2c(ckpt.config), ckpt, "F32", 1);
   const { config, weights } = await loadHfLlama(dir);
   assert.equal(config.sharedClassifier, true);
-  assert.deepEqual(weights.layers[3].wk, ckpt.layers[3].wk, "RoPE permutation undone exactly");
-  const { logits } = new CpuLlama(config, weights).forward(ref.teacherIds);
-  let worst = 0;
-  ref.teacherLogits.forEach((row, t) =>
-    row.forEach((v, j) => worst = Math.max(worst, Math.abs(v - logits[t * 512 + j])))
+  assert.equal(config.ropeLayout, "half");
+  const c = config, hs = c.dim / c.heads;
+  // Rows stay in the file's rotate_half order; the model rotates (j, j + hs/2) pairs instead.
+  assert.deepEqual(
+    weights.layers[3].wk,
+    permuteRope(ckpt.layers[3].wk, c.kvHeads, hs, c.dim, true),
   );
+  const worstAgainstReference = (layout: "half" | "interleaved") => {
+    const { logits } = new CpuLlama({ ...config, ropeLayout: layout }, weights).forward(
+      ref.teacherIds,
+    );
+    let worst = 0;
+    ref.teacherLogits.forEach((row, t) =>
+      row.forEach((v, j) => worst = Math.max(worst, Math.abs(v - logits[t * 512 + j])))
+    );
+    return worst;
+  };
+  const worst = worstAgainstReference("half");
   assert.ok(worst < 1e-3, `max |Δlogit| ${worst}`);
+  // Negative control: the same rows rotated as interleaved pairs are a different model.
+  assert.ok(worstAgainstReference("interleaved") > 0.1);
   await Deno.remove(dir, { recursive: true });
 });
 
@@ -90,8 +110,9 @@ Deno.test("hf: sharded BF16 and F16 checkpoints with a separate lm_head; bad fol
     assert.equal(config.normEps, 1e-6);
     // Each weight is the original rounded to the dtype (relative step 2^-8 for bf16, 2^-11 for f16).
     const tol = dtype === "BF16" ? 2 ** -8 : 2 ** -11;
+    const wq = permuteRope(ckpt.layers[1].wq, c.heads, c.dim / c.heads, c.dim, true);
     weights.layers[1].wq.forEach((v, i) =>
-      assert.ok(Math.abs(v - ckpt.layers[1].wq[i]) <= tol * Math.abs(ckpt.layers[1].wq[i]) + 1e-7)
+      assert.ok(Math.abs(v - wq[i]) <= tol * Math.abs(wq[i]) + 1e-7)
     );
     assert.notEqual(weights.classifier, weights.tokenEmbedding);
     await Deno.remove(dir, { recursive: true });
@@ -129,11 +150,10 @@ Deno.test("hf: sharded BF16 and F16 checkpoints with a separate lm_head; bad fol
 Deno.test("hf: streaming reads equal the whole-file decode bit for bit (F32, F16, BF16, sharded); lying or truncated shards are refused by name", async () => {
   const c = { ...fromLlama2c(TINY_CONFIG), ropeTheta: 500000, normEps: 1e-6 };
   const ckpt = randomCheckpoint(TINY_CONFIG, 6);
-  const hs = c.dim / c.heads;
   for (const [dtype, shards] of [["F32", 1], ["F16", 2], ["BF16", 3]] as const) {
     const dir = await Deno.makeTempDir();
     await writeHf(dir, c, ckpt, dtype, shards);
-    // The oracle: every file read whole and decoded, q/k rows reordered on the host.
+    // The oracle: every file read whole and decoded.
     const whole = new Map<string, Float32Array>();
     for await (const e of Deno.readDir(dir)) {
       if (!e.name.endsWith(".safetensors")) continue;
@@ -144,13 +164,10 @@ Deno.test("hf: streaming reads equal the whole-file decode bit for bit (F32, F16
     const streamed = await readAllWeights(source);
     const l1 = "model.layers.1";
     assert.deepEqual(streamed.layers[1].w3, whole.get(`${l1}.mlp.up_proj.weight`));
-    assert.deepEqual(
-      streamed.layers[1].wq,
-      permuteRope(whole.get(`${l1}.self_attn.q_proj.weight`)!, c.heads, hs, c.dim),
-    );
+    assert.deepEqual(streamed.layers[1].wq, whole.get(`${l1}.self_attn.q_proj.weight`));
     assert.deepEqual(streamed.tokenEmbedding, whole.get("model.embed_tokens.weight"));
     assert.deepEqual(streamed.classifier, whole.get("lm_head.weight"));
-    // Partial row reads, also across RoPE heads of k.
+    // Partial row reads, also across heads of k.
     const kRows = await source.readRows("0.k", 3, 4);
     const kAll = streamed.layers[0].wk;
     assert.deepEqual(decodeToF32(kRows.bytes, kRows.dtype), kAll.subarray(3 * c.dim, 7 * c.dim));

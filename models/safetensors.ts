@@ -10,7 +10,7 @@
  */
 import { z } from "zod";
 
-/** Element types this kit reads (decoded to f32) and writes (F32 only). */
+/** Element types this kit reads (decoded to f32) and writes. */
 export type SafetensorsDType = "F32" | "F16" | "BF16";
 
 const BYTES: Record<SafetensorsDType, number> = { F32: 4, F16: 2, BF16: 2 };
@@ -295,6 +295,53 @@ export function decodeToF32(raw: Uint8Array, dtype: SafetensorsDType): Float32Ar
   return out;
 }
 
+/** Little-endian bytes of `data` stored as `dtype` (F16 and BF16 round to nearest even). */
+export function encodeElements(data: Float32Array, dtype: SafetensorsDType): Uint8Array {
+  if (dtype === "F32") return new Uint8Array(data.slice().buffer);
+  if (dtype === "F16") return new Uint8Array(Float16Array.from(data).buffer);
+  const words = new Uint32Array(data.buffer, data.byteOffset, data.length);
+  const out = new Uint16Array(data.length);
+  for (let i = 0; i < data.length; i++) {
+    const w = words[i];
+    out[i] = ((w + 0x7fff + ((w >>> 16) & 1)) >>> 16) & 0xffff;
+  }
+  return new Uint8Array(out.buffer);
+}
+
+/** One tensor of a file to write: its name, stored type and shape. */
+export interface TensorPlan {
+  /** Name in the header. */
+  name: string;
+  /** Stored element type. */
+  dtype: SafetensorsDType;
+  /** Row-major shape. */
+  shape: number[];
+}
+
+/** Bytes a planned tensor occupies. */
+export function plannedBytes(t: TensorPlan): number {
+  return BYTES[t.dtype] * t.shape.reduce((a, b) => a * b, 1);
+}
+
+/** The header bytes (length prefix included) of a file holding `plan` in order. */
+function headerBytes(plan: TensorPlan[], metadata: Record<string, string>): Uint8Array {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const t of plan) {
+    const bytes = plannedBytes(t);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = new TextEncoder().encode(JSON.stringify(header));
+  // Pad the header with spaces so the data starts 8-byte aligned (as the reference writer does).
+  const pad = (8 - ((8 + json.byteLength) % 8)) % 8;
+  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + " ".repeat(pad));
+  const out = new Uint8Array(8 + json.byteLength);
+  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true);
+  out.set(json, 8);
+  return out;
+}
+
 /**
  * Serialise tensors (in the given order) and string metadata as safetensors bytes; each tensor is
  * stored as `dtype` (default F32; F16 and BF16 round to nearest even).
@@ -303,46 +350,179 @@ export function encodeSafetensors(
   tensors: { name: string; shape: number[]; data: Float32Array; dtype?: SafetensorsDType }[],
   metadata: Record<string, string> = {},
 ): Uint8Array {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const t of tensors) {
+  const plan = tensors.map((t) => {
     const n = t.shape.reduce((a, b) => a * b, 1);
     if (n !== t.data.length) {
       throw new RangeError(
         `encodeSafetensors: "${t.name}" has ${t.data.length} values for shape [${t.shape}]`,
       );
     }
-    const bytes = BYTES[t.dtype ?? "F32"] * n;
-    header[t.name] = {
-      dtype: t.dtype ?? "F32",
-      shape: t.shape,
-      data_offsets: [offset, offset + bytes],
-    };
-    offset += bytes;
-  }
-  let json = new TextEncoder().encode(JSON.stringify(header));
-  // Pad the header with spaces so the data starts 8-byte aligned (as the reference writer does).
-  const pad = (8 - ((8 + json.byteLength) % 8)) % 8;
-  if (pad) json = new TextEncoder().encode(JSON.stringify(header) + " ".repeat(pad));
-  const out = new Uint8Array(8 + json.byteLength + offset);
-  const view = new DataView(out.buffer);
-  view.setBigUint64(0, BigInt(json.byteLength), true);
-  out.set(json, 8);
-  let at = 8 + json.byteLength;
-  const word = new Uint32Array(1);
-  const f = new Float32Array(word.buffer);
-  for (const t of tensors) {
-    const dtype = t.dtype ?? "F32";
-    for (let i = 0; i < t.data.length; i++) {
-      if (dtype === "F32") view.setFloat32(at + 4 * i, t.data[i], true);
-      else if (dtype === "F16") view.setFloat16(at + 2 * i, t.data[i], true);
-      else {
-        f[0] = t.data[i];
-        const w = word[0];
-        view.setUint16(at + 2 * i, ((w + 0x7fff + ((w >>> 16) & 1)) >>> 16) & 0xffff, true);
-      }
-    }
-    at += BYTES[dtype] * t.data.length;
-  }
+    return { name: t.name, shape: t.shape, dtype: t.dtype ?? "F32" };
+  });
+  const head = headerBytes(plan, metadata);
+  const out = new Uint8Array(head.byteLength + plan.reduce((n, t) => n + plannedBytes(t), 0));
+  out.set(head);
+  let at = head.byteLength;
+  tensors.forEach((t, i) => {
+    const bytes = encodeElements(t.data, plan[i].dtype);
+    out.set(bytes, at);
+    at += bytes.byteLength;
+  });
   return out;
+}
+
+/**
+ * A safetensors file written tensor by tensor, never held whole: the header goes first (every
+ * shape is known up front), then each tensor's bytes in plan order, in as many pieces as the
+ * caller likes. The file appears under its name only once complete ({@link finish}).
+ */
+export class SafetensorsWriter {
+  /** Final path. */
+  readonly path: string;
+  readonly #plan: TensorPlan[];
+  readonly #file: Deno.FsFile;
+  #index = 0;
+  #written = 0;
+
+  private constructor(path: string, plan: TensorPlan[], file: Deno.FsFile) {
+    this.path = path;
+    this.#plan = plan;
+    this.#file = file;
+  }
+
+  /** Start `path` (written as `path.tmp` until finished) with the header for `plan`. */
+  static async create(
+    path: string,
+    plan: TensorPlan[],
+    metadata: Record<string, string> = {},
+  ): Promise<SafetensorsWriter> {
+    const file = await Deno.open(`${path}.tmp`, { write: true, create: true, truncate: true });
+    const w = new SafetensorsWriter(path, plan, file);
+    await w.#writeAll(headerBytes(plan, metadata));
+    return w;
+  }
+
+  /** The tensor the next bytes belong to (undefined once all are written). */
+  get next(): TensorPlan | undefined {
+    return this.#plan[this.#index];
+  }
+
+  /** Append bytes of tensor `name`, which must be the next in the plan and not overflow it. */
+  async write(name: string, bytes: Uint8Array): Promise<void> {
+    const t = this.#plan[this.#index];
+    if (!t || t.name !== name) {
+      throw new Error(`${this.path}: got bytes of "${name}", expected "${t?.name ?? "nothing"}"`);
+    }
+    const size = plannedBytes(t);
+    if (this.#written + bytes.byteLength > size) {
+      throw new RangeError(`${this.path}: "${name}" is ${size} bytes, got more`);
+    }
+    await this.#writeAll(bytes);
+    this.#written += bytes.byteLength;
+    if (this.#written === size) {
+      this.#index++;
+      this.#written = 0;
+    }
+  }
+
+  /** Close and move into place; every planned tensor must have been written in full. */
+  async finish(): Promise<void> {
+    this.#file.close();
+    if (this.#index < this.#plan.length) {
+      await Deno.remove(`${this.path}.tmp`);
+      throw new Error(`${this.path}: "${this.#plan[this.#index].name}" was not written in full`);
+    }
+    await Deno.rename(`${this.path}.tmp`, this.path);
+  }
+
+  /** Close and delete the partial file. */
+  async abort(): Promise<void> {
+    try {
+      this.#file.close();
+    } catch { /* already closed */ }
+    await Deno.remove(`${this.path}.tmp`).catch(() => {});
+  }
+
+  async #writeAll(bytes: Uint8Array) {
+    let at = 0;
+    while (at < bytes.byteLength) at += await this.#file.write(bytes.subarray(at));
+  }
+}
+
+/** Shard file names and their tensors: each shard as full as `shardBytes` allows. */
+export function planShards(
+  plan: TensorPlan[],
+  shardBytes: number,
+): { file: string; tensors: TensorPlan[] }[] {
+  const shards: TensorPlan[][] = [[]];
+  let used = 0;
+  for (const t of plan) {
+    const bytes = plannedBytes(t);
+    if (used > 0 && used + bytes > shardBytes) {
+      shards.push([]);
+      used = 0;
+    }
+    shards.at(-1)!.push(t);
+    used += bytes;
+  }
+  const pad = (n: number) => String(n).padStart(5, "0");
+  return shards.map((tensors, i) => ({
+    file: shards.length === 1
+      ? "model.safetensors"
+      : `model-${pad(i + 1)}-of-${pad(shards.length)}.safetensors`,
+    tensors,
+  }));
+}
+
+/** `model.safetensors.index.json` of sharded files (total_size and weight_map, as HF writes). */
+export function shardIndexJson(shards: { file: string; tensors: TensorPlan[] }[]): string {
+  const weightMap: Record<string, string> = {};
+  let total = 0;
+  for (const s of shards) {
+    for (const t of s.tensors) {
+      weightMap[t.name] = s.file;
+      total += plannedBytes(t);
+    }
+  }
+  return JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2);
+}
+
+/**
+ * Write `plan` into `dir` as Hugging Face shards of at most `shardBytes` (one `model.safetensors`
+ * when it fits, else numbered shards and `model.safetensors.index.json`), each tensor's bytes
+ * produced in pieces by `bytesOf`. Returns the bytes of tensors written.
+ */
+export async function writeShardedSafetensors(
+  dir: string,
+  plan: TensorPlan[],
+  shardBytes: number,
+  bytesOf: (t: TensorPlan) => AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  progress?: (done: number, total: number) => void,
+): Promise<number> {
+  const shards = planShards(plan, shardBytes);
+  const total = plan.reduce((n, t) => n + plannedBytes(t), 0);
+  await Deno.mkdir(dir, { recursive: true });
+  let done = 0;
+  for (const shard of shards) {
+    const writer = await SafetensorsWriter.create(`${dir}/${shard.file}`, shard.tensors, {
+      format: "pt",
+    });
+    try {
+      for (const t of shard.tensors) {
+        for await (const bytes of bytesOf(t)) {
+          await writer.write(t.name, bytes);
+          done += bytes.byteLength;
+          progress?.(done, total);
+        }
+      }
+    } catch (e) {
+      await writer.abort();
+      throw e;
+    }
+    await writer.finish();
+  }
+  if (shards.length > 1) {
+    await Deno.writeTextFile(`${dir}/model.safetensors.index.json`, shardIndexJson(shards));
+  }
+  return total;
 }

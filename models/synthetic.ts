@@ -9,10 +9,10 @@
  * prompts take a realistic number of tokens), then filled with merges of existing tokens up to the
  * shape's vocabulary size, special tokens where LLaMA-2 (first ids) or LLaMA-3 (last ids) keep them.
  */
-import { hfTensorShapes } from "./hf.ts";
+import { hfConfigJson, hfTensorShapes } from "./hf.ts";
 import type { LlamaConfig } from "./llama/config.ts";
 import { LLAMA2_7B, LLAMA3_8B, type LlamaShape, MID_0_2B, TINYLLAMA_1B } from "./llama_shapes.ts";
-import type { SafetensorsDType } from "./safetensors.ts";
+import { plannedBytes, type SafetensorsDType, writeShardedSafetensors } from "./safetensors.ts";
 import { bytesToUnicode } from "./tokenizer/byte_level.ts";
 
 /** A shape to synthesize: the architecture and where its tokenizer keeps special tokens. */
@@ -36,6 +36,7 @@ function shape(s: LlamaShape, extra: Partial<LlamaConfig>, specials: SyntheticSh
       sharedClassifier: false,
       ropeTheta: 10000,
       normEps: 1e-5,
+      ropeLayout: "half" as const,
       ...extra,
     },
     specials,
@@ -119,33 +120,6 @@ function bf16Table(mean: number, half: number): Uint16Array {
   return t;
 }
 
-/** config.json of a synthetic model (the fields Hugging Face's LLaMA config has). */
-export function hfConfigJson(
-  c: LlamaConfig,
-  specials: SyntheticShape["specials"],
-  dtype: string,
-): Record<string, unknown> {
-  const [bos, eos] = specials === "llama2" ? [1, 2] : [c.vocab - 256, c.vocab - 255];
-  return {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_size: c.dim,
-    intermediate_size: c.hiddenDim,
-    num_hidden_layers: c.layers,
-    num_attention_heads: c.heads,
-    num_key_value_heads: c.kvHeads,
-    vocab_size: c.vocab,
-    max_position_embeddings: c.seqLen,
-    rope_theta: c.ropeTheta,
-    rms_norm_eps: c.normEps,
-    tie_word_embeddings: c.sharedClassifier,
-    hidden_act: "silu",
-    bos_token_id: bos,
-    eos_token_id: eos,
-    torch_dtype: dtype === "BF16" ? "bfloat16" : dtype === "F16" ? "float16" : "float32",
-  };
-}
-
 /**
  * Write a synthetic Hugging Face folder for `shape` into `dir` (created if missing). Returns the
  * bytes of weights written. Tensors are written in chunks: memory stays at a few MiB.
@@ -159,71 +133,17 @@ export async function writeSyntheticHf(
   const dtype = options.dtype ?? "BF16";
   const seed = options.seed ?? 0;
   const shardBytes = options.shardBytes ?? 2 * 2 ** 30;
-  await Deno.mkdir(dir, { recursive: true });
-  const tensors = [...hfTensorShapes(c)].map(([name, shape]) => ({
-    name,
-    shape,
-    bytes: shape.reduce((a, b) => a * b, 1) * BYTES[dtype],
-  }));
-  // Shards in file order, each as full as allowed (a tensor never splits).
-  const shards: (typeof tensors)[] = [[]];
-  let used = 0;
-  for (const t of tensors) {
-    if (used > 0 && used + t.bytes > shardBytes) {
-      shards.push([]);
-      used = 0;
+  const plan = [...hfTensorShapes(c)].map(([name, shape]) => ({ name, shape, dtype }));
+  const order = new Map(plan.map((t, i) => [t.name, i]));
+  const total = await writeShardedSafetensors(dir, plan, shardBytes, function* (t) {
+    const n = plannedBytes(t) / BYTES[dtype];
+    const next = xorshift(seed * 1000003 + order.get(t.name)!);
+    const norm = t.name.endsWith("norm.weight");
+    for (let at = 0; at < n; at += CHUNK_ELEMENTS) {
+      const m = Math.min(CHUNK_ELEMENTS, n - at);
+      yield randomChunk(m, next, norm ? 0.05 : 0.02, norm ? 1 : 0, dtype);
     }
-    shards.at(-1)!.push(t);
-    used += t.bytes;
-  }
-  const total = tensors.reduce((n, t) => n + t.bytes, 0);
-  const name = (i: number) =>
-    shards.length === 1
-      ? "model.safetensors"
-      : `model-${String(i + 1).padStart(5, "0")}-of-${
-        String(shards.length).padStart(5, "0")
-      }.safetensors`;
-  let done = 0;
-  for (const [i, shard] of shards.entries()) {
-    const header: Record<string, unknown> = { __metadata__: { format: "pt" } };
-    let offset = 0;
-    for (const t of shard) {
-      header[t.name] = { dtype, shape: t.shape, data_offsets: [offset, offset + t.bytes] };
-      offset += t.bytes;
-    }
-    let json = JSON.stringify(header);
-    json += " ".repeat((8 - ((8 + json.length) % 8)) % 8); // data 8-byte aligned
-    const tmp = `${dir}/${name(i)}.tmp`;
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      const head = new Uint8Array(8 + json.length);
-      new DataView(head.buffer).setBigUint64(0, BigInt(json.length), true);
-      head.set(new TextEncoder().encode(json), 8);
-      await writeAll(file, head);
-      for (const t of shard) {
-        const n = t.bytes / BYTES[dtype];
-        const next = xorshift(seed * 1000003 + tensors.indexOf(t));
-        const norm = t.name.endsWith("norm.weight");
-        for (let at = 0; at < n; at += CHUNK_ELEMENTS) {
-          const m = Math.min(CHUNK_ELEMENTS, n - at);
-          await writeAll(file, randomChunk(m, next, norm ? 0.05 : 0.02, norm ? 1 : 0, dtype));
-          done += m * BYTES[dtype];
-          options.progress?.(done, total);
-        }
-      }
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, `${dir}/${name(i)}`);
-  }
-  if (shards.length > 1) {
-    const weightMap: Record<string, string> = {};
-    shards.forEach((s, i) => s.forEach((t) => weightMap[t.name] = name(i)));
-    await Deno.writeTextFile(
-      `${dir}/model.safetensors.index.json`,
-      JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 2),
-    );
-  }
+  }, options.progress);
   await Deno.writeTextFile(
     `${dir}/config.json`,
     JSON.stringify(hfConfigJson(c, shape.specials, dtype), null, 2),
@@ -235,11 +155,6 @@ export async function writeSyntheticHf(
     JSON.stringify({ bos_token: tok.bos, eos_token: tok.eos }, null, 2),
   );
   return total;
-}
-
-async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
-  let at = 0;
-  while (at < bytes.byteLength) at += await file.write(bytes.subarray(at));
 }
 
 /** GPT-2/LLaMA-3's pre-tokenizer split (contractions, letters, digits, punctuation, spaces). */

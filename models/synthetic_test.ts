@@ -16,6 +16,7 @@ const TINY: SyntheticShape = {
     sharedClassifier: false,
     ropeTheta: 500000,
     normEps: 1e-5,
+    ropeLayout: "half",
   },
   specials: "llama3",
 };

@@ -180,7 +180,11 @@ export function renderRunPage(r: RunReport, options: { gridHref: string }): stri
     ["adapter config", JSON.stringify(r.adapterConfig)],
     ["family", r.family],
     ["seed", String(r.seed)],
-    ["trainable parameters", r.trainableParams.toLocaleString("en-US")],
+    [
+      "trainable parameters",
+      r.trainableParams.toLocaleString("en-US") +
+      (r.paperTrainableParams ? ` (paper: ${(r.paperTrainableParams / 1e6).toFixed(1)}M)` : ""),
+    ],
     ["model", r.model],
     ["base weights", r.base],
     ["device", r.device],

@@ -185,6 +185,8 @@ export interface RunReport {
   base: string;
   /** Trainable parameters (sum over attached adapters). */
   trainableParams: number;
+  /** The paper's count for this adapter and model, when the profile knows it. */
+  paperTrainableParams?: number | null;
   /** Metrics: commonsense accuracies and/or MMLU. */
   metrics: {
     commonsense?: {
@@ -234,6 +236,7 @@ export const RunReportSchema: ReportSchema<RunReport> = z.object({
   model: z.string(),
   base: z.string(),
   trainableParams: z.number().int().nonnegative(),
+  paperTrainableParams: z.number().positive().nullable().optional(),
   metrics: z.object({
     commonsense: z.object({
       tasks: z.record(z.string(), Accuracy.extend({ unparseable: z.number().int().nonnegative() })),

@@ -10,17 +10,23 @@ import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import { type Example, type StepLog, Trainer } from "../models/llama/train.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
-import { alpacaExample, type InstructionRecord } from "./alpaca.ts";
+import { type InstructionRecord, PROTOCOL, type Protocol, trainingExample } from "./alpaca.ts";
 import { type CommonsenseTask, loadCommonsense, loadRecordFile } from "./commonsense/data.ts";
 import { loadMmlu, MMLU_SUBJECTS } from "./mmlu/data.ts";
 
-/** Token examples from instruction records (cut to `maxLen`; records cut before the response dropped). */
+/**
+ * Token examples from instruction records under `protocol` (cut to `maxLen` tokens as upstream's
+ * cutoff_len; records left without a target token dropped).
+ */
 export function toExamples(
   tok: TextTokenizer,
   records: InstructionRecord[],
   maxLen: number,
+  protocol: Protocol = PROTOCOL["llm-adapters"],
 ): Example[] {
-  return records.map((r) => alpacaExample(tok, r, maxLen)).filter((e): e is Example => e !== null);
+  return records.map((r) => trainingExample(tok, r, maxLen, protocol)).filter((e): e is Example =>
+    e !== null
+  );
 }
 
 /**
@@ -74,6 +80,8 @@ export interface CommonsenseRun {
   checkpointPath?: string;
   /** Training progress. */
   progress?: (log: StepLog, eta: number) => void;
+  /** Prompts, loss mask and extraction (default LLM-Adapters'). */
+  protocol?: Protocol;
 }
 
 /** Fine-tune (when `train` is given) and evaluate on the commonsense tasks. */
@@ -89,7 +97,7 @@ export async function runCommonsense(
       trainFile: run.trainFile,
       limit: run.trainLimit,
     });
-    const examples = toExamples(tok, records, run.maxLen);
+    const examples = toExamples(tok, records, run.maxLen, run.protocol);
     const trainer = new Trainer(
       rt,
       model,
@@ -112,7 +120,10 @@ export async function runCommonsense(
   }
   const data: Partial<Record<CommonsenseTask, InstructionRecord[]>> = {};
   for (const t of run.tasks) data[t] = await loadCommonsense(run.dataDir, t, "test", run.testLimit);
-  return { history, eval: await evaluateCommonsense(rt, model, tok, data, run.eval) };
+  return {
+    history,
+    eval: await evaluateCommonsense(rt, model, tok, data, { ...run.eval, protocol: run.protocol }),
+  };
 }
 
 /** MMLU over `subjects` (default all 57), `limit` test questions each. */

@@ -11,7 +11,7 @@
  *   --model DIR|FILE            HF folder or llama2.c .bin (default: the embedded stories260K)
  *   --tokenizer FILE            llama2.c tokenizer.bin for a .bin model (default tok512.bin)
  *   --base f32|nf4|int4         base weight storage (default nf4)
- *   --adapters FILE             adapter safetensors (layer names `<layer>.<module>`)
+ *   --adapters PATH             a moka adapter file or a PEFT adapter folder
  *   --data DIR                  data folder (default MOKA_DATA_DIR or ../shared/data)
  */
 import { parseArgs } from "node:util";
@@ -19,6 +19,7 @@ import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { loadAdapters } from "../models/adapters/io.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { openModel } from "../models/llama/open.ts";
+import { isPeftFolder, loadPeft } from "../models/peft.ts";
 import { dataDir, defaultModelPath } from "../models/paths.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { runCommonsense, runMmlu } from "../tasks/pipeline.ts";
@@ -62,7 +63,9 @@ const config = source.config;
 const model = await GpuLlama.load(rt, source, { base: values.base as "f32" | "nf4" | "int4" });
 source.close();
 if (values.adapters) {
-  const set = await loadAdapters(values.adapters);
+  const set = await isPeftFolder(values.adapters)
+    ? await loadPeft(values.adapters, config)
+    : await loadAdapters(values.adapters);
   await model.attach(new Map(Object.entries(set)));
   log(`attached ${Object.keys(set).length} adapters from ${values.adapters}`);
 }

@@ -16,7 +16,7 @@ import {
   parseGridConfig,
   parseShard,
   planGrid,
-  PROFILES,
+  profile,
   shardRuns,
 } from "../reports/grid/config.ts";
 import { executeRun, loadGridModel } from "../reports/grid/runner.ts";
@@ -79,7 +79,7 @@ if (values["only-selfcheck"]) Deno.exit(0);
 
 const raw = values.config
   ? JSON.parse(await Deno.readTextFile(values.config))
-  : PROFILES[values.profile as keyof typeof PROFILES];
+  : profile(values.profile);
 if (!raw) throw new Error(`--profile ${values.profile}: use smoke or full (or --config FILE)`);
 const grid = parseGridConfig(
   values.model ? { ...raw as object, model: values.model } : raw,

@@ -291,8 +291,11 @@ export async function doraNorms(
   );
 }
 
+// y = W·x + (c − 1)·W·xd + c·s·(B·A·xd), c = m/‖W + s·B·A‖ per column (NVlabs/DoRA's form; it is
+// c·(W·x + s·B·A·x) without dropout, where xd = x). y holds W·x on entry; with dropout `pre` holds
+// W·xd, without it pre's content is unused. pre = W·xd + s·lora is kept for the magnitude's gradient.
 const DORA_FORWARD_WGSL = /* wgsl */ `
-struct P { n: u32, cols: u32, scale: f32 }
+struct P { n: u32, cols: u32, scale: f32, dropped: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> lora: array<f32>;
 @group(0) @binding(2) var<storage, read> magnitude: array<f32>;
@@ -305,12 +308,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let i = flat(gid, nwg);
   if (i >= p.n) { return; }
   let o = i % p.cols;
-  let v = y[i] + p.scale * lora[i];
+  let c = magnitude[o] / norm[o];
+  var wd = y[i];
+  if (p.dropped != 0u) { wd = pre[i]; }
+  let v = wd + p.scale * lora[i];
+  y[i] = y[i] + (c - 1.0) * wd + c * p.scale * lora[i];
   pre[i] = v;
-  y[i] = magnitude[o] / norm[o] * v;
 }`;
 
-/** DoRA's output: pre = y + s·lora; y = (m/‖W+ΔW‖)·pre, per output column. */
+/**
+ * DoRA's output: y (holding W·x) becomes c·(W·x + s·lora) with c = m/‖W+ΔW‖ per output column, and
+ * pre = W·x + s·lora. With `dropped` (training dropout, NVlabs/DoRA's form) lora = B·A·xd and pre
+ * holds W·xd on entry: y = W·x + (c − 1)·W·xd + c·s·lora, pre = W·xd + s·lora.
+ */
 export async function doraForward(
   rt: GpuRuntime,
   batch: Batch,
@@ -321,6 +331,7 @@ export async function doraForward(
     norm: GpuTensor;
     pre: GpuTensor;
     scale: number;
+    dropped?: boolean;
   },
 ): Promise<void> {
   const { y, lora, magnitude, norm, pre, scale } = args;
@@ -332,7 +343,7 @@ export async function doraForward(
     rt,
     batch,
     { code: DORA_FORWARD_WGSL, label: "dora/forward" },
-    [{ u: y.size }, { u: cols }, { f: scale }],
+    [{ u: y.size }, { u: cols }, { f: scale }, { u: args.dropped ? 1 : 0 }],
     [lora, magnitude, norm, pre, y],
     y.size,
   );

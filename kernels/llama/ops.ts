@@ -115,28 +115,40 @@ export async function rmsnormBackward(
 }
 
 const ROPE_WGSL = HEAD(`
-struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32, offset: u32 }
+struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32, offset: u32, split: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;`) + `
 ${MAIN}
   if (i >= p.n) { return; }
-  // i enumerates (row, head, pair); the row's position is row mod seq.
+  // i enumerates (row, head, pair j); the row's position is row mod seq. Pair j holds elements
+  // (2j, 2j+1) of the head (interleaved), or (j, j + half) when split (Hugging Face's rotate_half).
   let pairsPerRow = p.heads * p.half;
   let row = i / pairsPerRow;
-  let j = (i - row * pairsPerRow) % p.half;
+  let rem = i - row * pairsPerRow;
+  let head = rem / p.half;
+  let j = rem - head * p.half;
   let pos = row % p.seq + p.offset;
   let c = cosT[pos * p.half + j];
   let s = p.sign * sinT[pos * p.half + j];
-  let k = 2u * i;
-  let v0 = x[k];
-  let v1 = x[k + 1u];
-  x[k] = v0 * c - v1 * s;
-  x[k + 1u] = v0 * s + v1 * c;
+  let base = (row * p.heads + head) * 2u * p.half;
+  var k0 = base + 2u * j;
+  var k1 = k0 + 1u;
+  if (p.split != 0u) {
+    k0 = base + j;
+    k1 = base + j + p.half;
+  }
+  let v0 = x[k0];
+  let v1 = x[k1];
+  x[k0] = v0 * c - v1 * s;
+  x[k1] = v0 * s + v1 * c;
 }`;
 
-/** Rotate [rows, heads·headSize] in place by the position tables; `inverse` for the backward. */
+/**
+ * Rotate [rows, heads·headSize] in place by the position tables; `inverse` for the backward;
+ * `layout` pairs elements as the checkpoint does (`models/llama/cpu/rope.ts`).
+ */
 export async function rope(
   rt: GpuRuntime,
   batch: Batch,
@@ -150,6 +162,8 @@ export async function rope(
     inverse?: boolean;
     /** Added to every position (decoding one token at `offset`). */
     offset?: number;
+    /** Interleaved pairs (default) or rotate_half's. */
+    layout?: "interleaved" | "half";
   },
 ): Promise<void> {
   const { x, cos, sin, heads, headSize, seq } = a;
@@ -169,6 +183,7 @@ export async function rope(
       { u: seq },
       { f: a.inverse ? -1 : 1 },
       { u: offset },
+      { u: a.layout === "half" ? 1 : 0 },
     ],
     [cos, sin, x],
     x.size / 2,

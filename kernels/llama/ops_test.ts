@@ -45,6 +45,7 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   const inv = rt.empty([rows]);
   const dx = rt.upload(randomF32(rows * dim, 5), [rows, dim]);
   const r = rt.upload(x, [rows, dim]);
+  const rHalf = rt.upload(x, [rows, dim]);
   const tables = ropeTables(seq, hs, 10000);
   const [cos, sin] = [
     rt.upload(tables.cos, [tables.cos.length]),
@@ -59,6 +60,7 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   await rmsnormForward(rt, b, { y, inv, x: g.x, w: g.w, eps: 1e-5 });
   await rmsnormBackward(rt, b, { dx, x: g.x, w: g.w, inv, dy: g.dy, accumulate: false });
   await rope(rt, b, { x: r, cos, sin, heads, headSize: hs, seq });
+  await rope(rt, b, { x: rHalf, cos, sin, heads, headSize: hs, seq, layout: "half" });
   const ga = rt.upload(a, [rows, dim]);
   const gb = rt.upload(bb, [rows, dim]);
   await swigluForward(rt, b, { h, a: ga, b: gb });
@@ -76,6 +78,29 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   const rotated = f64(x);
   ropeApply(rotated, Array.from({ length: rows }, (_, i) => i % seq), heads, hs, 10000);
   close(await rt.read(r), rotated, "rope");
+  const rotatedHalf = f64(x);
+  const positions = Array.from({ length: rows }, (_, i) => i % seq);
+  ropeApply(rotatedHalf, positions, heads, hs, 10000, false, "half");
+  close(await rt.read(rHalf), rotatedHalf, "rope, rotate_half layout");
+  // The layouts are one rotation in two bases: rotate_half on rows permuted head by head equals
+  // the interleaved rotation permuted the same way; and they are not the same map (control).
+  const perm = (v: Float64Array) => {
+    const out = new Float64Array(v.length);
+    for (let t = 0; t < rows; t++) {
+      for (let hd = 0; hd < heads; hd++) {
+        for (let j = 0; j < hs / 2; j++) {
+          for (let a = 0; a < 2; a++) {
+            out[t * dim + hd * hs + a * (hs / 2) + j] = v[t * dim + hd * hs + 2 * j + a];
+          }
+        }
+      }
+    }
+    return out;
+  };
+  const viaHalf = perm(f64(x));
+  ropeApply(viaHalf, positions, heads, hs, 10000, false, "half");
+  close(viaHalf, perm(rotated), "rotate_half of permuted rows = permuted interleaved rotation");
+  assert.ok(rotatedHalf.some((v, i) => Math.abs(v - rotated[i]) > 1e-3), "layouts differ");
   close(await rt.read(h), swiFwdCpu(f64(a), f64(bb)), "swiglu");
   const sb = swiBwdCpu(f64(a), f64(bb), f64(dy));
   close(await rt.read(da), sb.da, "swiglu da");

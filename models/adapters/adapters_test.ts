@@ -23,6 +23,9 @@ const CONFIGS: unknown[] = [
   { kind: "lora", r: 2, alpha: 2, init: "gaussian", dropout: 0.25 },
   { kind: "dora", r: 3, alpha: 6 },
   { kind: "dora", r: 2, alpha: 3, detachNorm: false },
+  { kind: "lora", r: 3, alpha: 6, rslora: true },
+  { kind: "dora", r: 3, alpha: 6, dropout: 0.2 }, // NVlabs/DoRA's form under dropout
+  { kind: "dora", r: 2, alpha: 3, detachNorm: false, dropout: 0.2, rslora: true },
 ];
 
 function build(config: unknown, dIn = D_IN, dOut = D_OUT, seed = 1): Adapter<AdapterConfig> {
@@ -104,6 +107,8 @@ Deno.test("adapters: GPU forward/backward equal the float64 reference", async ()
     [{ kind: "lora", r: 8, alpha: 16, dropout: 0.1 }, 96, 64, 50],
     [{ kind: "dora", r: 8, alpha: 16 }, 64, 96, 40],
     [{ kind: "dora", r: 4, alpha: 4, detachNorm: false }, 48, 32, 12],
+    [{ kind: "dora", r: 4, alpha: 8, dropout: 0.3, rslora: true }, 64, 48, 20],
+    [{ kind: "dora", r: 3, alpha: 4, dropout: 0.3, detachNorm: false }, 48, 40, 9],
   ];
   for (const [config, dIn, dOut, tokens] of cases) {
     const a = build(config, dIn, dOut, 3);

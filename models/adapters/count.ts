@@ -9,7 +9,12 @@ import {
   parseTargetModule,
   type TargetModule,
 } from "../llama_shapes.ts";
-import { type AdapterConfig, parseAdapterConfig, trainableParams } from "./registry.ts";
+import {
+  configForModule,
+  parseAdapterConfig,
+  parseAdapterSpec,
+  trainableParams,
+} from "./registry.ts";
 
 /** Count per module kind and in total. */
 export interface ParamCount {
@@ -21,16 +26,20 @@ export interface ParamCount {
   layers: number;
 }
 
-/** Trainable parameters of `adapter` on `targets` of every layer of `model`. */
+/**
+ * Trainable parameters of `adapter` on `targets` of every layer of `model` (`adapter` may carry
+ * per-module overrides, `configForModule`).
+ */
 export function countTrainableParams(
   model: LlamaShape,
   targets: readonly string[],
   adapter: unknown,
 ): ParamCount {
-  const config: AdapterConfig = parseAdapterConfig(adapter);
+  parseAdapterSpec(adapter);
   const perModule: Partial<Record<TargetModule, number>> = {};
   for (const t of targets) {
     const m = parseTargetModule(t);
+    const config = parseAdapterConfig(configForModule(adapter, m));
     const [dIn, dOut] = moduleDims(model, m);
     try {
       perModule[m] = trainableParams(config, dIn, dOut);

@@ -31,6 +31,41 @@ export type AdapterConfig = MokaConfig | KronaConfig | LokrConfig | LoraConfig |
 /** Adapter kinds. */
 export type AdapterKind = AdapterConfig["kind"];
 
+/**
+ * The config of an adapter on one module of a model: `spec` may carry `modules`, overrides by
+ * module name (`{ kind: "moka", components: [...], modules: { up: { components: [...] } } }`),
+ * which replace the shared fields on that module — budgets that no single shape list reaches on
+ * every module. Without `modules` the spec itself.
+ */
+export function configForModule(spec: unknown, module: string): unknown {
+  if (typeof spec !== "object" || spec === null || !("modules" in spec)) return spec;
+  const { modules, ...shared } = spec as { modules?: Record<string, unknown> };
+  const override = modules?.[module];
+  return override && typeof override === "object" ? { ...shared, ...override } : shared;
+}
+
+const MODULE_NAMES = ["q", "k", "v", "o", "gate", "up", "down"];
+
+/**
+ * Parse an adapter spec that may carry per-module overrides (see {@link configForModule}): the
+ * shared config and each module's are validated; returns the shared one.
+ */
+export function parseAdapterSpec(value: unknown, source = "adapter config"): AdapterConfig {
+  if (typeof value === "object" && value !== null && "modules" in value) {
+    const modules = (value as { modules: unknown }).modules;
+    if (typeof modules !== "object" || modules === null || Array.isArray(modules)) {
+      throw new Error(`invalid ${source}: modules must map module names to overrides`);
+    }
+    for (const m of Object.keys(modules)) {
+      if (!MODULE_NAMES.includes(m)) {
+        throw new Error(`invalid ${source}.modules: unknown module "${m}" (${MODULE_NAMES})`);
+      }
+      parseAdapterConfig(configForModule(value, m), `${source}.modules.${m}`);
+    }
+  }
+  return parseAdapterConfig(configForModule(value, ""), source);
+}
+
 /** Parse an adapter config; the error lists each bad field with its path under `source`. */
 export function parseAdapterConfig(value: unknown, source = "adapter config"): AdapterConfig {
   const r = AdapterConfigSchema.safeParse(value);

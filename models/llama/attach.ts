@@ -1,6 +1,11 @@
 /** Build one adapter per target module of every layer, PEFT's `target_modules` style. */
 import type { Adapter, BaseRowNorms } from "../adapters/adapter.ts";
-import { type AdapterConfig, createAdapter, parseAdapterConfig } from "../adapters/registry.ts";
+import {
+  type AdapterConfig,
+  configForModule,
+  createAdapter,
+  parseAdapterSpec,
+} from "../adapters/registry.ts";
 import type { Llama2cCheckpoint } from "../llama2c.ts";
 import { parseTargetModule, TARGET_MODULES, type TargetModule } from "../llama_shapes.ts";
 import { linearDims, LLAMA2C_WEIGHT, type LlamaConfig } from "./config.ts";
@@ -18,7 +23,8 @@ export function targetModules(targets?: readonly string[]): TargetModule[] {
 
 /**
  * Adapters keyed `${layer}.${module}` for `targets` (default all seven), seeded per module from
- * `seed`. `weights` is needed by DoRA (its magnitude starts at ‖W‖): host weights, or e.g.
+ * `seed`; `adapter` may carry per-module overrides (`configForModule`). `weights` is needed by
+ * DoRA (its magnitude starts at ‖W‖): host weights, or e.g.
  * `(key) => model.baseRowNorms(key).then((rowNorms) => ({ rowNorms }))` for a model on the GPU.
  */
 export async function adaptersForModel(
@@ -28,7 +34,7 @@ export async function adaptersForModel(
   options: { targets?: readonly string[]; weights?: BaseWeights } = {},
 ): Promise<Map<string, Adapter<AdapterConfig>>> {
   const targets = targetModules(options.targets);
-  const needsWeight = parseAdapterConfig(adapter).kind === "dora";
+  const needsWeight = parseAdapterSpec(adapter).kind === "dora";
   const out = new Map<string, Adapter<AdapterConfig>>();
   for (let l = 0; l < config.layers; l++) {
     for (const m of targets) {
@@ -39,10 +45,8 @@ export async function adaptersForModel(
         : typeof options.weights === "function"
         ? await options.weights(key)
         : options.weights.layers[l][LLAMA2C_WEIGHT[m]];
-      out.set(
-        key,
-        createAdapter(adapter, dIn, dOut, seed * 1000 + 10 * l + TARGET_MODULES.indexOf(m), w),
-      );
+      const moduleSeed = seed * 1000 + 10 * l + TARGET_MODULES.indexOf(m);
+      out.set(key, createAdapter(configForModule(adapter, m), dIn, dOut, moduleSeed, w));
     }
   }
   return out;

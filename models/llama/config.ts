@@ -1,6 +1,7 @@
 /** The LLaMA architecture's hyper-parameters, from a llama2.c header or a HF config.json. */
 import type { Llama2cConfig } from "../llama2c.ts";
 import type { TargetModule } from "../llama_shapes.ts";
+import type { RopeLayout } from "./cpu/rope.ts";
 
 /** Dimensions and constants of a LLaMA model. */
 export interface LlamaConfig extends Llama2cConfig {
@@ -8,11 +9,16 @@ export interface LlamaConfig extends Llama2cConfig {
   ropeTheta: number;
   /** RMSNorm ε. */
   normEps: number;
+  /**
+   * Which elements RoPE pairs, as the checkpoint's q/k rows are laid out: `interleaved`
+   * (llama2.c, Meta) or `half` (Hugging Face's rotate_half). Default interleaved.
+   */
+  ropeLayout?: RopeLayout;
 }
 
 /** A llama2.c checkpoint's config with llama2.c's constants (θ = 10000, ε = 1e-5). */
 export function fromLlama2c(c: Llama2cConfig): LlamaConfig {
-  return { ...c, ropeTheta: 10000, normEps: 1e-5 };
+  return { ...c, ropeTheta: 10000, normEps: 1e-5, ropeLayout: "interleaved" };
 }
 
 /** Size of one head. */

@@ -164,10 +164,7 @@ export function gpuScorer(rt: GpuRuntime, model: GpuLlama): Scorer {
 export function cpuScorer(model: CpuLlama, adapters?: CpuAdapters): Scorer {
   let seqs: number[][] = [];
   const vocab = model.config.vocab;
-  const last = (ids: number[]) => {
-    const { logits } = model.forward(ids, adapters);
-    return logits.subarray((ids.length - 1) * vocab);
-  };
+  const last = (ids: number[]) => model.forward(ids, adapters, [ids.length - 1]).logits;
   return {
     start(prompt, slots) {
       seqs = Array.from({ length: slots }, () => [...prompt]);
@@ -186,28 +183,62 @@ export function cpuScorer(model: CpuLlama, adapters?: CpuAdapters): Scorer {
 }
 
 /**
- * Next-token logits after each prompt, batched: prompts are right-padded to the longest (causal
- * attention never looks right, so padding changes nothing) and run as one forward; the classifier
- * runs on each prompt's last position only. For MMLU-style scoring of answer letters.
+ * Logits after chosen positions of several sequences in one forward: sequences are right-padded
+ * to the longest (causal attention never looks right, so padding changes nothing) and the
+ * classifier runs on the requested rows only. Returns, for sequence i, one [vocab] row per entry
+ * of positions[i].
  */
+export async function logitsAt(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  seqs: number[][],
+  positions: number[][],
+): Promise<Float32Array[][]> {
+  if (seqs.length === 0) return [];
+  if (seqs.some((p) => p.length === 0)) throw new RangeError("logitsAt: empty sequence");
+  const seq = Math.max(...seqs.map((p) => p.length));
+  const vocab = model.config.vocab;
+  const ids = new Uint32Array(seqs.length * seq);
+  seqs.forEach((p, i) => ids.set(p, i * seq));
+  const rows: number[] = [];
+  positions.forEach((ps, i) =>
+    ps.forEach((t) => {
+      if (!Number.isInteger(t) || t < 0 || t >= seqs[i].length) {
+        throw new RangeError(`logitsAt: position ${t} of a ${seqs[i].length}-token sequence`);
+      }
+      rows.push(i * seq + t);
+    })
+  );
+  const gpuIds = rt.upload(ids, [ids.length]);
+  const b = rt.batch();
+  const logits = (await model.forward(b, gpuIds, seq, { logits: rows }))!;
+  await b.submit();
+  const all = await rt.read(logits) as Float32Array;
+  gpuIds.release();
+  logits.release();
+  let k = 0;
+  return positions.map((ps) => ps.map(() => all.slice(k * vocab, ++k * vocab)));
+}
+
+/** {@link logitsAt} on the float64 reference model (full recomputation per sequence). */
+export function cpuLogitsAt(
+  model: CpuLlama,
+  adapters?: CpuAdapters,
+): (seqs: number[][], positions: number[][]) => Promise<Float64Array[][]> {
+  const vocab = model.config.vocab;
+  return (seqs, positions) =>
+    Promise.resolve(seqs.map((ids, i) => {
+      const { logits } = model.forward(ids, adapters, positions[i]);
+      return positions[i].map((_, k) => logits.slice(k * vocab, (k + 1) * vocab));
+    }));
+}
+
+/** Next-token logits after each prompt, batched (see {@link logitsAt}). */
 export async function nextTokenLogits(
   rt: GpuRuntime,
   model: GpuLlama,
   prompts: number[][],
 ): Promise<Float32Array[]> {
-  if (prompts.length === 0) return [];
-  const seq = Math.max(...prompts.map((p) => p.length));
-  if (prompts.some((p) => p.length === 0)) throw new RangeError("nextTokenLogits: empty prompt");
-  const vocab = model.config.vocab;
-  const ids = new Uint32Array(prompts.length * seq);
-  prompts.forEach((p, i) => ids.set(p, i * seq));
-  const gpuIds = rt.upload(ids, [ids.length]);
-  const b = rt.batch();
-  const last = prompts.map((p, i) => i * seq + p.length - 1);
-  const logits = (await model.forward(b, gpuIds, seq, { logits: last }))!;
-  await b.submit();
-  const all = await rt.read(logits) as Float32Array;
-  gpuIds.release();
-  logits.release();
-  return prompts.map((_, i) => all.slice(i * vocab, (i + 1) * vocab));
+  const rows = await logitsAt(rt, model, prompts, prompts.map((p) => [p.length - 1]));
+  return rows.map((r) => r[0]);
 }

@@ -7,8 +7,8 @@
  *
  * Tensor names are the model's own: `embed`, `classifier`, `final_norm`, and per layer
  * `${l}.attn_norm`, `${l}.ffn_norm`, `${l}.${module}` for the seven linear modules. Linear
- * weights are [dOut, dIn] like `nn.Linear`; q and k rows are in the interleaved RoPE order the
- * kit computes in.
+ * weights are [dOut, dIn] like `nn.Linear`; q and k rows are in the checkpoint's own RoPE layout
+ * (`config.ropeLayout`).
  */
 import { decodeToF32, type RawTensorBytes, type SafetensorsDType } from "../safetensors.ts";
 import type { Llama2cCheckpoint } from "../llama2c.ts";

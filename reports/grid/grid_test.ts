@@ -2,7 +2,9 @@ import assert from "node:assert/strict";
 import { testRuntime } from "../../kernels/testing/mod.ts";
 import { dataDir } from "../../models/paths.ts";
 import { parseRunReport } from "../schema.ts";
-import { parseGridConfig, parseShard, planGrid, PROFILES, shardRuns } from "./config.ts";
+import { parseGridConfig, parseShard, planGrid, profile, PROFILES, shardRuns } from "./config.ts";
+import { countTrainableParams } from "../../models/adapters/count.ts";
+import { LLAMA2_7B, LLAMA3_8B } from "../../models/llama_shapes.ts";
 import { executeRun, loadGridModel } from "./runner.ts";
 import { collectReports, mergeShards } from "./summary.ts";
 
@@ -27,8 +29,9 @@ Deno.test("grid: profiles parse, plans are stable, shards are disjoint and cover
   const runs = planGrid(smoke);
   assert.equal(runs.length, 7 * 2);
   assert.equal(runs[0].id, "base-commonsense-s1");
-  const full = parseGridConfig(PROFILES.full);
+  const full = parseGridConfig(PROFILES["full-llama3-8b"]);
   assert.ok(planGrid(full).some((r) => r.id === "dora-instruction-s42"));
+  assert.deepEqual(profile("full"), PROFILES["full-llama3-8b"]);
   const parts = [0, 1, 2].map((i) => shardRuns(runs, { index: i, count: 3 }).map((r) => r.id));
   assert.deepEqual(parts.flat().sort(), runs.map((r) => r.id).sort());
   assert.equal(new Set(parts.flat()).size, runs.length);
@@ -95,4 +98,39 @@ Deno.test("grid: runs write valid reports, are skipped when done, reproduce exac
   assert.equal(summary.rows.length, 2);
   for (const d of [a, b, merged]) await Deno.remove(d, { recursive: true });
   model.gpu.release();
+});
+
+Deno.test("grid: the full profiles' trainable counts on LLaMA-3-8B and LLaMA-2-7B, beside the paper's", () => {
+  const counts = (name: "full-llama3-8b" | "full-llama2-7b", shape: typeof LLAMA3_8B) => {
+    const c = parseGridConfig(PROFILES[name]);
+    return Object.fromEntries(
+      Object.entries(c.adapters).filter(([, a]) => a !== null).map((
+        [k, a],
+      ) => [k, countTrainableParams(shape, c.targets, a).total]),
+    );
+  };
+  const l3 = counts("full-llama3-8b", LLAMA3_8B);
+  assert.deepEqual(l3, {
+    moka: 3735872,
+    moka_s: 2179488,
+    moka_nogate: 3735552,
+    krona: 1769472,
+    lokr: 901120,
+    lora: 56623104,
+    dora: 57409536,
+  });
+  const l2 = counts("full-llama2-7b", LLAMA2_7B);
+  assert.deepEqual(l2, {
+    moka: 5259744,
+    moka_s: 2945440,
+    moka_nogate: 5259264,
+    krona: 1753088,
+    lokr: 942080,
+    lora: 56098816,
+    dora: 56975360,
+  });
+  // Within 5 % of the paper's MoKA budgets (3.9M, 2.1M on LLaMA-3-8B; 5.2M on LLaMA-2-7B).
+  for (const [got, want] of [[l3.moka, 3.9e6], [l3.moka_s, 2.1e6], [l2.moka, 5.2e6]]) {
+    assert.ok(Math.abs(got - want) / want < 0.05, `${got} vs ${want}`);
+  }
 });

@@ -14,6 +14,7 @@ import { openModel } from "../../models/llama/open.ts";
 import { progressLine, Trainer } from "../../models/llama/train.ts";
 import { defaultModelPath } from "../../models/paths.ts";
 import type { TextTokenizer } from "../../models/tokenizer/tokenizer.ts";
+import { PROTOCOL } from "../../tasks/alpaca.ts";
 import { loadRecordFile, parseTask } from "../../tasks/commonsense/data.ts";
 import {
   commonsenseTrainRecords,
@@ -120,7 +121,12 @@ export async function executeRun(
     let evalStart = t0;
     if (run.family === "commonsense") {
       const cs = c.commonsense!;
+      const kind = (adapterConfig as { kind?: string } | null)?.kind;
+      const protocol = PROTOCOL[
+        cs.protocol === "auto" ? (kind === "dora" ? "dora" : "llm-adapters") : cs.protocol
+      ];
       const r = await runCommonsense(rt, gpu, model.tok, {
+        protocol,
         dataDir: options.dataDir,
         tasks: cs.tasks.map(parseTask),
         trainFile: cs.trainFile ? resolve(cs.trainFile) : undefined,
@@ -205,6 +211,7 @@ export async function executeRun(
       model: model.path,
       base: c.base,
       trainableParams,
+      paperTrainableParams: c.paperParams[run.adapter] ?? null,
       metrics,
       lossCurve: history,
       timings: {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { dataDir } from "../../models/paths.ts";
-import { alpacaExample, alpacaPrompt, responseOf } from "../alpaca.ts";
+import { evaluationPrompt, PROTOCOL, trainingExample, trainingText } from "../alpaca.ts";
 import {
   COMMONSENSE_ORDER,
   loadCommonsense,
@@ -64,29 +64,53 @@ Deno.test("commonsense: a bad record names the file and index; nothing partial i
   await Deno.remove(dir, { recursive: true });
 });
 
-Deno.test("alpaca: the template, with and without input, and targets only on the response", () => {
+// Exactly what the upstream f-strings produce (16 spaces of indentation, pinned literally).
+const S16 = "                ";
+
+Deno.test("protocol: training and evaluation prompts byte for byte as LLM-Adapters' and DoRA's scripts write them", () => {
   assert.equal(
-    alpacaPrompt({ instruction: "Say hi." }),
-    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n" +
-      "### Instruction:\nSay hi.\n\n### Response:\n",
+    trainingText({ instruction: "Say hi.", input: "", output: "hi" }),
+    "Below is an instruction that describes a task. Write a response that appropriately " +
+      "completes the request.  \n\n" +
+      `${S16}### Instruction:\n${S16}Say hi.\n${S16}\n${S16}### Response:\n${S16}hi`,
   );
-  assert.match(
-    alpacaPrompt({ instruction: "Sum.", input: "1 2" }),
-    /paired with an input.*\n\n### Input:\n1 2\n\n### Response:\n$/s,
+  assert.equal(
+    trainingText({ instruction: "Sum.", input: "1 2", output: "3" }),
+    "Below is an instruction that describes a task, paired with an input that provides further " +
+      "context. Write a response that appropriately completes the request. \n\n" +
+      `${S16}### Instruction:\n${S16}Sum.\n${S16}\n${S16}### Input:\n${S16}1 2\n${S16}\n` +
+      `${S16}### Response:\n${S16}3`,
   );
+  assert.equal(
+    evaluationPrompt({ instruction: "Say hi." }),
+    "Below is an instruction that describes a task. Write a response that appropriately " +
+      "completes the request. \n\n" +
+      `${S16}### Instruction:\n${S16}Say hi.\n\n${S16}### Response:\n${S16}`,
+  );
+  assert.equal(
+    evaluationPrompt({ instruction: "Sum.", input: "1 2" }),
+    "Below is an instruction that describes a task, paired with an input that provides further " +
+      "context. Write a response that appropriately completes the request.\n\n" +
+      `${S16}### Instruction:\n${S16}Sum.\n\n${S16}### Input:\n${S16}1 2\n\n` +
+      `${S16}### Response:\n${S16}`,
+  );
+});
+
+Deno.test("protocol: the loss covers prompt and response (train_on_inputs), cutoff then EOS; masking counts the user prompt", () => {
   const tok = new ByteFallbackTokenizer(512);
-  const ex = alpacaExample(tok, { instruction: "Say hi.", input: "", output: "hi" }, 1000)!;
-  const promptLen = tok.encode(alpacaPrompt({ instruction: "Say hi." }), { bos: true }).length;
-  const supervised = ex.targets.filter((t) => t >= 0);
-  assert.deepEqual(supervised, [...tok.encode("hi"), tok.eosId]);
-  assert.equal(ex.targets.findIndex((t) => t >= 0), promptLen - 1);
-  assert.equal(
-    alpacaExample(tok, { instruction: "Say hi.", input: "", output: "hi" }, 10),
-    null,
-    "cut before the response",
-  );
-  assert.equal(
-    responseOf("...### Response:\n the correct answer is true"),
-    "the correct answer is true",
-  );
+  const r = { instruction: "Say hi.", input: "", output: "hi" };
+  const text = tok.encode(trainingText(r), { bos: true });
+  const ex = trainingExample(tok, r, 1000)!;
+  assert.deepEqual(ex.ids, text); // BOS + text; EOS is the last target
+  assert.deepEqual(ex.targets, [...text.slice(1), tok.eosId]);
+  // Cut to the cutoff: no room for EOS.
+  const cut = trainingExample(tok, r, 20)!;
+  assert.deepEqual([...cut.ids, cut.targets.at(-1)], text.slice(0, 20));
+  // A protocol that masks inputs: the user prompt (the text with an empty output) carries no loss.
+  const masking = { ...PROTOCOL["llm-adapters"], trainOnInputs: false };
+  const userLen = tok.encode(trainingText({ ...r, output: "" }), { bos: true }).length;
+  const m = trainingExample(tok, r, 1000, masking)!;
+  assert.equal(m.targets.findIndex((t: number) => t >= 0), userLen - 1);
+  assert.deepEqual(m.targets.filter((t: number) => t >= 0), [...tok.encode("hi"), tok.eosId]);
+  assert.equal(trainingExample(tok, r, userLen, masking), null, "cut before the response");
 });

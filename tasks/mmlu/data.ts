@@ -160,9 +160,10 @@ export function mmluPrompt(
   q: MmluQuestion,
   shots: number,
 ): string {
-  let s = `The following are multiple choice questions (with answers) about ${
-    formatSubject(subject)
-  }.\n\n`;
+  // Hendrycks' format_subject puts a space before every word and the template adds one more:
+  // "…about  abstract algebra." (two spaces), byte for byte.
+  const words = subject.split("_").map((w) => ` ${w}`).join("");
+  let s = `The following are multiple choice questions (with answers) about ${words}.\n\n`;
   for (const d of dev.slice(0, shots)) s += formatQuestion(d, true);
   return s + formatQuestion(q, false);
 }

@@ -46,7 +46,8 @@ Deno.test("mmlu: CSV quoting, both layouts, the prompt format, and clear errors"
   );
   assert.equal(
     mmluPrompt("high_school_physics", original, original[0], 1),
-    "The following are multiple choice questions (with answers) about high school physics.\n\n" +
+    // Hendrycks' format_subject: a space before each word, after the template's own space.
+    "The following are multiple choice questions (with answers) about  high school physics.\n\n" +
       "What is 1+1?\nA. 1\nB. 2\nC. 3, maybe\nD. 4\nAnswer: B\n\nWhat is 1+1?\nA. 1\nB. 2\nC. 3, maybe\nD. 4\nAnswer:",
   );
   assert.throws(

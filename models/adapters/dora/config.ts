@@ -20,12 +20,19 @@ export interface DoraConfig {
   kind: "dora";
   /** Rank. */
   r: number;
-  /** α (scale α/r). */
+  /** α (scale α/r, or α/√r with rslora). */
   alpha: number;
   /** Stop the gradient through the weight norm (PEFT default). */
   detachNorm: boolean;
   /** A's init. */
   init: "kaiming" | "gaussian";
+  /**
+   * Input dropout in training, as NVlabs/DoRA applies it: y = W·x + (c − 1)·W·drop(x) +
+   * c·s·B·A·drop(x) with c = m/‖W + s·B·A‖ (the plain form when no dropout applies).
+   */
+  dropout: number;
+  /** Rank-stabilised scale α/√r. */
+  rslora: boolean;
 }
 
 /** zod schema of {@link DoraConfig} (errors name the field). */

@@ -12,10 +12,12 @@
  * outputs; `pre` is recomputed in the backward rather than kept, so DoRA holds what LoRA holds.
  */
 import {
+  difference,
   doraBackward,
   doraForward,
   doraNormGrad,
   doraNorms,
+  dropout,
 } from "../../../kernels/adapters/ops.ts";
 import { matmul } from "../../../kernels/matmul/matmul.ts";
 import {
@@ -43,6 +45,7 @@ import {
   uploadParams,
 } from "../adapter.ts";
 import {
+  dropoutCpu,
   loraBackwardCpu,
   loraBackwardGpu,
   loraProjectCpu,
@@ -51,6 +54,7 @@ import {
 } from "../lora/layer.ts";
 import { loraMerged } from "../lora/merge.ts";
 import { type DoraConfig, DoraConfigSchema } from "./config.ts";
+import { lowRankScale } from "../lora/config.ts";
 import { doraMerged, rowNormsCpu } from "./merge.ts";
 
 /** Weight-decomposed low-rank adapter. */
@@ -68,7 +72,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
 
   /** α/r. */
   get scale(): number {
-    return this.config.alpha / this.config.r;
+    return lowRankScale(this.config);
   }
 
   /** Parameter tensors on this layer (names as saved in files). */
@@ -115,7 +119,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
 
   #math(frozenNorms: Float64Array | null): AdapterMath {
     const { dIn, dOut, scale } = this;
-    const { r, detachNorm } = this.config;
+    const { r, detachNorm, dropout: pDrop } = this.config;
     const parts = (
       p: Record<string, Float64Array>,
       w: Float64Array,
@@ -129,22 +133,36 @@ export class DoraAdapter extends Adapter<DoraConfig> {
       for (let i = 0; i < pre.length; i++) pre[i] += scale * l[i];
       return { norms, h, pre };
     };
+    // NVlabs/DoRA: y = W·x + (c − 1)·W·xd + c·s·B·A·xd with xd = dropout(x); with no dropout
+    // (xd = x) this is c·(W·x + s·B·A·x).
     return {
-      forward(p, w, x, tokens) {
-        const { norms, pre } = parts(p, w, x, tokens);
-        return pre.map((v, i) => (p.magnitude[i % dOut] / norms[i % dOut]) * v);
+      forward(p, w, x, tokens, pass) {
+        const xd = dropoutCpu(x, pDrop, pass);
+        const { norms, pre } = parts(p, w, xd, tokens);
+        const y = baseForward(w, x, tokens, dIn, dOut);
+        const wd = xd === x ? y : baseForward(w, xd, tokens, dIn, dOut);
+        return y.map((v, i) => {
+          const c = p.magnitude[i % dOut] / norms[i % dOut];
+          return v + (c - 1) * wd[i] + c * (pre[i] - wd[i]);
+        });
       },
-      backward(p, w, x, tokens, dy) {
-        const { norms, h, pre } = parts(p, w, x, tokens);
+      backward(p, w, x, tokens, dy, pass) {
+        const xd = dropoutCpu(x, pDrop, pass);
+        const { norms, h, pre } = parts(p, w, xd, tokens);
         const dm = new Float64Array(dOut);
         const dys = new Float64Array(dy.length);
+        const dyc = new Float64Array(dy.length); // (c − 1)·dy, through W·xd
         for (let i = 0; i < dy.length; i++) {
           const o = i % dOut;
+          const c = p.magnitude[o] / norms[o];
           dm[o] += (dy[i] * pre[i]) / norms[o];
-          dys[i] = (p.magnitude[o] / norms[o]) * dy[i];
+          dys[i] = c * dy[i];
+          dyc[i] = (c - 1) * dy[i];
         }
-        const g = loraBackwardCpu(p.A, p.B, x, h, dys, scale, tokens, r, dIn, dOut);
-        baseBackward(w, dys, tokens, dIn, dOut, g.dx);
+        const g = loraBackwardCpu(p.A, p.B, xd, h, dys, scale, tokens, r, dIn, dOut);
+        baseBackward(w, dyc, tokens, dIn, dOut, g.dx);
+        const dx = dropoutCpu(g.dx, pDrop, pass); // the same mask and 1/(1−p)
+        baseBackward(w, dy, tokens, dIn, dOut, dx);
         if (!detachNorm) {
           const v = loraMerged(p.A, p.B, r, scale, w, dIn, dOut);
           for (let o = 0; o < dOut; o++) {
@@ -158,7 +176,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
             }
           }
         }
-        return { dx: g.dx, grads: { A: g.da, B: g.db, magnitude: dm } };
+        return { dx, grads: { A: g.da, B: g.db, magnitude: dm } };
       },
       merged: (p, w) => doraMerged(p.A, p.B, p.magnitude, r, scale, w, dIn, dOut),
     };
@@ -171,7 +189,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
     if (weight.rows !== dOut || weight.cols !== dIn) {
       throw new RangeError(`dora base weight is ${weight.rows}×${weight.cols}, not ${dOut}×${dIn}`);
     }
-    const { r, detachNorm } = this.config;
+    const { r, detachNorm, dropout: pDrop } = this.config;
     const { params, grads } = uploadParams(rt, this.specs(), this.params);
     const wsq = rt.empty([dOut]); // ‖W_o‖², once
     {
@@ -179,18 +197,34 @@ export class DoraAdapter extends Adapter<DoraConfig> {
       await frozenRowNorms(rt, b, weight, wsq, true);
       await b.submit();
     }
-    // Kept from a forward for its backward: h = A·x, the norms, and C, G when the norm is not
-    // detached (its gradient needs them).
-    let saved: { h: GpuTensor; norms: GpuTensor; c: GpuTensor | null; g: GpuTensor | null } | null =
-      null;
+    // Kept from a forward for its backward: h = A·xd, the norms, C and G when the norm is not
+    // detached (its gradient needs them), and the dropout seed (the mask is regenerated).
+    type Saved = {
+      h: GpuTensor;
+      norms: GpuTensor;
+      c: GpuTensor | null;
+      g: GpuTensor | null;
+      seed: number | null;
+    };
+    let saved: Saved | null = null;
     const drop = (batch: Batch) => {
-      if (saved) { for (const t of Object.values(saved)) if (t) batch.releaseAfter(t); }
+      if (saved) {
+        for (const t of [saved.h, saved.norms, saved.c, saved.g]) if (t) batch.releaseAfter(t);
+      }
       saved = null;
+    };
+    /** xd = dropout(x) (scratch), or x itself when no dropout applies. */
+    const dropped = async (batch: Batch, x: GpuTensor, seed: number | null) => {
+      if (seed === null) return x;
+      const xd = batch.scratch(x.shape);
+      await dropout(rt, batch, { dst: xd, src: x, p: pDrop, seed });
+      return xd;
     };
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       async forward(batch, x, y, tokens, pass: PassOptions = {}) {
         drop(batch);
         const keep = pass.keep ?? true;
+        const seed = pass.train === true && pDrop > 0 ? pass.dropoutSeed ?? 0 : null;
         const c = rt.empty([r, dOut]);
         await frozenMatmul(rt, batch, params.A, weight, { out: c }); // C = A·Wᵀ
         const g = rt.empty([r, r]);
@@ -200,35 +234,39 @@ export class DoraAdapter extends Adapter<DoraConfig> {
         });
         const norms = rt.empty([dOut]);
         await doraNorms(rt, batch, { norm: norms, wsq, b: params.B, c, g, scale });
+        const xd = await dropped(batch, x, seed);
         const h = rt.empty([tokens, r]);
-        await matmul(rt, x, params.A, { m: tokens, n: r, k: dIn, transB: true }, { out: h, batch });
+        await matmul(rt, xd, params.A, { m: tokens, n: r, k: dIn, transB: true }, {
+          out: h,
+          batch,
+        });
         const lora = batch.scratch([tokens, dOut]);
         await matmul(rt, h, params.B, { m: tokens, n: dOut, k: r, transB: true }, {
           out: lora,
           batch,
         });
         const pre = batch.scratch([tokens, dOut]);
-        await doraForward(rt, batch, {
-          y,
-          lora,
-          magnitude: params.magnitude,
-          norm: norms,
-          pre,
-          scale,
-        });
+        const args = { y, lora, magnitude: params.magnitude, norm: norms, scale };
+        if (seed !== null) {
+          // y = W·x + (c − 1)·W·xd + c·s·B·A·xd (NVlabs/DoRA's form under dropout).
+          await frozenMatmul(rt, batch, xd, weight, { out: pre });
+          batch.recycle(xd);
+        }
+        await doraForward(rt, batch, { ...args, pre, dropped: seed !== null });
         batch.recycle(lora);
         batch.recycle(pre);
         const normState = detachNorm ? null : { c, g };
-        if (keep) saved = { h, norms, c: normState?.c ?? null, g: normState?.g ?? null };
+        if (keep) saved = { h, norms, c: normState?.c ?? null, g: normState?.g ?? null, seed };
         else for (const t of [h, norms]) batch.releaseAfter(t);
         for (const t of [c, g]) if (!keep || detachNorm) batch.releaseAfter(t);
       },
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
         if (!saved) throw new Error("dora.backward: run forward on these tokens first");
-        const { h, norms, c, g } = saved;
-        // pre = W·x + s·B·h again: keeping it would cost a layer output per module.
+        const { h, norms, c, g, seed } = saved;
+        const xd = await dropped(batch, x, seed);
+        // pre = W·xd + s·B·h again: keeping it would cost a layer output per module.
         const pre = batch.scratch([tokens, dOut]);
-        await frozenMatmul(rt, batch, x, weight, { out: pre });
+        await frozenMatmul(rt, batch, xd, weight, { out: pre });
         await matmul(rt, h, params.B, {
           m: tokens,
           n: dOut,
@@ -250,16 +288,26 @@ export class DoraAdapter extends Adapter<DoraConfig> {
           dyScaled: dys,
         });
         batch.recycle(pre);
+        // Without dropout the base layer propagates c⊙dy. With it, the base propagates dy, and
+        // (c − 1)⊙dy·W joins the adapter's part before the dropout mask.
+        const dxd = seed === null ? dx : batch.scratch(dx.shape);
         await loraBackwardGpu(rt, batch, {
           params,
           grads,
           dy: dys,
           h,
-          input: x,
-          dx,
+          input: xd,
+          dx: dxd,
           scale,
           tokens,
         });
+        if (seed !== null) {
+          const dyc = batch.scratch(dy.shape);
+          await difference(rt, batch, { dst: dyc, a: dys, b: dy });
+          await frozenMatmulBackward(rt, batch, dyc, weight, { out: dxd, beta: 1 });
+          await dropout(rt, batch, { dst: dx, src: dxd, p: pDrop, seed });
+          for (const t of [dyc, dxd, xd]) batch.recycle(t);
+        }
         if (!detachNorm) {
           const coef = batch.scratch([3, dOut]);
           batch.copy(params.magnitude.buffer, 0, coef.buffer, 0, 4 * dOut);
@@ -278,10 +326,10 @@ export class DoraAdapter extends Adapter<DoraConfig> {
         }
         batch.releaseAfter(dys); // read by the caller's base backward within this batch
         drop(batch);
-        return dys;
+        return seed === null ? dys : dy;
       },
       cleanup() {
-        if (saved) { for (const t of Object.values(saved)) t?.release(); }
+        if (saved) { for (const t of [saved.h, saved.norms, saved.c, saved.g]) t?.release(); }
         saved = null;
         wsq.release();
       },

@@ -10,13 +10,20 @@ export const LOW_RANK_FIELDS = {
   alpha: z.number().finite(),
   /** A's init: PEFT's default Kaiming-uniform, or "gaussian" (std 1/r). */
   init: z.enum(["kaiming", "gaussian"]).default("kaiming"),
+  /** Dropout on the adapter's input during training (PEFT's lora_dropout). */
+  dropout: z.number().min(0).lt(1).default(0),
+  /** Rank-stabilised scale α/√r instead of α/r (PEFT's use_rslora). */
+  rslora: z.boolean().default(false),
 };
+
+/** The adapter's scale: α/r, or α/√r with rsLoRA. */
+export function lowRankScale(c: { alpha: number; r: number; rslora: boolean }): number {
+  return c.alpha / (c.rslora ? Math.sqrt(c.r) : c.r);
+}
 
 const LoraConfigSchemaZod = z.object({
   kind: z.literal("lora"),
   ...LOW_RANK_FIELDS,
-  /** Dropout on the adapter's input during training (PEFT's lora_dropout). */
-  dropout: z.number().min(0).lt(1).default(0),
 }).strict();
 
 /** Validated LoRA configuration. */
@@ -25,12 +32,14 @@ export interface LoraConfig {
   kind: "lora";
   /** Rank. */
   r: number;
-  /** α (scale α/r). */
+  /** α (scale α/r, or α/√r with rslora). */
   alpha: number;
   /** Input dropout probability in training. */
   dropout: number;
   /** A's init. */
   init: "kaiming" | "gaussian";
+  /** Rank-stabilised scale α/√r. */
+  rslora: boolean;
 }
 
 /** zod schema of {@link LoraConfig} (errors name the field). */

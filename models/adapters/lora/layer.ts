@@ -23,7 +23,7 @@ import {
   type PassOptions,
   uploadParams,
 } from "../adapter.ts";
-import { type LoraConfig, LoraConfigSchema } from "./config.ts";
+import { type LoraConfig, LoraConfigSchema, lowRankScale } from "./config.ts";
 import { loraMerged } from "./merge.ts";
 
 /** x with inverted dropout applied (identity outside training or when p = 0). */
@@ -175,7 +175,7 @@ export class LoraAdapter extends Adapter<LoraConfig> {
 
   /** α/r. */
   get scale(): number {
-    return this.config.alpha / this.config.r;
+    return lowRankScale(this.config);
   }
 
   /** Parameter tensors on this layer (names as saved in files). */

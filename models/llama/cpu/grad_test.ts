@@ -6,9 +6,10 @@ import { TARGET_MODULES } from "../../llama_shapes.ts";
 import { fromLlama2c, linearDims } from "../config.ts";
 import { randomCheckpoint, TINY_CONFIG } from "../testing.ts";
 import { adapterKey, type CpuAdapters, CpuLlama } from "./model.ts";
+import type { RopeLayout } from "./rope.ts";
 
-Deno.test("cpu llama: whole-model adapter gradients equal finite differences (float64)", () => {
-  const config = fromLlama2c(TINY_CONFIG);
+function checkGradients(layout: RopeLayout, keys: string[]) {
+  const config = { ...fromLlama2c(TINY_CONFIG), ropeLayout: layout };
   const model = new CpuLlama(config, randomCheckpoint(TINY_CONFIG, 3));
   const adapters: CpuAdapters = new Map();
   const kinds = [
@@ -35,7 +36,7 @@ Deno.test("cpu llama: whole-model adapter gradients equal finite differences (fl
   const targets = [-1, -1, 9, 2, 33, 7]; // prompt masked
   const { grads } = model.lossAndGrads(ids, targets, adapters);
   const eps = 1e-6;
-  for (const key of ["0.q", "1.down", "0.k", "1.v", "0.gate"]) {
+  for (const key of keys) {
     const entry = adapters.get(key)!;
     for (const [name, g] of Object.entries(grads.get(key)!)) {
       const fd = new Float64Array(g.length);
@@ -53,4 +54,12 @@ Deno.test("cpu llama: whole-model adapter gradients equal finite differences (fl
       assert.ok(err < 1e-6, `${key}.${name}: relative error ${err}`);
     }
   }
+}
+
+Deno.test("cpu llama: whole-model adapter gradients equal finite differences (float64)", () => {
+  checkGradients("interleaved", ["0.q", "1.down", "0.k", "1.v", "0.gate"]);
+});
+
+Deno.test("cpu llama: with rotate_half RoPE, q and k adapter gradients equal finite differences", () => {
+  checkGradients("half", ["1.q", "0.k"]);
 });

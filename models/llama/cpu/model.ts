@@ -61,8 +61,15 @@ export class CpuLlama {
     return baseForward(w, x, tokens, dIn, dOut);
   }
 
-  /** Logits [T, vocab] of one sequence, and the activations the backward needs. */
-  forward(ids: ArrayLike<number>, adapters?: CpuAdapters): { logits: Float64Array; tape: Tape } {
+  /**
+   * Logits [T, vocab] of one sequence (or only of `rows`, [rows.length, vocab]: the classifier is
+   * the costliest layer of a big vocabulary), and the activations the backward needs.
+   */
+  forward(
+    ids: ArrayLike<number>,
+    adapters?: CpuAdapters,
+    rows?: readonly number[],
+  ): { logits: Float64Array; tape: Tape } {
     const c = this.config;
     const T = ids.length;
     const { dim } = c;
@@ -83,8 +90,8 @@ export class CpuLlama {
       const q = this.#linear(adapters, l, "q", n1.y, T);
       const k = this.#linear(adapters, l, "k", n1.y, T);
       const v = this.#linear(adapters, l, "v", n1.y, T);
-      ropeApply(q, positions, c.heads, headSize(c), c.ropeTheta);
-      ropeApply(k, positions, c.kvHeads, headSize(c), c.ropeTheta);
+      ropeApply(q, positions, c.heads, headSize(c), c.ropeTheta, false, c.ropeLayout);
+      ropeApply(k, positions, c.kvHeads, headSize(c), c.ropeTheta, false, c.ropeLayout);
       const shape = { tokens: T, heads: c.heads, kvHeads: c.kvHeads, headSize: headSize(c) };
       const at = attentionForward(q, k, v, shape);
       const o = this.#linear(adapters, l, "o", at.out, T);
@@ -99,7 +106,10 @@ export class CpuLlama {
       h = h2;
     }
     const nf = rmsnormForward(h, this.#w.finalNorm, T, dim, c.normEps);
-    const logits = baseForward(this.#wide(this.#w.classifier), nf.y, T, dim, c.vocab);
+    const picked = rows ? new Float64Array(rows.length * dim) : nf.y;
+    rows?.forEach((r, i) => picked.set(nf.y.subarray(r * dim, (r + 1) * dim), i * dim));
+    const n = rows ? rows.length : T;
+    const logits = baseForward(this.#wide(this.#w.classifier), picked, n, dim, c.vocab);
     return { logits, tape: { ids: Array.from(ids), layers, final: h, nf } };
   }
 
@@ -150,8 +160,8 @@ export class CpuLlama {
       const dattOut = linBack(l, "o", s.attOut, dh1);
       const shape = { tokens: T, heads: c.heads, kvHeads: c.kvHeads, headSize: headSize(c) };
       const { dq, dk, dv } = attentionBackward(s.q, s.k, s.v, s.att, dattOut, shape);
-      ropeApply(dq, positions, c.heads, headSize(c), c.ropeTheta, true);
-      ropeApply(dk, positions, c.kvHeads, headSize(c), c.ropeTheta, true);
+      ropeApply(dq, positions, c.heads, headSize(c), c.ropeTheta, true, c.ropeLayout);
+      ropeApply(dk, positions, c.kvHeads, headSize(c), c.ropeTheta, true, c.ropeLayout);
       const dn1 = linBack(l, "q", s.n1.y, dq);
       const dn1k = linBack(l, "k", s.n1.y, dk);
       const dn1v = linBack(l, "v", s.n1.y, dv);

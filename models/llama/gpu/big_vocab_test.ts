@@ -13,7 +13,14 @@ import { scoreMmlu } from "../../../evals/mmlu.ts";
 import { adaptersForModel } from "../attach.ts";
 import { fromLlama2c } from "../config.ts";
 import { type CpuAdapters, CpuLlama } from "../cpu/model.ts";
-import { cpuScorer, generate, gpuScorer, nextTokenLogits } from "../generate.ts";
+import {
+  cpuLogitsAt,
+  cpuScorer,
+  generate,
+  gpuScorer,
+  logitsAt,
+  nextTokenLogits,
+} from "../generate.ts";
 import { cpuBatchLossAndGrads, randomCheckpoint } from "../testing.ts";
 import { GpuLlama } from "./model.ts";
 
@@ -104,16 +111,8 @@ Deno.test("big vocabulary: 164 MB tables in row blocks; loss, gradients, logits,
   };
   const data = { abstract_algebra: { dev: [q], test: [q, { ...q, answer: 2 }] } };
   const options = { shots: 1, maxLen: 64 };
-  const gpuScores = await scoreMmlu((p) => nextTokenLogits(rt, model, p), tok, data, options);
-  const cpuScores = await scoreMmlu(
-    (p) =>
-      Promise.resolve(
-        p.map((ids) => cpu.forward(ids, cpuAdapters).logits.subarray((ids.length - 1) * BIG.vocab)),
-      ),
-    tok,
-    data,
-    options,
-  );
+  const gpuScores = await scoreMmlu((s, at) => logitsAt(rt, model, s, at), tok, data, options);
+  const cpuScores = await scoreMmlu(cpuLogitsAt(cpu, cpuAdapters), tok, data, options);
   assert.deepEqual(gpuScores, cpuScores);
   model.release();
 });

@@ -377,7 +377,7 @@ export class GpuLlama {
     done(n1, inv1);
     const seq = attend.kind === "sequence" ? attend.seq : 1;
     const offset = attend.kind === "sequence" ? 0 : attend.pos;
-    const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, offset };
+    const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, offset, layout: c.ropeLayout };
     await rope(rt, batch, { x: q, heads: c.heads, ...r });
     await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
     const attOut = batch.scratch([rows, dim]);
@@ -490,7 +490,14 @@ export class GpuLlama {
       dims,
     });
     done(dattOut, dd, s.attOut, s.lse, s.q, s.k, s.v);
-    const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, inverse: true };
+    const r = {
+      cos: this.#cos,
+      sin: this.#sin,
+      headSize: hs,
+      seq,
+      inverse: true,
+      layout: c.ropeLayout,
+    };
     await rope(rt, batch, { x: dq, heads: c.heads, ...r });
     await rope(rt, batch, { x: dk, heads: c.kvHeads, ...r });
     const dn1 = batch.scratch([rows, dim]);

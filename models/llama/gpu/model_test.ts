@@ -53,9 +53,8 @@ Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit and 1
 
 Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny GQA model, 2 sequences)", async () => {
   const rt = await testRuntime();
-  const config = fromLlama2c(TINY_CONFIG);
+  const interleaved = fromLlama2c(TINY_CONFIG);
   const ckpt = randomCheckpoint(TINY_CONFIG, 5);
-  const cpu = new CpuLlama(config, ckpt);
   const kinds = [
     { kind: "moka", components: [[2, 4], [4, 2]] },
     { kind: "lora", r: 2, alpha: 4 },
@@ -64,9 +63,9 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
   ];
   const adapters = new Map<string, Adapter<AdapterConfig>>();
   let i = 0;
-  for (let l = 0; l < config.layers; l++) {
+  for (let l = 0; l < interleaved.layers; l++) {
     for (const m of TARGET_MODULES) {
-      const [dIn, dOut] = linearDims(config, m);
+      const [dIn, dOut] = linearDims(interleaved, m);
       const a = createAdapter(
         kinds[i % kinds.length],
         dIn,
@@ -87,20 +86,24 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
   const cpuAdapters: CpuAdapters = new Map(
     [...adapters].map(([k, a]) => [k, { adapter: a, params: a.paramsF64() }]),
   );
-  const { loss: cpuLoss, count, grads: cpuGrads } = cpuBatchLossAndGrads(
-    cpu,
-    seqs,
-    targets,
-    cpuAdapters,
-  );
   // One block and one logits chunk; then every matrix in 7-row blocks (a 40-entry vocabulary in
-  // 6 blocks, 16×16 layers in 3) with the logits recomputed per row chunk of 4, or kept.
+  // 6 blocks, 16×16 layers in 3) with the logits recomputed per row chunk of 4, or kept; and
+  // RoPE in Hugging Face's rotate_half layout.
   const settings = [
     {},
     { maxBlockBytes: 7 * 16 * 4, logitsChunkBytes: 7 * 4 * 4 },
     { maxBlockBytes: 7 * 16 * 4, logitsChunkBytes: 16 * 40 * 4 },
+    { ropeLayout: "half" as const },
   ];
-  for (const options of settings) {
+  for (const { ropeLayout, ...options } of settings) {
+    const config = { ...interleaved, ropeLayout: ropeLayout ?? interleaved.ropeLayout };
+    const cpu = new CpuLlama(config, ckpt);
+    const { loss: cpuLoss, count, grads: cpuGrads } = cpuBatchLossAndGrads(
+      cpu,
+      seqs,
+      targets,
+      cpuAdapters,
+    );
     const model = await GpuLlama.create(rt, config, ckpt, options);
     if (options.maxBlockBytes) assert.equal(model.frozen.classifier.blocks.length, 6);
     await model.attach(adapters);
@@ -111,7 +114,7 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
     const loss = await model.lossAndBackward(b, tg, count);
     await b.submit();
     const gpuLoss = (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0) / count;
-    const what = JSON.stringify(options);
+    const what = JSON.stringify({ ropeLayout, ...options });
     assert.ok(
       Math.abs(gpuLoss - cpuLoss) / cpuLoss < 1e-5,
       `${what}: loss ${gpuLoss} vs ${cpuLoss}`,
