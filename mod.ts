@@ -158,6 +158,7 @@ export {
   wideForwardEligible,
 } from "./kernels/quant/wgsl.ts";
 export {
+  type ChoiceAccuracy,
   type ExpressivenessReport,
   ExpressivenessReportSchema,
   type ExpressivenessRow,
@@ -171,9 +172,23 @@ export {
   SelfCheckReportSchema,
   type SelfCheckRow,
   SelfCheckRowSchema,
+  type TaskAccuracy,
 } from "./reports/schema.ts";
 export type { Schema } from "./models/schema.ts";
-export { escapeXml, type LinePlot, renderLinePlot, type Series } from "./reports/svg.ts";
+export {
+  DASHES,
+  type DashStyle,
+  DISTINCT_STYLES,
+  downsample,
+  escapeXml,
+  type LinePlot,
+  MARKERS,
+  type MarkerShape,
+  renderLinePlot,
+  type Series,
+  type SeriesStyle,
+  seriesStyle,
+} from "./reports/svg.ts";
 
 // Adapters: common interface, the five families, files and parameter counts.
 export {
@@ -430,6 +445,8 @@ export { FLAT_INDEX_WGSL, launch } from "./kernels/runtime/launch.ts";
 // The reproduction grid.
 export {
   canonicalJson,
+  FAMILIES,
+  type Family,
   type GridConfig,
   GridConfigSchema,
   parseGridConfig,
@@ -443,6 +460,13 @@ export {
   sha256,
   shardRuns,
 } from "./reports/grid/config.ts";
+export {
+  type ConfigRow,
+  configRows,
+  type MetricSpec,
+  noiseVerdicts,
+  type SeedStat,
+} from "./reports/grid/aggregate.ts";
 export {
   executeRun,
   finishedReport,
@@ -496,12 +520,21 @@ export { parseCsv } from "./tasks/csv.ts";
 export {
   type CommonsenseRun,
   commonsenseTrainRecords,
+  evaluateHeldOut,
   type InstructionRun,
   runCommonsense,
   runInstructionTuning,
   runMmlu,
   toExamples,
 } from "./tasks/pipeline.ts";
+export { cpuHeldOutLoss, type HeldOutLoss, heldOutLoss } from "./evals/heldout.ts";
+export {
+  type ChoiceQuestion,
+  choiceQuestion,
+  type ChoiceScore,
+  scoreChoices,
+} from "./evals/choice.ts";
+export { beyondSeedNoise, majorityBaseline, meanSd, wilsonInterval, Z95 } from "./evals/stats.ts";
 export {
   type CommonsenseEvalOptions,
   evaluateCommonsense,

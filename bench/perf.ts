@@ -9,9 +9,8 @@
  *   deno task perf --markdown   only render PERFORMANCE.md from bench/results
  *
  * A full run (no --only) records its JSON in bench/results/perf-<device>.json and renders
- * PERFORMANCE.md again (--no-record: neither).
+ * PERFORMANCE.md again (--no-record: neither). Options are checked before the GPU starts.
  */
-import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import {
   defaultMatmulKernel,
@@ -27,130 +26,203 @@ import { quantPerf } from "./quant_perf.ts";
 import { adapterPerf } from "./adapter_perf.ts";
 import { modelPerf } from "./model_perf.ts";
 import { recordResult, renderPerformance } from "./perfdoc.ts";
+import { type CommandSpec, intOption, type ParsedCli, runCli, UsageError } from "../tools/cli.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
+/** The sections `--only` selects among. */
+export const SECTIONS = ["matmul", "quant", "adapters", "model"] as const;
+
+/** The command-line interface of `deno task perf`. */
+export const SPEC: CommandSpec = {
+  name: "deno task perf",
+  summary: "Measure the headline performance numbers, each ratio against its baseline in the " +
+    "same run, and print them as one JSON object (progress on stderr).",
   options: {
-    sweep: { type: "boolean", default: false },
-    grid: { type: "string" },
-    size: { type: "string", default: "1024" },
-    only: { type: "string" },
-    markdown: { type: "boolean", default: false },
-    "no-record": { type: "boolean", default: false },
+    sweep: {
+      type: "boolean",
+      description: "Also time a grid of matmul tile shapes (to pick per-device defaults).",
+    },
+    grid: {
+      type: "string",
+      value: "JSON",
+      description: "Kernel configs (a JSON list) to time instead of --sweep's (default: none).",
+    },
+    size: { type: "string", value: "N", default: "1024", description: "Matmul size (N×N×N)." },
+    only: {
+      type: "string",
+      value: "LIST",
+      description: `Sections, comma-separated: ${SECTIONS.join(", ")} (default: all).`,
+    },
+    markdown: {
+      type: "boolean",
+      description: "Only render PERFORMANCE.md from bench/results (no GPU).",
+    },
+    "no-record": {
+      type: "boolean",
+      description: "Do not record a full run in bench/results nor render PERFORMANCE.md.",
+    },
   },
-});
-if (values.markdown) {
-  // Only render PERFORMANCE.md from the recorded results.
-  await renderPerformance();
-  console.error("[perf] wrote PERFORMANCE.md from bench/results");
-  Deno.exit(0);
-}
-const size = Number(values.size);
-if (!Number.isInteger(size) || size < 1) throw new Error(`--size must be a positive integer`);
-
-const log = (msg: string) => console.error(`[perf] ${msg}`);
-const rt = await GpuRuntime.create();
-const flops = 2 * size ** 3;
-const peak = isCpuAdapter(rt.gpu) ? cpuPeakGflops() : null;
-
-const aData = randomF32(size * size, 1);
-const bData = randomF32(size * size, 2);
-const a = rt.upload(aData, [size, size]);
-const b = rt.upload(bData, [size, size]);
-const c = rt.empty([size, size]);
-const head = rt.device.createBuffer({
-  size: 16,
-  usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
-});
-
-/** Our side of the same methodology as the peer: compute, then read back 4 values of C. */
-async function timeKernel(kernel: MatmulKernelConfig, reps: number): Promise<number> {
-  const spec = { m: size, n: size, k: size };
-  return await timeMs(async () => {
-    const batch = rt.batch();
-    await matmul(rt, a, b, spec, { out: c, kernel, batch });
-    batch.copy(c.buffer, 0, head, 0, 16);
-    await batch.submit();
-    await head.mapAsync(GPUMapMode.READ);
-    head.unmap();
-  }, reps);
-}
-
-const result: Record<string, unknown> = {
-  adapter: rt.gpu.description,
-  backend: rt.gpu.backend,
+  notes: "A full run (no --only) records its JSON in bench/results/perf-<device>.json and\n" +
+    "renders PERFORMANCE.md again.",
+  examples: [
+    "deno task perf",
+    "deno task perf --only quant,adapters --size 512",
+    "deno task perf --markdown",
+  ],
 };
 
-const wants = (section: string) => !values.only || values.only.split(",").includes(section);
-
-if (wants("matmul")) {
-  log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
-  const tuned = defaultMatmulKernel(rt.gpu);
-  log(`naive kernel (baseline) ...`);
-  const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
-  log(`  ${naiveMs.toFixed(1)} ms`);
-  log(`tuned kernel ${kernelName(tuned)} ...`);
-  const tunedMs = await timeKernel(tuned, 7);
-  log(`  ${tunedMs.toFixed(1)} ms`);
-  // GPU-side time of the same kernel from timestamp queries: the wall time minus this is overhead.
-  const profiled = rt.batch({ profile: true });
-  await matmul(rt, a, b, { m: size, n: size, k: size }, { out: c, kernel: tuned, batch: profiled });
-  await profiled.submit();
-  const gpuNs = profiled.durations()[0]?.ns;
-  log(`tfjs-webgpu matMul (peer) ...`);
-  const tf = await tfjsMatmul(aData, bData, size, size, size);
-  const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);
-  tf.dispose();
-  log(`  ${tfjsMs.toFixed(1)} ms`);
-
-  const s = size;
-  result[`matmul_naive_gflops_${s}`] = sig3(gflops(flops, naiveMs));
-  result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
-  result[`matmul_tuned_kernel`] = kernelName(tuned);
-  if (gpuNs !== undefined) result[`matmul_tuned_gpu_timestamp_ms_${s}`] = sig3(gpuNs / 1e6);
-  result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
-  result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
-  result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
-  if (peak) {
-    result.cpu_peak_gflops_nominal = sig3(peak);
-    result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
-    result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
-  }
+/** The checked options. */
+interface Options {
+  size: number;
+  only?: string[];
+  grid?: MatmulKernelConfig[];
+  sweep: boolean;
+  record: boolean;
 }
 
-if (wants("quant")) {
-  Object.assign(result, await quantPerf(rt, log));
-}
-if (wants("adapters")) {
-  Object.assign(result, await adapterPerf(rt, log));
-}
-if (wants("model")) {
-  Object.assign(result, await modelPerf(rt, log));
-}
-
-if (values.sweep || values.grid) {
-  const sweep: Record<string, number> = {};
-  // --grid takes a JSON list of kernel configs; --sweep uses the built-in grid.
-  const grid: MatmulKernelConfig[] = values.grid ? JSON.parse(values.grid) : [];
-  for (const [tm, tn] of values.grid ? [] : [[4, 4], [8, 8], [8, 16], [16, 8], [16, 16]]) {
-    for (const [wx, wy] of [[8, 8], [16, 4], [4, 16], [8, 1]]) {
-      grid.push({ kind: "register", tm, tn, wx, wy });
+/** Check every option (a UsageError names the bad one) before the GPU starts. */
+function options(values: ParsedCli["values"]): Options {
+  const size = intOption("size", values.size, 1)!;
+  const only = values.only === undefined ? undefined : (values.only as string).split(",");
+  for (const section of only ?? []) {
+    if (!(SECTIONS as readonly string[]).includes(section)) {
+      throw new UsageError(
+        `--only=${values.only}: unknown section "${section}" (${SECTIONS.join(", ")})`,
+      );
     }
   }
-  const shared = values.grid ? [] : [[4, 4, 16, 16, 16], [4, 4, 8, 8, 32], [8, 8, 8, 8, 16]];
-  for (const [tm, tn, wx, wy, bk] of shared) {
-    grid.push({ kind: "shared", tm, tn, wx, wy, bk });
+  let grid: MatmulKernelConfig[] | undefined;
+  if (values.grid !== undefined) {
+    try {
+      grid = JSON.parse(values.grid as string);
+    } catch (e) {
+      throw new UsageError(`--grid: not JSON (${(e as Error).message})`);
+    }
+    if (!Array.isArray(grid)) {
+      throw new UsageError("--grid: expected a JSON list of kernel configs");
+    }
   }
-  for (const cfg of grid) {
-    const ms = await timeKernel(cfg, 3);
-    sweep[kernelName(cfg)] = sig3(gflops(flops, ms));
-    log(`  sweep ${kernelName(cfg)}: ${sweep[kernelName(cfg)]} GFLOP/s`);
-  }
-  result[`matmul_sweep_gflops_${size}`] = sweep;
+  return { size, only, grid, sweep: values.sweep === true, record: values["no-record"] !== true };
 }
 
-console.log(JSON.stringify(result, null, 2));
-if (!values["no-record"] && !values.only) {
-  // A full run is the device's record: bench/results/perf-<device>.json and PERFORMANCE.md.
-  log(`recorded ${await recordResult("perf", rt.gpu.description, rt.gpu.description, result)}`);
+async function main({ values }: ParsedCli): Promise<void> {
+  const opts = options(values);
+  if (values.markdown) {
+    // Only render PERFORMANCE.md from the recorded results.
+    await renderPerformance();
+    console.error("[perf] wrote PERFORMANCE.md from bench/results");
+    return;
+  }
+  const size = opts.size;
+  const log = (msg: string) => console.error(`[perf] ${msg}`);
+  const rt = await GpuRuntime.create();
+  const flops = 2 * size ** 3;
+  const peak = isCpuAdapter(rt.gpu) ? cpuPeakGflops() : null;
+
+  const aData = randomF32(size * size, 1);
+  const bData = randomF32(size * size, 2);
+  const a = rt.upload(aData, [size, size]);
+  const b = rt.upload(bData, [size, size]);
+  const c = rt.empty([size, size]);
+  const head = rt.device.createBuffer({
+    size: 16,
+    usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+  });
+
+  /** Our side of the same methodology as the peer: compute, then read back 4 values of C. */
+  async function timeKernel(kernel: MatmulKernelConfig, reps: number): Promise<number> {
+    const spec = { m: size, n: size, k: size };
+    return await timeMs(async () => {
+      const batch = rt.batch();
+      await matmul(rt, a, b, spec, { out: c, kernel, batch });
+      batch.copy(c.buffer, 0, head, 0, 16);
+      await batch.submit();
+      await head.mapAsync(GPUMapMode.READ);
+      head.unmap();
+    }, reps);
+  }
+
+  const result: Record<string, unknown> = {
+    adapter: rt.gpu.description,
+    backend: rt.gpu.backend,
+  };
+
+  const wants = (section: string) => !opts.only || opts.only.includes(section);
+
+  if (wants("matmul")) {
+    log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
+    const tuned = defaultMatmulKernel(rt.gpu);
+    log(`naive kernel (baseline) ...`);
+    const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
+    log(`  ${naiveMs.toFixed(1)} ms`);
+    log(`tuned kernel ${kernelName(tuned)} ...`);
+    const tunedMs = await timeKernel(tuned, 7);
+    log(`  ${tunedMs.toFixed(1)} ms`);
+    // GPU-side time of the same kernel from timestamp queries: the wall time minus this is overhead.
+    const profiled = rt.batch({ profile: true });
+    await matmul(rt, a, b, { m: size, n: size, k: size }, {
+      out: c,
+      kernel: tuned,
+      batch: profiled,
+    });
+    await profiled.submit();
+    const gpuNs = profiled.durations()[0]?.ns;
+    log(`tfjs-webgpu matMul (peer) ...`);
+    const tf = await tfjsMatmul(aData, bData, size, size, size);
+    const tfjsMs = await timeMs(() => tf.run().then(() => {}), 5);
+    tf.dispose();
+    log(`  ${tfjsMs.toFixed(1)} ms`);
+
+    const s = size;
+    result[`matmul_naive_gflops_${s}`] = sig3(gflops(flops, naiveMs));
+    result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
+    result[`matmul_tuned_kernel`] = kernelName(tuned);
+    if (gpuNs !== undefined) result[`matmul_tuned_gpu_timestamp_ms_${s}`] = sig3(gpuNs / 1e6);
+    result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
+    result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
+    result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
+    if (peak) {
+      result.cpu_peak_gflops_nominal = sig3(peak);
+      result[`matmul_floor_ms_${s}`] = sig3(flops / peak / 1e6);
+      result[`matmul_tuned_fraction_of_peak_${s}`] = sig3(gflops(flops, tunedMs) / peak);
+    }
+  }
+
+  if (wants("quant")) {
+    Object.assign(result, await quantPerf(rt, log));
+  }
+  if (wants("adapters")) {
+    Object.assign(result, await adapterPerf(rt, log));
+  }
+  if (wants("model")) {
+    Object.assign(result, await modelPerf(rt, log));
+  }
+
+  if (opts.sweep || opts.grid) {
+    const sweep: Record<string, number> = {};
+    // --grid takes a JSON list of kernel configs; --sweep uses the built-in grid.
+    const grid: MatmulKernelConfig[] = opts.grid ? [...opts.grid] : [];
+    for (const [tm, tn] of opts.grid ? [] : [[4, 4], [8, 8], [8, 16], [16, 8], [16, 16]]) {
+      for (const [wx, wy] of [[8, 8], [16, 4], [4, 16], [8, 1]]) {
+        grid.push({ kind: "register", tm, tn, wx, wy });
+      }
+    }
+    const shared = opts.grid ? [] : [[4, 4, 16, 16, 16], [4, 4, 8, 8, 32], [8, 8, 8, 8, 16]];
+    for (const [tm, tn, wx, wy, bk] of shared) {
+      grid.push({ kind: "shared", tm, tn, wx, wy, bk });
+    }
+    for (const cfg of grid) {
+      const ms = await timeKernel(cfg, 3);
+      sweep[kernelName(cfg)] = sig3(gflops(flops, ms));
+      log(`  sweep ${kernelName(cfg)}: ${sweep[kernelName(cfg)]} GFLOP/s`);
+    }
+    result[`matmul_sweep_gflops_${size}`] = sweep;
+  }
+
+  console.log(JSON.stringify(result, null, 2));
+  if (opts.record && !opts.only) {
+    // A full run is the device's record: bench/results/perf-<device>.json and PERFORMANCE.md.
+    log(`recorded ${await recordResult("perf", rt.gpu.description, rt.gpu.description, result)}`);
+  }
 }
+
+if (import.meta.main) await runCli(SPEC, main);

@@ -71,7 +71,10 @@ export interface CommonsenseEvalOptions {
   protocol?: Protocol;
 }
 
-/** Generate and score every record of every task; returns per-task scores and the mean accuracy. */
+/**
+ * Generate and score every record of every task; returns per-task scores, the mean accuracy, and
+ * per record the response text and the extracted answer ("" when none).
+ */
 export async function evaluateCommonsense(
   rt: GpuRuntime,
   model: GpuLlama,
@@ -83,12 +86,14 @@ export async function evaluateCommonsense(
     tasks: Partial<Record<CommonsenseTask, TaskScore>>;
     average: number;
     generations: Record<string, string[]>;
+    predictions: Record<string, string[]>;
   }
 > {
   const beams = options.beams ?? 4;
   const maxNew = options.maxNew ?? 32;
   const tasks: Partial<Record<CommonsenseTask, TaskScore>> = {};
   const generations: Record<string, string[]> = {};
+  const predictions: Record<string, string[]> = {};
   for (const [task, records] of Object.entries(data) as [CommonsenseTask, InstructionRecord[]][]) {
     const preds: string[] = [];
     generations[task] = [];
@@ -113,8 +118,9 @@ export async function evaluateCommonsense(
       options.progress?.(task, i + 1, records.length);
     }
     tasks[task] = scoreAnswers(preds, records.map((r) => r.answer ?? ""));
+    predictions[task] = preds;
   }
   const scores = Object.values(tasks);
   const average = scores.length ? scores.reduce((s, t) => s + t.accuracy, 0) / scores.length : 0;
-  return { tasks, average, generations };
+  return { tasks, average, generations, predictions };
 }

@@ -33,38 +33,61 @@ function logSumExp(row: ArrayLike<number>): number {
 }
 
 /**
- * Σ log p(continuation | context) for every pair, `batch` sequences per call of `logitsAt`, and
- * whether each continuation is the greedy one (every token the argmax).
+ * Σ log p(continuation | context) for every pair, and whether each continuation is the greedy one
+ * (every token the argmax). Pairs whose context and continuation agree but for the continuation's
+ * last token share one sequence (the options of a question usually do: " A".." D", " no"/" yes"),
+ * so a question costs one forward, not one per option; `batch` sequences go to each call of
+ * `logitsAt`.
  */
 export async function continuationLogLikelihoods(
   logitsAt: LogitsAt,
   pairs: ScoredPair[],
   batch = 8,
 ): Promise<{ logLikelihood: number; greedy: boolean }[]> {
-  const out: { logLikelihood: number; greedy: boolean }[] = [];
-  for (let b = 0; b < pairs.length; b += batch) {
-    const group = pairs.slice(b, b + batch);
-    for (const p of group) {
-      if (p.context.length === 0 || p.continuation.length === 0) {
-        throw new RangeError("continuationLogLikelihoods: empty context or continuation");
-      }
+  for (const p of pairs) {
+    if (p.context.length === 0 || p.continuation.length === 0) {
+      throw new RangeError("continuationLogLikelihoods: empty context or continuation");
     }
-    const seqs = group.map((p) => [...p.context, ...p.continuation]);
-    // Token t of the continuation is predicted at position context.length − 1 + t.
-    const positions = group.map((p) => p.continuation.map((_, t) => p.context.length - 1 + t));
-    const rows = await logitsAt(seqs, positions);
-    group.forEach((p, i) => {
-      let ll = 0;
-      let greedy = true;
-      p.continuation.forEach((tok, t) => {
-        const row = rows[i][t];
-        ll += row[tok] - logSumExp(row);
-        for (let j = 0; j < row.length; j++) if (row[j] > row[tok]) greedy = false;
-      });
-      out.push({ logLikelihood: ll, greedy });
+  }
+  // One sequence per distinct context + continuation[:-1]; token t of a continuation is
+  // predicted at position context.length − 1 + t of it.
+  const seqIndex = new Map<string, number>();
+  const seqs: number[][] = [];
+  const firstScored: number[] = []; // per sequence, the first position any of its pairs scores
+  const seqOf = pairs.map((p) => {
+    const seq = [...p.context, ...p.continuation.slice(0, -1)];
+    const key = seq.join(",");
+    if (!seqIndex.has(key)) {
+      seqIndex.set(key, seqs.length);
+      seqs.push(seq);
+      firstScored.push(Infinity);
+    }
+    const i = seqIndex.get(key)!;
+    firstScored[i] = Math.min(firstScored[i], p.context.length - 1);
+    return i;
+  });
+  const rows: ArrayLike<number>[][] = [];
+  for (let b = 0; b < seqs.length; b += batch) {
+    const group = seqs.slice(b, b + batch);
+    const positions = group.map((s, i) =>
+      Array.from({ length: s.length - firstScored[b + i] }, (_, t) => firstScored[b + i] + t)
+    );
+    const got = await logitsAt(group, positions);
+    group.forEach((_, i) => {
+      rows[b + i] = [];
+      positions[i].forEach((pos, t) => rows[b + i][pos] = got[i][t]);
     });
   }
-  return out;
+  return pairs.map((p, k) => {
+    let ll = 0;
+    let greedy = true;
+    p.continuation.forEach((tok, t) => {
+      const row = rows[seqOf[k]][p.context.length - 1 + t];
+      ll += row[tok] - logSumExp(row);
+      for (let j = 0; j < row.length; j++) if (row[j] > row[tok]) greedy = false;
+    });
+    return { logLikelihood: ll, greedy };
+  });
 }
 
 /**

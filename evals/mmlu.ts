@@ -6,6 +6,7 @@
  * weighted equally, as Hendrycks et al. report it), plus the unweighted mean over subjects.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { majorityBaseline } from "./stats.ts";
 import { logitsAt } from "../models/llama/generate.ts";
 import {
   continuationLogLikelihoods,
@@ -55,6 +56,12 @@ export interface MmluScores {
   average: number;
   /** Unweighted mean of subject accuracies. */
   subjectMean: number;
+  /** Questions in all. */
+  total: number;
+  /** Right answers in all. */
+  correct: number;
+  /** Accuracy of always answering the most frequent gold letter (of these questions). */
+  majority: number;
 }
 
 /** Options of {@link evaluateMmlu}. */
@@ -103,6 +110,7 @@ export async function scoreMmlu(
   const cat = new Map<MmluCategory, { correct: number; total: number }>();
   let correctAll = 0;
   let totalAll = 0;
+  const gold: number[] = [];
   for (const [subject, { dev, test }] of Object.entries(data)) {
     let correct = 0;
     for (let i = 0; i < test.length; i += batch) {
@@ -138,6 +146,7 @@ export async function scoreMmlu(
       );
       slow.forEach((j, k) => scores[j] = lls.slice(4 * k, 4 * k + 4).map((x) => x.logLikelihood));
       qs.forEach((q, j) => {
+        gold.push(q.answer);
         let best = 0;
         for (let c = 1; c < 4; c++) if (scores[j][c] > scores[j][best]) best = c;
         if (best === q.answer) correct++;
@@ -162,6 +171,9 @@ export async function scoreMmlu(
     ),
     average: totalAll ? correctAll / totalAll : 0,
     subjectMean: accs.length ? accs.reduce((a, b) => a + b, 0) / accs.length : 0,
+    total: totalAll,
+    correct: correctAll,
+    majority: majorityBaseline(gold),
   };
 }
 

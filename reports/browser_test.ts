@@ -123,7 +123,7 @@ Deno.test("browser: headless Chromium renders the grid page's tables and plot", 
   const url = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}/`;
   try {
     const dom = await chromium(["--dump-dom", url]);
-    assert.match(dom, /<table id="commonsense">/);
+    assert.match(dom, /<section id="commonsense">/);
     assert.equal((dom.match(/<a href="\/runs\/[a-z_]+-commonsense-s\d">/g) ?? []).length, 3);
     assert.match(dom, /<figure id="accuracy-plot"><svg/);
     const png = `${dir}/shot.png`;

@@ -3,6 +3,8 @@
  * pages are written by `deno task reproduce` and served by `deno task serve`.
  */
 import { COMMONSENSE_ORDER } from "../tasks/commonsense/data.ts";
+import { meanSd, wilsonInterval } from "../evals/stats.ts";
+import { configRows, type MetricSpec, noiseVerdicts, type SeedStat } from "./grid/aggregate.ts";
 import type { RunReport, SelfCheckReport } from "./schema.ts";
 import { escapeXml as esc, renderLinePlot } from "./svg.ts";
 
@@ -10,7 +12,9 @@ const STYLE =
   `body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
 td.n{text-align:right;font-variant-numeric:tabular-nums}caption{text-align:left;font-weight:bold;padding:.25rem 0}
-.note{color:#555;font-size:.9rem}svg{max-width:100%;height:auto}`;
+.note{color:#555;font-size:.9rem}svg{max-width:100%;height:auto}.ci{color:#666;font-size:.85em}
+.banner{background:#fff8e1;border:1px solid #e0c46c;padding:.25rem 1rem;margin:1rem 0}
+.samples code{white-space:pre-wrap}.verdicts li{margin:.2rem 0}`;
 
 function page(title: string, body: string): string {
   return `<!doctype html><html lang="en"><head><meta charset="utf-8"><title>${esc(title)}</title>
@@ -58,7 +62,216 @@ function publishedHtml(): string {
 <th>MMLU 5-shot vs QLoRA</th><th>vs QDoRA</th></tr></thead><tbody>${headline}</tbody></table>`;
 }
 
-/** The grid overview: our runs, accuracy vs trainable parameters, loss curves, published figures. */
+const num = (x: number, digits = 3) => (Number.isFinite(x) ? x.toFixed(digits) : "—");
+const ci = (c: [number, number] | undefined) =>
+  c ? `<span class="ci">[${pct(c[0])}, ${pct(c[1])}]</span>` : "";
+
+/** "mean ± sd (n)" of a seed statistic, as % or as a loss. */
+function seedCell(s: SeedStat | null, percent: boolean): string {
+  if (!s) return `<td class="n">—</td>`;
+  const f = (x: number) => (percent ? pct(x) : num(x));
+  return `<td class="n">${f(s.mean)}${s.n > 1 ? ` ± ${f(s.sd)}` : ""}${
+    s.n > 1 ? ` <span class="ci">(${s.n} seeds)</span>` : ""
+  }</td>`;
+}
+
+/** The banner: what the profile is, on which model and device, and how many runs and seeds. */
+function banner(reports: RunReport[]): string {
+  const profiles = [...new Set(reports.map((r) => r.profile))].join(", ");
+  const models = [...new Set(reports.map((r) => `${r.model} (${r.base} base)`))].join(", ");
+  const device = [...new Set(reports.map((r) => r.device))].join(", ");
+  const descriptions = [...new Set(reports.map((r) => r.profileDescription).filter(Boolean))];
+  return `<div class="banner"><p><strong>Profile ${esc(profiles)}</strong> · model ${
+    esc(models)
+  } · ${esc(device)} · ${reports.length} runs</p>${
+    descriptions.map((d) => `<p>${esc(d!)}</p>`).join("")
+  }</div>`;
+}
+
+/** Stable style index per adapter name (the same look in every plot). */
+function styleIndex(reports: RunReport[]): (adapter: string) => number {
+  const names = [...new Set(reports.map((r) => r.adapter))];
+  return (a) => names.indexOf(a);
+}
+
+const METRICS: MetricSpec[] = [
+  { key: "heldOut", label: "Held-out loss", lowerIsBetter: true },
+  { key: "choice", label: "Multiple-choice accuracy", lowerIsBetter: false },
+  { key: "generation", label: "Generation accuracy", lowerIsBetter: false },
+  { key: "mmlu", label: "MMLU accuracy", lowerIsBetter: false },
+];
+
+/** Per family: configurations over seeds, the noise verdicts, and per-task details. */
+function familySection(
+  family: RunReport["family"],
+  reports: RunReport[],
+  runHref: (id: string) => string,
+): string {
+  const rs = reports.filter((r) => r.family === family);
+  if (!rs.length) return "";
+  const rows = configRows(rs);
+  const isCs = family === "commonsense";
+  const q = rows[0].questions;
+  const head = isCs
+    ? `<th>held-out loss</th><th>multiple choice (%)</th><th>generation (%)</th><th>unparseable (%)</th>`
+    : `<th>held-out loss</th><th>MMLU (%)</th>`;
+  const body = rows.map((r) =>
+    `<tr><td>${esc(r.adapter)}</td><td class="n">${r.params.toLocaleString("en-US")}${
+      r.paperParams ? ` <span class="ci">(paper ${(r.paperParams / 1e6).toFixed(1)}M)</span>` : ""
+    }</td><td>${
+      r.runs.map((id) => `<a href="${esc(runHref(id))}">${esc(id.replace(/^.*-s/, "s"))}</a>`).join(
+        " ",
+      )
+    }</td>` +
+    seedCell(r.heldOut, false) +
+    (isCs
+      ? seedCell(r.choice, true) + seedCell(r.generation, true) + seedCell(r.unparseable, true)
+      : seedCell(r.mmlu, true)) +
+    `</tr>`
+  ).join("");
+  const verdicts = METRICS.filter((m) => rows.some((r) => r[m.key] !== null))
+    .flatMap((m) => noiseVerdicts(rows, m));
+  // Sampling noise of one accuracy at p = ½, the widest case: what seeds cannot average away.
+  const halfWidth = (n: number) => {
+    const [lo, hi] = wilsonInterval(Math.round(n / 2), n);
+    return `±${(50 * (hi - lo)).toFixed(0)} points`;
+  };
+  const sizes = isCs
+    ? `Each seed's accuracies rest on ${q.choice} multiple-choice and ${q.generation} generated ` +
+      `answers (95 % interval of one accuracy: up to ${halfWidth(q.choice)} and ` +
+      `${halfWidth(q.generation)}); the verdicts below weigh seed noise only.`
+    : `Each seed's MMLU accuracy rests on ${q.mmlu} questions (chance 25 %; 95 % interval up to ` +
+      `${halfWidth(q.mmlu)}); the verdicts below weigh seed noise only.`;
+  const details = isCs ? commonsenseTaskTable(rs) : mmluTable(rs);
+  return `<section id="${family}"><h2>${isCs ? "Commonsense" : "MMLU (instruction tuning)"}</h2>
+<table class="summary"><caption>Over seeds: mean ± sd</caption><thead><tr><th>adapter</th><th>trainable</th><th>runs</th>${head}</tr></thead><tbody>${body}</tbody></table>
+<p class="note">${esc(sizes)}</p><ul class="verdicts">${
+    verdicts.map((v) => `<li>${esc(v)}</li>`).join("")
+  }</ul>${details}</section>`;
+}
+
+/** Per task: n, chance, majority, and each adapter's multiple-choice accuracy over seeds. */
+function commonsenseTaskTable(rs: RunReport[]): string {
+  const tasks = CS_COLUMNS.filter((t) => rs.some((r) => r.metrics.commonsense?.tasks[t]));
+  const adapters = [...new Set(rs.map((r) => r.adapter))];
+  const first = rs[0].metrics.commonsense!;
+  const row = (t: string) => {
+    const ch = first.choice?.[t];
+    const gen = first.tasks[t];
+    const cells = adapters.map((a) => {
+      const runs = rs.filter((r) => r.adapter === a);
+      const acc = runs.map((r) => r.metrics.commonsense?.choice?.[t]?.acc).filter((x) =>
+        x !== undefined
+      ) as number[];
+      if (!acc.length) return `<td class="n">—</td>`;
+      const only = runs.length === 1 ? runs[0].metrics.commonsense?.choice?.[t]?.ci : undefined;
+      const { mean, sd, n } = meanSd(acc);
+      return `<td class="n">${pct(mean)}${n > 1 ? ` ± ${pct(sd)}` : ""} ${ci(only)}</td>`;
+    }).join("");
+    return `<tr><td>${esc(t)}</td><td class="n">${ch?.total ?? "—"}</td><td class="n">${
+      pct(ch?.chance)
+    }</td><td class="n">${pct(gen?.majority)}</td>${cells}</tr>`;
+  };
+  return `<table class="tasks"><caption>Multiple-choice accuracy (%) per task, mean ± sd over seeds ([95 % Wilson interval] for single runs)</caption><thead><tr><th>task</th><th>n</th><th>chance</th><th>majority</th>${
+    adapters.map((a) => `<th>${esc(a)}</th>`).join("")
+  }</tr></thead><tbody>${tasks.map(row).join("")}</tbody></table>`;
+}
+
+/** MMLU per run: categories, all, its interval and the majority baseline. */
+function mmluTable(rs: RunReport[]): string {
+  const body = rs.map((r) =>
+    `<tr><td>${esc(r.id)}</td>${
+      ["STEM", "humanities", "social sciences", "other"].map((k) =>
+        `<td class="n">${pct(r.metrics.mmlu?.categories[k])}</td>`
+      ).join("")
+    }<td class="n">${pct(r.metrics.mmlu?.average)} ${ci(r.metrics.mmlu?.ci)}</td><td class="n">${
+      r.metrics.mmlu?.total ?? "—"
+    }</td><td class="n">${pct(r.metrics.mmlu?.majority)}</td></tr>`
+  ).join("");
+  return `<table class="tasks"><caption>MMLU accuracy (%) per run (chance 25 %)</caption><thead><tr><th>run</th><th>STEM</th><th>humanities</th><th>social sciences</th><th>other</th><th>all [95 %]</th><th>n</th><th>majority</th></tr></thead><tbody>${body}</tbody></table>`;
+}
+
+/** A metric against trainable parameters: one point per adapter (mean, sd bars), base as a line. */
+function metricPlot(
+  reports: RunReport[],
+  family: RunReport["family"],
+  key: MetricSpec["key"],
+  title: string,
+  yLabel: string,
+  percent: boolean,
+  extraRefs: { label: string; y: number }[] = [],
+): string {
+  const rows = configRows(reports.filter((r) => r.family === family)).filter((r) => r[key]);
+  if (!rows.some((r) => r.params > 0)) return "";
+  const style = styleIndex(reports);
+  const scale = percent ? 100 : 1;
+  const base = rows.find((r) => r.params === 0);
+  return renderLinePlot({
+    title,
+    xLabel: "trainable parameters (log scale)",
+    yLabel,
+    xLog: true,
+    series: rows.filter((r) => r.params > 0).map((r) => ({
+      name: r.adapter,
+      style: style(r.adapter),
+      points: [[r.params, scale * r[key]!.mean]] as [number, number][],
+      yErr: [scale * r[key]!.sd],
+    })),
+    references: mergeReferences([
+      ...(base ? [{ label: "base model", y: scale * base[key]!.mean }] : []),
+      ...extraRefs.map((x) => ({ ...x, y: scale * x.y })),
+    ]),
+    padX: 0.08,
+  });
+}
+
+/** Reference lines at the same height become one ("base model = chance"), labels unclobbered. */
+function mergeReferences(refs: { label: string; y: number }[]): { label: string; y: number }[] {
+  const out: { label: string; y: number }[] = [];
+  for (const r of refs) {
+    const same = out.find((o) => Math.abs(o.y - r.y) < 1e-9 * Math.max(1, Math.abs(r.y)));
+    if (same) same.label = `${same.label} = ${r.label}`;
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+/** Training loss per adapter and family: the mean over seeds at each step. */
+function lossPlot(reports: RunReport[]): string {
+  const style = styleIndex(reports);
+  const groups = new Map<string, RunReport[]>();
+  for (const r of reports.filter((x) => x.lossCurve.length)) {
+    const key = `${r.adapter} (${r.family})`;
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  if (!groups.size) return "";
+  return renderLinePlot({
+    title: "Training loss (mean over seeds)",
+    xLabel: "step",
+    yLabel: "loss",
+    series: [...groups].map(([name, rs]) => {
+      const byStep = new Map<number, number[]>();
+      for (const r of rs) {
+        for (const [step, loss] of r.lossCurve) {
+          byStep.set(step, [...(byStep.get(step) ?? []), loss]);
+        }
+      }
+      return {
+        name,
+        style: style(rs[0].adapter) + (rs[0].family === "mmlu" ? 8 : 0),
+        points: [...byStep].sort((a, b) => a[0] - b[0]).map(([s, v]) =>
+          [s, v.reduce((x, y) => x + y, 0) / v.length] as [number, number]
+        ),
+      };
+    }),
+  });
+}
+
+/**
+ * The grid overview: a banner saying what the profile is, per family the configurations over
+ * seeds with sample sizes and noise verdicts, per-task tables with baselines, plots against
+ * trainable parameters with the base model as a reference line, loss curves, published figures.
+ */
 export function renderGridPage(
   reports: RunReport[],
   options: { runHref: (id: string) => string; selfcheck?: SelfCheckReport | null },
@@ -74,96 +287,127 @@ export function renderGridPage(
       `<p>No runs yet. Run <code>deno task reproduce</code>.</p>${sc}${publishedHtml()}`,
     );
   }
-  const cs = reports.filter((r) => r.family === "commonsense");
-  // Columns for the tasks these runs evaluated, in the paper's order.
-  const columns = CS_COLUMNS.filter((t) =>
-    cs.some((r) => r.metrics.commonsense?.tasks[t] !== undefined)
-  );
-  const ins = reports.filter((r) => r.family === "instruction");
-  const csRows = cs.map((r) =>
-    `<tr><td><a href="${esc(options.runHref(r.id))}">${esc(r.id)}</a></td><td>${
-      esc(r.adapter)
-    }</td><td class="n">${r.seed}</td>` +
-    `<td class="n">${r.trainableParams.toLocaleString("en-US")}</td>` +
-    columns.map((t) => `<td class="n">${pct(r.metrics.commonsense?.tasks[t]?.accuracy)}</td>`)
-      .join("") +
-    `<td class="n">${pct(r.metrics.commonsense?.average)}</td></tr>`
-  ).join("");
-  const insRows = ins.map((r) =>
-    `<tr><td><a href="${esc(options.runHref(r.id))}">${esc(r.id)}</a></td><td>${
-      esc(r.adapter)
-    }</td><td class="n">${r.seed}</td>` +
-    `<td class="n">${r.trainableParams.toLocaleString("en-US")}</td>` +
-    ["STEM", "humanities", "social sciences", "other"].map((k) =>
-      `<td class="n">${pct(r.metrics.mmlu?.categories[k])}</td>`
-    )
-      .join("") +
-    `<td class="n">${pct(r.metrics.mmlu?.average)}</td></tr>`
-  ).join("");
-  // Accuracy vs trainable parameters (the base model has 0 trainable and is left off the log axis).
-  const byAdapter = new Map<string, [number, number][]>();
-  for (const r of reports) {
-    const score = r.metrics.commonsense?.average ?? r.metrics.mmlu?.average;
-    if (score === undefined || r.trainableParams === 0) continue;
-    const key = `${r.adapter} (${r.family})`;
-    byAdapter.set(key, [...(byAdapter.get(key) ?? []), [r.trainableParams, 100 * score]]);
-  }
-  const scatter = renderLinePlot({
-    title: "Accuracy vs trainable parameters",
-    xLabel: "trainable parameters",
-    yLabel: "accuracy (%)",
-    xLog: true,
-    series: [...byAdapter].map(([name, points]) => ({
-      name,
-      points: points.sort((a, b) => a[0] - b[0]),
-    })),
-  });
-  const losses = renderLinePlot({
-    title: "Training loss",
-    xLabel: "step",
-    yLabel: "loss",
-    series: reports.filter((r) => r.lossCurve.length).map((r) => ({
-      name: r.id,
-      points: r.lossCurve,
-    })),
-  });
-  const profiles = [...new Set(reports.map((r) => r.profile))].join(", ");
-  const device = [...new Set(reports.map((r) => r.device))].join(", ");
+  const chance = reports.find((r) => r.metrics.commonsense?.chanceAverage !== undefined)?.metrics
+    .commonsense?.chanceAverage;
+  // Accuracy: multiple choice where runs have it (older reports only carry generation accuracy).
+  const hasChoice = reports.some((r) => r.metrics.commonsense?.choiceAverage !== undefined);
+  const plots: [string, string][] = [
+    [
+      "heldout-plot",
+      metricPlot(
+        reports,
+        "commonsense",
+        "heldOut",
+        "Commonsense: held-out loss vs trainable parameters",
+        "loss (nats / response token)",
+        false,
+      ),
+    ],
+    [
+      "accuracy-plot",
+      metricPlot(
+        reports,
+        "commonsense",
+        hasChoice ? "choice" : "generation",
+        `Commonsense: ${
+          hasChoice ? "multiple-choice" : "generation"
+        } accuracy vs trainable parameters`,
+        "accuracy (%)",
+        true,
+        chance === undefined ? [] : [{ label: "chance", y: chance }],
+      ),
+    ],
+    [
+      "mmlu-heldout-plot",
+      metricPlot(
+        reports,
+        "mmlu",
+        "heldOut",
+        "MMLU family: held-out loss vs trainable parameters",
+        "loss (nats / response token)",
+        false,
+      ),
+    ],
+    [
+      "mmlu-plot",
+      metricPlot(
+        reports,
+        "mmlu",
+        "mmlu",
+        "MMLU accuracy vs trainable parameters",
+        "accuracy (%)",
+        true,
+        [
+          { label: "chance", y: 0.25 },
+        ],
+      ),
+    ],
+    ["loss-plot", lossPlot(reports)],
+  ];
   return page(
     "moka reproduction grid",
-    `<p>${reports.length} runs · profile ${esc(profiles)} · ${esc(device)}</p>${sc}
-<table id="commonsense"><caption>Commonsense accuracy (%)</caption><thead><tr><th>run</th><th>adapter</th><th>seed</th><th>trainable</th>${
-      columns.map((t) => `<th>${esc(t)}</th>`).join("")
-    }<th>avg</th></tr></thead><tbody>${csRows}</tbody></table>
-<table id="mmlu"><caption>MMLU accuracy (%)</caption><thead><tr><th>run</th><th>adapter</th><th>seed</th><th>trainable</th>
-<th>STEM</th><th>humanities</th><th>social sciences</th><th>other</th><th>all</th></tr></thead><tbody>${insRows}</tbody></table>
-<figure id="accuracy-plot">${scatter}</figure><figure id="loss-plot">${losses}</figure>${publishedHtml()}`,
+    `${banner(reports)}${sc}${familySection("commonsense", reports, options.runHref)}${
+      familySection("mmlu", reports, options.runHref)
+    }<section id="plots"><h2>Plots</h2>${
+      plots.filter(([, svg]) => svg).map(([id, svg]) => `<figure id="${id}">${svg}</figure>`).join(
+        "",
+      )
+    }</section>${publishedHtml()}`,
   );
 }
 
-/** One run: its config, metrics, loss curve and provenance. */
+/** One run: provenance, held-out loss, accuracies with n and intervals, sample generations. */
 export function renderRunPage(r: RunReport, options: { gridHref: string }): string {
-  const cs = r.metrics.commonsense
-    ? `<table><caption>Commonsense</caption><thead><tr><th>task</th><th>accuracy (%)</th><th>correct</th><th>total</th><th>unparseable</th></tr></thead><tbody>${
-      Object.entries(r.metrics.commonsense.tasks).map(([t, s]) =>
-        `<tr><td>${esc(t)}</td><td class="n">${
-          pct(s.accuracy)
-        }</td><td class="n">${s.correct}</td><td class="n">${s.total}</td><td class="n">${s.unparseable}</td></tr>`
-      ).join("")
-    }<tr><th>average</th><td class="n">${
-      pct(r.metrics.commonsense.average)
-    }</td><td></td><td></td><td></td></tr></tbody></table>`
+  const c = r.metrics.commonsense;
+  const cs = c
+    ? `<table><caption>Commonsense (%), [95 % Wilson interval]</caption><thead><tr><th>task</th><th>n (generated / choice)</th><th>chance</th><th>majority</th><th>multiple choice acc</th><th>acc_norm</th><th>generation</th><th>unparseable</th></tr></thead><tbody>${
+      Object.entries(c.tasks).map(([t, s]) => {
+        const ch = c.choice?.[t];
+        return `<tr><td>${esc(t)}</td><td class="n">${s.total}${
+          ch && ch.total !== s.total ? ` / ${ch.total}` : ""
+        }</td><td class="n">${pct(ch?.chance ?? s.chance)}</td><td class="n">${
+          pct(s.majority)
+        }</td><td class="n">${ch ? `${pct(ch.acc)} ${ci(ch.ci)}` : "—"}</td><td class="n">${
+          pct(ch?.accNorm)
+        }</td><td class="n">${pct(s.accuracy)} ${
+          ci(s.ci)
+        }</td><td class="n">${s.unparseable}</td></tr>`;
+      }).join("")
+    }<tr><th>average</th><td></td><td class="n">${
+      pct(c.chanceAverage)
+    }</td><td></td><td class="n">${pct(c.choiceAverage)}</td><td></td><td class="n">${
+      pct(c.average)
+    }</td><td></td></tr></tbody></table>`
     : "";
-  const mm = r.metrics.mmlu
-    ? `<table><caption>MMLU</caption><thead><tr><th>subject</th><th>accuracy (%)</th><th>correct</th><th>total</th></tr></thead><tbody>${
-      Object.entries(r.metrics.mmlu.subjects).map(([t, s]) =>
+  const m = r.metrics.mmlu;
+  const mm = m
+    ? `<table><caption>MMLU (%)</caption><thead><tr><th>subject</th><th>accuracy</th><th>correct</th><th>n</th></tr></thead><tbody>${
+      Object.entries(m.subjects).map(([t, s]) =>
         `<tr><td>${esc(t)}</td><td class="n">${
           pct(s.accuracy)
         }</td><td class="n">${s.correct}</td><td class="n">${s.total}</td></tr>`
       ).join("")
-    }<tr><th>all</th><td class="n">${
-      pct(r.metrics.mmlu.average)
-    }</td><td></td><td></td></tr></tbody></table>`
+    }<tr><th>all</th><td class="n">${pct(m.average)} ${ci(m.ci)}</td><td class="n">${
+      m.correct ?? ""
+    }</td><td class="n">${m.total ?? ""}</td></tr></tbody></table><p class="note">Chance 25 %${
+      m.majority !== undefined ? `; always the most frequent letter: ${pct(m.majority)} %` : ""
+    }.</p>`
+    : "";
+  const held = r.metrics.heldOut
+    ? `<p>Held-out loss: <strong>${
+      num(r.metrics.heldOut.loss)
+    }</strong> nats per response token (${r.metrics.heldOut.tokens} tokens of ${r.metrics.heldOut.examples} records not trained on).</p>`
+    : "";
+  const samples = r.samples?.length
+    ? `<table class="samples"><caption>Sample generations</caption><thead><tr><th>task</th><th>response</th><th>extracted</th><th>gold</th></tr></thead><tbody>${
+      r.samples.map((s) =>
+        `<tr><td>${esc(s.task)}</td><td><code>${esc(s.response.slice(0, 300))}${
+          s.response.length > 300 ? "…" : ""
+        }</code></td><td>${s.extracted ? esc(s.extracted) : "<em>none</em>"}</td><td>${
+          esc(s.gold)
+        }</td></tr>`
+      ).join("")
+    }</tbody></table>`
     : "";
   const loss = r.lossCurve.length
     ? `<figure id="loss-plot">${
@@ -203,9 +447,11 @@ export function renderRunPage(r: RunReport, options: { gridHref: string }): stri
   ];
   return page(
     `run ${r.id}`,
-    `<p><a href="${esc(options.gridHref)}">← grid</a></p><table><tbody>${
+    `<p><a href="${esc(options.gridHref)}">← grid</a></p>${
+      r.profileDescription ? `<div class="banner"><p>${esc(r.profileDescription)}</p></div>` : ""
+    }<table><tbody>${
       facts.map(([k, v]) => `<tr><th>${esc(k)}</th><td><code>${esc(v)}</code></td></tr>`).join("")
-    }</tbody></table>${cs}${mm}${loss}<details><summary>config</summary><pre>${
+    }</tbody></table>${held}${cs}${mm}${samples}${loss}<details><summary>config</summary><pre>${
       esc(JSON.stringify(r.config, null, 2))
     }</pre></details>`,
   );

@@ -3,6 +3,7 @@
  * or truncated file is refused with the field that is wrong.
  */
 import { z } from "zod";
+import type { ChoiceScore } from "../evals/choice.ts";
 import type { Schema } from "../models/schema.ts";
 
 /** A zod schema as the public API sees it (see `models/schema.ts`). */
@@ -161,12 +162,14 @@ export interface RunReport {
   id: string;
   /** Grid profile. */
   profile: string;
+  /** What the profile is and is not (shown as the pages' banner). */
+  profileDescription?: string;
   /** Adapter name ("base" = no fine-tuning). */
   adapter: string;
   /** Adapter config (null for the base model). */
   adapterConfig: Record<string, unknown> | null;
-  /** Task family. */
-  family: "commonsense" | "instruction";
+  /** Task family (`instruction` in older reports is read as `mmlu`). */
+  family: "commonsense" | "mmlu";
   /** Seed. */
   seed: number;
   /** SHA-256 of the run's canonical config: same hash ⇒ same run. */
@@ -187,22 +190,39 @@ export interface RunReport {
   trainableParams: number;
   /** The paper's count for this adapter and model, when the profile knows it. */
   paperTrainableParams?: number | null;
-  /** Metrics: commonsense accuracies and/or MMLU. */
+  /** Metrics: held-out loss, commonsense accuracies and/or MMLU. */
   metrics: {
+    /** Mean NLL per response token on records not trained on. */
+    heldOut?: { loss: number; tokens: number; examples: number };
     commonsense?: {
-      tasks: Record<
-        string,
-        { accuracy: number; correct: number; total: number; unparseable: number }
-      >;
+      /** Generation accuracy per task, with its 95 % Wilson interval and baselines. */
+      tasks: Record<string, TaskAccuracy>;
+      /** Mean generation accuracy over tasks. */
       average: number;
+      /** Log-likelihood multiple choice per task (lm-eval's acc and acc_norm). */
+      choice?: Record<string, ChoiceAccuracy>;
+      /** Mean multiple-choice acc over tasks. */
+      choiceAverage?: number;
+      /** Mean chance accuracy over tasks. */
+      chanceAverage?: number;
     };
     mmlu?: {
       subjects: Record<string, { accuracy: number; correct: number; total: number }>;
       categories: Record<string, number>;
       average: number;
       subjectMean: number;
+      /** Questions in all. */
+      total?: number;
+      /** Right answers in all. */
+      correct?: number;
+      /** 95 % Wilson interval of `average`. */
+      ci?: [number, number];
+      /** Always answering the most frequent gold letter. */
+      majority?: number;
     };
   };
+  /** A few generations per task with the extracted and the gold answer. */
+  samples?: { task: string; response: string; extracted: string; gold: string }[];
   /** [step, loss]. */
   lossCurve: [number, number][];
   /** Wall seconds and training throughput. */
@@ -213,8 +233,34 @@ export interface RunReport {
   date: string;
 }
 
+/** A generation accuracy with what it rests on. */
+export interface TaskAccuracy {
+  /** correct / total. */
+  accuracy: number;
+  /** Right predictions. */
+  correct: number;
+  /** Records. */
+  total: number;
+  /** Generations with no answer word. */
+  unparseable: number;
+  /** 95 % Wilson interval. */
+  ci?: [number, number];
+  /** Expected accuracy of a uniform guess. */
+  chance?: number;
+  /** Always answering the most frequent gold answer. */
+  majority?: number;
+}
+
+/** Multiple-choice accuracy by log-likelihood (lm-eval's acc and acc_norm) and its interval. */
+export interface ChoiceAccuracy extends ChoiceScore {
+  /** 95 % Wilson interval of acc. */
+  ci: [number, number];
+}
+
+const Fraction = z.number().min(0).max(1);
+const Interval = z.tuple([Fraction, Fraction]);
 const Accuracy = z.object({
-  accuracy: z.number().min(0).max(1),
+  accuracy: Fraction,
   correct: z.number().int().nonnegative(),
   total: z.number().int().nonnegative(),
 });
@@ -222,11 +268,14 @@ const Accuracy = z.object({
 /** Schema of {@link RunReport}. */
 export const RunReportSchema: ReportSchema<RunReport> = z.object({
   kind: z.literal("run"),
-  id: z.string().regex(/^[a-z0-9_]+-(commonsense|instruction)-s-?\d+$/),
+  id: z.string().regex(/^[a-z0-9_]+-(commonsense|mmlu|instruction)-s-?\d+$/),
   profile: z.string(),
+  profileDescription: z.string().optional(),
   adapter: z.string(),
   adapterConfig: z.record(z.string(), z.unknown()).nullable(),
-  family: z.enum(["commonsense", "instruction"]),
+  family: z.enum(["commonsense", "mmlu", "instruction"]).transform((f) =>
+    f === "instruction" ? "mmlu" as const : f
+  ),
   seed: z.number().int(),
   configHash: z.string().regex(/^[0-9a-f]{64}$/),
   config: z.record(z.string(), z.unknown()),
@@ -238,17 +287,54 @@ export const RunReportSchema: ReportSchema<RunReport> = z.object({
   trainableParams: z.number().int().nonnegative(),
   paperTrainableParams: z.number().positive().nullable().optional(),
   metrics: z.object({
+    heldOut: z.object({
+      loss: z.number().nonnegative(),
+      tokens: z.number().int().positive(),
+      examples: z.number().int().positive(),
+    }).optional(),
     commonsense: z.object({
-      tasks: z.record(z.string(), Accuracy.extend({ unparseable: z.number().int().nonnegative() })),
-      average: z.number().min(0).max(1),
+      tasks: z.record(
+        z.string(),
+        Accuracy.extend({
+          unparseable: z.number().int().nonnegative(),
+          ci: Interval.optional(),
+          chance: Fraction.optional(),
+          majority: Fraction.optional(),
+        }),
+      ),
+      average: Fraction,
+      choice: z.record(
+        z.string(),
+        z.object({
+          acc: Fraction,
+          accNorm: Fraction,
+          correct: z.number().int().nonnegative(),
+          correctNorm: z.number().int().nonnegative(),
+          total: z.number().int().nonnegative(),
+          chance: Fraction,
+          ci: Interval,
+        }),
+      ).optional(),
+      choiceAverage: Fraction.optional(),
+      chanceAverage: Fraction.optional(),
     }).optional(),
     mmlu: z.object({
       subjects: z.record(z.string(), Accuracy),
-      categories: z.record(z.string(), z.number().min(0).max(1)),
-      average: z.number().min(0).max(1),
-      subjectMean: z.number().min(0).max(1),
+      categories: z.record(z.string(), Fraction),
+      average: Fraction,
+      subjectMean: Fraction,
+      total: z.number().int().nonnegative().optional(),
+      correct: z.number().int().nonnegative().optional(),
+      ci: Interval.optional(),
+      majority: Fraction.optional(),
     }).optional(),
   }),
+  samples: z.array(z.object({
+    task: z.string(),
+    response: z.string(),
+    extracted: z.string(),
+    gold: z.string(),
+  })).optional(),
   lossCurve: z.array(z.tuple([z.number().int().positive(), z.number()])),
   timings: z.object({
     trainSeconds: z.number().nonnegative(),

@@ -2,7 +2,7 @@
  * The report server (Hono), read-only over the folder `deno task reproduce` writes:
  *   /                 grid overview (HTML: tables, SVG plots, published figures)
  *   /runs/:id         one run (HTML)
- *   /api/runs         run reports (JSON; ?family=commonsense|instruction&adapter=NAME)
+ *   /api/runs         run reports (JSON; ?family=commonsense|mmlu&adapter=NAME)
  *   /api/runs/:id     one report (JSON)
  *   /api/selfcheck    the kernel self-check (JSON)
  *   /health
@@ -12,6 +12,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { renderGridPage, renderRunPage } from "./html.ts";
+import { FAMILIES } from "./grid/config.ts";
 import { collectReports } from "./grid/summary.ts";
 import {
   parseRunReport,
@@ -27,10 +28,10 @@ export interface ReportAppOptions {
   reportsDir: string;
 }
 
-const RUN_ID = /^[a-z0-9_]+-(commonsense|instruction)-s-?\d+$/;
+const RUN_ID = /^[a-z0-9_]+-(commonsense|mmlu|instruction)-s-?\d+$/;
 
 const RunsQuery = z.object({
-  family: z.enum(["commonsense", "instruction"]).optional(),
+  family: z.enum(FAMILIES).optional(),
   adapter: z.string().regex(/^[a-z0-9_]+$/).optional(),
 }).strict();
 

@@ -4,9 +4,12 @@
  * Alpaca-format file), fine-tune the attached adapters, evaluate (generation + extraction, or
  * MMLU logits). Deterministic given the seed: data order, subsets and inits are all seeded.
  */
+import { type ChoiceScore, scoreChoices } from "../evals/choice.ts";
 import { type CommonsenseEvalOptions, evaluateCommonsense } from "../evals/commonsense.ts";
+import { type HeldOutLoss, heldOutLoss } from "../evals/heldout.ts";
 import { evaluateMmlu, type MmluScores } from "../evals/mmlu.ts";
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { logitsAt } from "../models/llama/generate.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import { type Example, type StepLog, Trainer } from "../models/llama/train.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
@@ -27,6 +30,22 @@ export function toExamples(
   return records.map((r) => trainingExample(tok, r, maxLen, protocol)).filter((e): e is Example =>
     e !== null
   );
+}
+
+/**
+ * Held-out loss of `model` on `records` (not trained on): the mean NLL per response token, the
+ * prompt masked whatever the training protocol, each example cut to `maxLen` tokens (records
+ * whose response is cut away are left out).
+ */
+export async function evaluateHeldOut(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  tok: TextTokenizer,
+  records: InstructionRecord[],
+  maxLen: number,
+): Promise<HeldOutLoss> {
+  const masked = { ...PROTOCOL["llm-adapters"], trainOnInputs: false };
+  return await heldOutLoss(rt, model, toExamples(tok, records, maxLen, masked));
 }
 
 /**
@@ -82,6 +101,10 @@ export interface CommonsenseRun {
   progress?: (log: StepLog, eta: number) => void;
   /** Prompts, loss mask and extraction (default LLM-Adapters'). */
   protocol?: Protocol;
+  /** Test records per task for the held-out loss (default 16; 0: none). */
+  heldOutLimit?: number;
+  /** Test records per task scored by log-likelihood multiple choice (default testLimit; 0: none). */
+  choiceLimit?: number;
 }
 
 /** Fine-tune (when `train` is given) and evaluate on the commonsense tasks. */
@@ -90,7 +113,12 @@ export async function runCommonsense(
   model: GpuLlama,
   tok: TextTokenizer,
   run: CommonsenseRun,
-): Promise<{ history: StepLog[]; eval: Awaited<ReturnType<typeof evaluateCommonsense>> }> {
+): Promise<{
+  history: StepLog[];
+  eval: Awaited<ReturnType<typeof evaluateCommonsense>>;
+  heldOut: HeldOutLoss | null;
+  choice: Partial<Record<CommonsenseTask, ChoiceScore>>;
+}> {
   let history: StepLog[] = [];
   if (run.train) {
     const records = await commonsenseTrainRecords(run.dataDir, run.tasks, {
@@ -119,10 +147,35 @@ export async function runCommonsense(
     }
   }
   const data: Partial<Record<CommonsenseTask, InstructionRecord[]>> = {};
-  for (const t of run.tasks) data[t] = await loadCommonsense(run.dataDir, t, "test", run.testLimit);
+  const heldOutRecords: InstructionRecord[] = [];
+  const choice: Partial<Record<CommonsenseTask, ChoiceScore>> = {};
+  const heldOutLimit = run.heldOutLimit ?? 16;
+  const choiceLimit = run.choiceLimit ?? run.testLimit;
+  for (const t of run.tasks) {
+    const all = await loadCommonsense(run.dataDir, t, "test");
+    const first = (n: number | undefined) => (n === undefined ? all : all.slice(0, n));
+    data[t] = first(run.testLimit);
+    heldOutRecords.push(...first(heldOutLimit));
+    if (choiceLimit !== 0) {
+      const { predictions: _p, logLikelihoods: _l, ...score } = await scoreChoices(
+        (seqs, at) => logitsAt(rt, model, seqs, at),
+        tok,
+        t,
+        first(choiceLimit),
+        { maxLen: model.config.seqLen },
+      );
+      choice[t] = score;
+    }
+  }
+  // The whole response is scored: cut at the model's context, not the training cutoff.
+  const heldOut = heldOutLimit > 0
+    ? await evaluateHeldOut(rt, model, tok, heldOutRecords, model.config.seqLen)
+    : null;
   return {
     history,
     eval: await evaluateCommonsense(rt, model, tok, data, { ...run.eval, protocol: run.protocol }),
+    heldOut,
+    choice,
   };
 }
 

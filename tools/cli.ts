@@ -177,3 +177,32 @@ export async function runCli(
   }
   Deno.exit(code);
 }
+
+/**
+ * `path` checked before any expensive work: it must exist, and be a readable folder (`"dir"`) or
+ * a file (`"file"`) when `kind` says so. Otherwise a {@link UsageError} names `--name` and the path.
+ */
+export async function pathOption(
+  name: string,
+  path: string,
+  kind: "file" | "dir" | "any" = "any",
+): Promise<string> {
+  const fail = (why: string) => new UsageError(`--${name} ${path}: ${why}`);
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    throw fail(e instanceof Deno.errors.NotFound ? "not found" : (e as Error).message);
+  }
+  if (kind === "file" && !info.isFile) throw fail("not a file");
+  if (kind === "dir") {
+    if (!info.isDirectory) throw fail("not a folder");
+    try {
+      // Listing one entry proves the folder can be read (stat alone does not).
+      for await (const _ of Deno.readDir(path)) break;
+    } catch (e) {
+      throw fail(`not readable (${(e as Error).message})`);
+    }
+  }
+  return path;
+}

@@ -13,8 +13,10 @@
  *   --base f32|nf4|int4         base weight storage (default nf4)
  *   --adapters PATH             a moka adapter file or a PEFT adapter folder
  *   --data DIR                  data folder (default MOKA_DATA_DIR or ../shared/data)
+ *   --out FILE                  write the JSON there instead of stdout
+ *
+ * Options and paths are checked before the GPU starts.
  */
-import { parseArgs } from "node:util";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { loadAdapters } from "../models/adapters/io.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
@@ -22,87 +24,168 @@ import { openModel } from "../models/llama/open.ts";
 import { isPeftFolder, loadPeft } from "../models/peft.ts";
 import { dataDir, defaultModelPath } from "../models/paths.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
+import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
 import { runCommonsense, runMmlu } from "../tasks/pipeline.ts";
+import {
+  choiceOption,
+  type CommandSpec,
+  intOption,
+  type ParsedCli,
+  pathOption,
+  runCli,
+  UsageError,
+} from "./cli.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
+/** The command-line interface of `deno task eval`. */
+export const SPEC: CommandSpec = {
+  name: "deno task eval",
+  summary: "Evaluate a model, alone or with adapters, on the commonsense tasks or MMLU and " +
+    "print one JSON object of scores.",
   options: {
-    family: { type: "string", default: "commonsense" },
-    tasks: { type: "string" },
-    subjects: { type: "string" },
-    limit: { type: "string" },
-    shots: { type: "string", default: "5" },
-    beams: { type: "string", default: "4" },
-    "max-new": { type: "string", default: "32" },
-    model: { type: "string" },
-    tokenizer: { type: "string" },
-    base: { type: "string", default: "nf4" },
-    adapters: { type: "string" },
-    data: { type: "string" },
-    out: { type: "string" },
-  },
-});
-const int = (name: string, v: string | undefined, min = 0) => {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min) {
-    throw new Error(`--${name}=${v} must be an integer ≥ ${min}`);
-  }
-  return n;
-};
-if (!["f32", "nf4", "int4"].includes(values.base)) {
-  throw new Error(`--base=${values.base}: f32, nf4 or int4`);
-}
-const data = values.data ?? dataDir();
-const modelPath = values.model ?? defaultModelPath("stories260K.bin");
-const log = (m: string) => console.error(`[eval] ${m}`);
-
-const rt = await GpuRuntime.create();
-const { source, tok } = await openModel(modelPath, values.tokenizer);
-const config = source.config;
-const model = await GpuLlama.load(rt, source, { base: values.base as "f32" | "nf4" | "int4" });
-source.close();
-if (values.adapters) {
-  const set = await isPeftFolder(values.adapters)
-    ? await loadPeft(values.adapters, config)
-    : await loadAdapters(values.adapters);
-  await model.attach(new Map(Object.entries(set)));
-  log(`attached ${Object.keys(set).length} adapters from ${values.adapters}`);
-}
-log(
-  `${modelPath} (${config.layers} layers, dim ${config.dim}, ${values.base} base) on ${rt.gpu.description}`,
-);
-const limit = int("limit", values.limit, 1);
-let result: unknown;
-if (values.family === "commonsense") {
-  const present: CommonsenseTask[] = [];
-  for (const t of COMMONSENSE_ORDER) {
-    try {
-      await Deno.stat(`${data}/commonsense/${t}/test.json`);
-      present.push(t);
-    } catch { /* not shipped */ }
-  }
-  const tasks = values.tasks ? values.tasks.split(",").map(parseTask) : present;
-  result = (await runCommonsense(rt, model, tok, {
-    dataDir: data,
-    tasks,
-    testLimit: limit,
-    maxLen: 256,
-    eval: {
-      beams: int("beams", values.beams, 1),
-      maxNew: int("max-new", values["max-new"], 1),
-      progress: (task, done, total) => log(`${task} ${done}/${total}`),
+    family: {
+      type: "string",
+      value: "NAME",
+      default: "commonsense",
+      description: "Benchmark: commonsense or mmlu.",
     },
-  })).eval;
-} else if (values.family === "mmlu") {
-  result = await runMmlu(rt, model, tok, {
-    dataDir: data,
-    subjects: values.subjects?.split(","),
-    limit,
-    shots: int("shots", values.shots)!,
+    tasks: {
+      type: "string",
+      value: "LIST",
+      description: "Commonsense tasks, comma-separated (default: all in the data folder).",
+    },
+    subjects: {
+      type: "string",
+      value: "LIST",
+      description: "MMLU subjects, comma-separated (default: all 57).",
+    },
+    limit: {
+      type: "string",
+      value: "N",
+      description: "Test records per task / questions per subject (default: all).",
+    },
+    shots: { type: "string", value: "K", default: "5", description: "MMLU exemplars." },
+    beams: { type: "string", value: "B", default: "4", description: "Beam search width." },
+    "max-new": { type: "string", value: "N", default: "32", description: "Generated tokens." },
+    model: {
+      type: "string",
+      value: "PATH",
+      description: "HF folder or llama2.c .bin (default: the embedded stories260K).",
+    },
+    tokenizer: {
+      type: "string",
+      value: "FILE",
+      description: "llama2.c tokenizer.bin of a .bin model (default: tok512.bin).",
+    },
+    base: {
+      type: "string",
+      value: "T",
+      default: "nf4",
+      description: "Base weight storage: f32, nf4 or int4.",
+    },
+    adapters: {
+      type: "string",
+      value: "PATH",
+      description: "A moka adapter file or a PEFT adapter folder (default: none, the base alone).",
+    },
+    data: {
+      type: "string",
+      value: "DIR",
+      description: "Data folder (default: MOKA_DATA_DIR, else ../shared/data).",
+    },
+    out: { type: "string", value: "FILE", description: "Write the JSON here (default: stdout)." },
+  },
+  notes: "Progress goes to stderr. Options and paths are checked before the GPU starts; a bad " +
+    "one exits 2.",
+  examples: [
+    "deno task eval --family commonsense --tasks boolq,piqa --limit 20",
+    "deno task eval --family mmlu --model /models/llama3-8b --adapters run/adapters.safetensors",
+  ],
+};
+
+/** A comma-separated option's items, each checked by `check` (its error becomes a UsageError). */
+function listOption<T>(name: string, value: unknown, check: (item: string) => T): T[] | undefined {
+  if (value === undefined) return undefined;
+  return (value as string).split(",").map((item) => {
+    try {
+      return check(item);
+    } catch (e) {
+      throw new UsageError(`--${name}=${value}: ${(e as Error).message}`);
+    }
   });
-} else throw new Error(`--family=${values.family}: commonsense or mmlu`);
-const json = JSON.stringify(result, null, 2);
-if (values.out) await Deno.writeTextFile(values.out, json + "\n");
-else console.log(json);
-model.release();
+}
+
+async function main({ values }: ParsedCli): Promise<void> {
+  const family = choiceOption("family", values.family, ["commonsense", "mmlu"] as const);
+  const base = choiceOption("base", values.base, ["f32", "nf4", "int4"] as const);
+  const limit = intOption("limit", values.limit, 1);
+  const shots = intOption("shots", values.shots)!;
+  const beams = intOption("beams", values.beams, 1);
+  const maxNew = intOption("max-new", values["max-new"], 1);
+  const tasksOption = listOption("tasks", values.tasks, parseTask);
+  const subjects = listOption("subjects", values.subjects, (s) => {
+    if (!MMLU_SUBJECTS.includes(s)) throw new RangeError(`unknown MMLU subject "${s}"`);
+    return s;
+  });
+  const data = await pathOption("data", (values.data as string | undefined) ?? dataDir(), "dir");
+  const modelPath = await pathOption(
+    "model",
+    (values.model as string | undefined) ?? defaultModelPath("stories260K.bin"),
+  );
+  const tokenizer = values.tokenizer as string | undefined;
+  if (tokenizer !== undefined) await pathOption("tokenizer", tokenizer, "file");
+  const adapters = values.adapters as string | undefined;
+  if (adapters !== undefined) await pathOption("adapters", adapters);
+  const out = values.out as string | undefined;
+  // The JSON is written last: a missing folder should not cost the whole evaluation.
+  if (out !== undefined && out.includes("/")) {
+    const folder = out.slice(0, out.lastIndexOf("/")) || "/";
+    const isFolder = await Deno.stat(folder).then((i) => i.isDirectory, () => false);
+    if (!isFolder) throw new UsageError(`--out ${out}: no folder ${folder}`);
+  }
+  const log = (m: string) => console.error(`[eval] ${m}`);
+
+  const rt = await GpuRuntime.create();
+  const { source, tok } = await openModel(modelPath, tokenizer);
+  const config = source.config;
+  const model = await GpuLlama.load(rt, source, { base });
+  source.close();
+  if (adapters) {
+    const set = await isPeftFolder(adapters)
+      ? await loadPeft(adapters, config)
+      : await loadAdapters(adapters);
+    await model.attach(new Map(Object.entries(set)));
+    log(`attached ${Object.keys(set).length} adapters from ${adapters}`);
+  }
+  log(
+    `${modelPath} (${config.layers} layers, dim ${config.dim}, ${base} base) on ${rt.gpu.description}`,
+  );
+  let result: unknown;
+  if (family === "commonsense") {
+    const present: CommonsenseTask[] = [];
+    for (const t of COMMONSENSE_ORDER) {
+      try {
+        await Deno.stat(`${data}/commonsense/${t}/test.json`);
+        present.push(t);
+      } catch { /* not shipped */ }
+    }
+    result = (await runCommonsense(rt, model, tok, {
+      dataDir: data,
+      tasks: tasksOption ?? present,
+      testLimit: limit,
+      maxLen: 256,
+      eval: {
+        beams,
+        maxNew,
+        progress: (task, done, total) => log(`${task} ${done}/${total}`),
+      },
+    })).eval;
+  } else {
+    result = await runMmlu(rt, model, tok, { dataDir: data, subjects, limit, shots });
+  }
+  const json = JSON.stringify(result, null, 2);
+  if (out) await Deno.writeTextFile(out, json + "\n");
+  else console.log(json);
+  model.release();
+}
+
+if (import.meta.main) await runCli(SPEC, main);

@@ -13,7 +13,7 @@ import { checkAdaptersFit, isPeftFolder, loadPeft, savePeft } from "../models/pe
 import { choiceOption, type CommandSpec, runCli, UsageError } from "./cli.ts";
 import { byteSize, formatBytes, progressPrinter } from "./progress.ts";
 
-const SPEC: CommandSpec = {
+export const SPEC: CommandSpec = {
   name: "deno task export",
   summary:
     "Export adapters as a PEFT adapter folder (--peft) or merge them into the base and write a Hugging Face checkpoint (--merge).",

@@ -28,7 +28,7 @@ export const SCALE_MOKA = { kind: "moka", components: [[64, 64], [32, 32], [128,
 /** The modules it adapts (the paper's). */
 export const SCALE_TARGETS = ["q", "k", "v", "up", "down"];
 
-const SPEC: CommandSpec = {
+export const SPEC: CommandSpec = {
   name: "deno task scale",
   summary: "Load a paper-size model and run every stage once (load, forward, a MoKA training " +
     "step, an MMLU 5-shot batch, greedy generation); print one JSON object of times and memory.",

@@ -8,7 +8,7 @@
  */
 import { type CommandSpec, intOption, numberOption, runCli, UsageError } from "./cli.ts";
 
-const SPEC: CommandSpec = {
+export const SPEC: CommandSpec = {
   name: "deno task soak",
   summary: "Run a command repeatedly and count clean exits, failures, signals and heap-check " +
     "messages (for crashes that show up once in many runs).",

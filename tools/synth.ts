@@ -7,7 +7,7 @@ import { SYNTHETIC_SHAPES, writeSyntheticHf } from "../models/synthetic.ts";
 import { choiceOption, type CommandSpec, intOption, runCli, UsageError } from "./cli.ts";
 import { byteSize, progressPrinter } from "./progress.ts";
 
-const SPEC: CommandSpec = {
+export const SPEC: CommandSpec = {
   name: "deno task synth",
   summary: "Write a synthetic Hugging Face LLaMA checkpoint (random weights, real shapes).",
   options: {

@@ -19,6 +19,7 @@ export class Llama2cTokenizer implements TextTokenizer {
   readonly scores: Float32Array;
   readonly #lookup = new Map<string, number>();
   readonly #latin1 = new TextDecoder("latin1");
+  readonly #pairs = new Map<number, number>();
 
   /** Build from parsed pieces and scores. */
   constructor(pieces: Uint8Array[], scores: Float32Array) {
@@ -97,30 +98,91 @@ export class Llama2cTokenizer implements TextTokenizer {
       if (id !== undefined) ids.push(id);
       else for (const b of bytes) ids.push(b + 3); // byte fallback: <0x00> is id 3
     }
-    // BPE: merge the best-scoring adjacent pair until none is in the vocabulary.
-    for (;;) {
-      let best = -Infinity;
-      let bestId = -1;
-      let bestAt = -1;
-      for (let i = 0; i + 1 < ids.length; i++) {
-        if (options.bos && i === 0) continue;
-        const a = this.pieces[ids[i]];
-        const b = this.pieces[ids[i + 1]];
-        const joined = new Uint8Array(a.length + b.length);
-        joined.set(a);
-        joined.set(b, a.length);
-        const id = this.#lookup.get(this.#key(joined));
-        if (id !== undefined && this.scores[id] > best) {
-          best = this.scores[id];
-          bestId = id;
-          bestAt = i;
-        }
-      }
-      if (bestAt < 0) break;
-      ids.splice(bestAt, 2, bestId);
-    }
+    // BPE: merge the best-scoring adjacent pair until none is in the vocabulary (ties: the
+    // leftmost, as llama2.c's scan). A heap of candidate pairs over a linked list makes this
+    // O(n log n) instead of a rescan per merge; entries made stale by a merge are skipped.
+    const merged = this.#mergeAll(ids, options.bos ? 1 : 0);
+    ids.length = 0;
+    ids.push(...merged);
     if (options.eos) ids.push(2);
     return ids;
+  }
+
+  /** The id of the concatenation of tokens a and b, or −1 (memoised per pair). */
+  #pairId(a: number, b: number): number {
+    const key = a * this.pieces.length + b;
+    let id = this.#pairs.get(key);
+    if (id === undefined) {
+      const pa = this.pieces[a];
+      const pb = this.pieces[b];
+      const joined = new Uint8Array(pa.length + pb.length);
+      joined.set(pa);
+      joined.set(pb, pa.length);
+      id = this.#lookup.get(this.#key(joined)) ?? -1;
+      this.#pairs.set(key, id);
+    }
+    return id;
+  }
+
+  /** Merge `ids` from index `first` on (a BOS before it never merges). */
+  #mergeAll(ids: number[], first: number): number[] {
+    const n = ids.length;
+    const token = Int32Array.from(ids);
+    const next = Int32Array.from({ length: n }, (_, i) => (i + 1 < n ? i + 1 : -1));
+    const prev = Int32Array.from({ length: n }, (_, i) => i - 1);
+    const version = new Int32Array(n);
+    const dead = new Uint8Array(n);
+    // Heap entries: [score, left, right, merged id, version of left, version of right].
+    type Entry = [number, number, number, number, number, number];
+    const heap: Entry[] = [];
+    const above = (x: Entry, y: Entry) => x[0] > y[0] || (x[0] === y[0] && x[1] < y[1]);
+    const push = (e: Entry) => {
+      heap.push(e);
+      for (let i = heap.length - 1; i > 0;) {
+        const p = (i - 1) >> 1;
+        if (!above(heap[i], heap[p])) break;
+        [heap[i], heap[p]] = [heap[p], heap[i]];
+        i = p;
+      }
+    };
+    const pop = (): Entry => {
+      const top = heap[0];
+      const last = heap.pop()!;
+      if (heap.length) {
+        heap[0] = last;
+        for (let i = 0;;) {
+          const l = 2 * i + 1;
+          const r = l + 1;
+          let m = i;
+          if (l < heap.length && above(heap[l], heap[m])) m = l;
+          if (r < heap.length && above(heap[r], heap[m])) m = r;
+          if (m === i) break;
+          [heap[i], heap[m]] = [heap[m], heap[i]];
+          i = m;
+        }
+      }
+      return top;
+    };
+    const consider = (left: number, right: number) => {
+      if (left < first || right < 0) return;
+      const id = this.#pairId(token[left], token[right]);
+      if (id >= 0) push([this.scores[id], left, right, id, version[left], version[right]]);
+    };
+    for (let i = first; i + 1 < n; i++) consider(i, i + 1);
+    while (heap.length) {
+      const [, left, right, id, vl, vr] = pop();
+      if (dead[left] || dead[right] || version[left] !== vl || version[right] !== vr) continue;
+      token[left] = id;
+      version[left]++;
+      dead[right] = 1;
+      next[left] = next[right];
+      if (next[right] >= 0) prev[next[right]] = left;
+      consider(prev[left], left);
+      consider(left, next[left]);
+    }
+    const out: number[] = [];
+    for (let i = 0; i >= 0 && i < n; i = next[i]) out.push(token[i]);
+    return out;
   }
 
   /** Bytes of one token after `prev` (llama2.c: drop the space after BOS, `<0xXX>` is a byte). */

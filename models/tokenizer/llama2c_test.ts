@@ -41,3 +41,54 @@ Deno.test("tokenizer: without tokenizer.bin the byte-fallback encoding is used a
     (await loadLlama2cTokenizer(defaultModelPath("tok512.bin"), 512)) instanceof Llama2cTokenizer,
   );
 });
+
+/** llama2.c's encode loop as run.c writes it: rescan every pair, merge the first best. */
+function rescanEncode(tok: Llama2cTokenizer, text: string): number[] {
+  const latin1 = new TextDecoder("latin1");
+  const lookup = new Map<string, number>();
+  tok.pieces.forEach((p, id) => {
+    if (!lookup.has(latin1.decode(p))) lookup.set(latin1.decode(p), id);
+  });
+  const ids = [1, lookup.get(" ")!];
+  for (const ch of text) {
+    const bytes = new TextEncoder().encode(ch);
+    const id = lookup.get(latin1.decode(bytes));
+    if (id !== undefined) ids.push(id);
+    else for (const b of bytes) ids.push(b + 3);
+  }
+  for (;;) {
+    let best = -Infinity;
+    let at = -1;
+    let bestId = -1;
+    for (let i = 1; i + 1 < ids.length; i++) {
+      const id = lookup.get(
+        latin1.decode(tok.pieces[ids[i]]) + latin1.decode(tok.pieces[ids[i + 1]]),
+      );
+      if (id !== undefined && tok.scores[id] > best) [best, at, bestId] = [tok.scores[id], i, id];
+    }
+    if (at < 0) return ids;
+    ids.splice(at, 2, bestId);
+  }
+}
+
+Deno.test("tokenizer: the heap-ordered merges give llama2.c's rescan result on 300 random texts", async () => {
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), 512);
+  const alphabet = "aaeeiioouu tnsrhldcmfpgwybvk.,!?'\n  ThSATé🙂";
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let k = 0; k < 300; k++) {
+    const chars = [...alphabet];
+    const text = Array.from(
+      { length: 1 + Math.floor(rand() * 120) },
+      () => chars[Math.floor(rand() * chars.length)],
+    ).join("");
+    assert.deepEqual(
+      tok.encode(text, { bos: true }),
+      rescanEncode(tok, text),
+      JSON.stringify(text),
+    );
+  }
+  // Ties between equal-scoring pairs go to the leftmost, as the rescan does.
+  const repeated = "aaaa aaaa the the the";
+  assert.deepEqual(tok.encode(repeated, { bos: true }), rescanEncode(tok, repeated));
+});

@@ -21,6 +21,8 @@ const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
 const GridZod = z.object({
   /** Profile name (recorded in reports). */
   profile: z.string(),
+  /** What the profile is and is not, shown on the report pages. */
+  description: z.string().default(""),
   /** llama2.c `.bin` or HF folder; null = the embedded stories260K. */
   model: z.string().nullable().default(null),
   /** llama2.c tokenizer for a `.bin` model (null: tok512 next to the embedded model). */
@@ -35,6 +37,8 @@ const GridZod = z.object({
   seeds: z.array(z.number().int()).min(1),
   /** The commonsense family (omit to skip it). */
   commonsense: z.object({
+    /** The grid's adapters that run in this family (default: all). */
+    adapters: z.array(z.string()).min(1).optional(),
     tasks: z.array(z.string()).min(1),
     /** commonsense_170k-style file (null: the tasks' train splits). */
     trainFile: z.string().nullable().default(null),
@@ -45,9 +49,17 @@ const GridZod = z.object({
     maxNew: z.number().int().positive(),
     /** Prompts, loss mask and extraction: "auto" = DoRA's for DoRA runs, LLM-Adapters' else. */
     protocol: z.enum(["auto", "llm-adapters", "dora"]).default("auto"),
+    /** Test records per task for the held-out loss (0: none). */
+    heldOutLimit: z.number().int().nonnegative().default(16),
+    /** Test records per task scored by log-likelihood multiple choice (default testLimit). */
+    choiceLimit: z.number().int().nonnegative().optional(),
+    /** Generations shown per task on the run page. */
+    samples: z.number().int().nonnegative().default(3),
   }).strict().optional(),
-  /** The instruction family: Alpaca data, then MMLU (omit to skip it). */
-  instruction: z.object({
+  /** The MMLU family: instruction tuning on Alpaca data, then MMLU (omit to skip it). */
+  mmlu: z.object({
+    /** The grid's adapters that run in this family (default: all). */
+    adapters: z.array(z.string()).min(1).optional(),
     /** Alpaca-format file (null: the commonsense train splits of `fallbackTasks`, for smoke runs). */
     trainFile: z.string().nullable().default(null),
     fallbackTasks: z.array(z.string()).default([]),
@@ -56,17 +68,36 @@ const GridZod = z.object({
     subjects: z.array(z.string()).nullable().default(null),
     mmluLimit: z.number().int().positive().optional(),
     shots: z.number().int().nonnegative(),
+    /**
+     * Records for the held-out loss: those after the training slice of the train file, or the
+     * test split of `fallbackTasks` (0: none).
+     */
+    heldOutLimit: z.number().int().nonnegative().default(32),
   }).strict().optional(),
   /** Trainer settings shared by the runs (steps, lr, warmup, batchSize, gradAccum, ...). */
   train: z.record(z.string(), z.unknown()),
   /** The paper's trainable-parameter counts by adapter name, shown beside each run's. */
   paperParams: z.record(z.string(), z.number().positive()).default({}),
-}).strict();
+}).strict().superRefine((c, ctx) => {
+  for (const family of ["commonsense", "mmlu"] as const) {
+    for (const [i, name] of (c[family]?.adapters ?? []).entries()) {
+      if (!(name in c.adapters)) {
+        ctx.addIssue({
+          code: "custom",
+          path: [family, "adapters", i],
+          message: `"${name}" is not one of the grid's adapters (${Object.keys(c.adapters)})`,
+        });
+      }
+    }
+  }
+});
 
 /** A validated grid configuration (see the zod schema above for each field's meaning). */
 export interface GridConfig {
   /** Profile name. */
   profile: string;
+  /** What the profile is and is not (report banner). */
+  description: string;
   /** Model path (null: embedded stories260K). */
   model: string | null;
   /** llama2.c tokenizer path (null: next to the model). */
@@ -81,6 +112,7 @@ export interface GridConfig {
   seeds: number[];
   /** Commonsense family settings. */
   commonsense?: {
+    adapters?: string[];
     tasks: string[];
     trainFile: string | null;
     trainLimit?: number;
@@ -89,9 +121,13 @@ export interface GridConfig {
     beams: number;
     maxNew: number;
     protocol: "auto" | "llm-adapters" | "dora";
+    heldOutLimit: number;
+    choiceLimit?: number;
+    samples: number;
   };
-  /** Instruction family settings. */
-  instruction?: {
+  /** MMLU family settings (instruction tuning, then MMLU). */
+  mmlu?: {
+    adapters?: string[];
     trainFile: string | null;
     fallbackTasks: string[];
     trainLimit?: number;
@@ -99,6 +135,7 @@ export interface GridConfig {
     subjects: string[] | null;
     mmluLimit?: number;
     shots: number;
+    heldOutLimit: number;
   };
   /** Trainer settings. */
   train: Record<string, unknown>;
@@ -169,7 +206,7 @@ function fullProfile(
       beams: 4,
       maxNew: 32,
     },
-    instruction: { trainFile: "alpaca_data.json", maxLen: 512, shots: 5 },
+    mmlu: { trainFile: "alpaca_data.json", maxLen: 512, shots: 5 },
     // 3 epochs of commonsense_170k at batch 16 ≈ 31,900 steps.
     train: {
       steps: 31900,
@@ -187,29 +224,39 @@ function fullProfile(
 export const PROFILES: Record<ProfileName, unknown> = {
   smoke: {
     profile: "smoke",
+    description: "A pipeline check, not a result: the embedded stories260K (260K parameters, " +
+      "trained on children's stories) fine-tuned for 8 steps on 24 records, 3 seeds per adapter. " +
+      "It cannot answer commonsense or MMLU questions: expect accuracies near chance and " +
+      "unparseable generations. What moves at this size is the held-out loss (response tokens " +
+      "of records never trained on): adapters should cut it well below the base model's. The " +
+      "full-llama3-8b and full-llama2-7b profiles run the paper's protocol on real checkpoints.",
     adapters: {
       base: null,
       moka: MOKA_SMOKE,
       moka_s: { kind: "moka", components: [[4, 4], [2, 2]], identityA: true, zeroInit: "B" },
-      moka_nogate: { ...MOKA_SMOKE, gate: "frozen" },
-      krona: { kind: "krona", a: [4, 4] },
-      lora: { kind: "lora", r: 4, alpha: 8 },
-      dora: { kind: "dora", r: 4, alpha: 8 },
+      // r = 12: 47,520 trainable, matched to MoKA's 47,750 on stories260K.
+      lora: { kind: "lora", r: 12, alpha: 24 },
+      dora: { kind: "dora", r: 12, alpha: 24 },
     },
     targets: ["q", "k", "v", "up", "down"],
-    seeds: [1],
+    seeds: [1, 2, 3],
     // Prompts of these tasks are 200–340 tokens with tok512; boolq and openbookqa have train splits.
     commonsense: {
       tasks: ["boolq", "openbookqa", "winogrande"],
       trainLimit: 12,
-      testLimit: 3,
+      testLimit: 2,
+      choiceLimit: 24,
+      heldOutLimit: 8,
       maxLen: 320,
       beams: 4,
       maxNew: 8,
+      samples: 2,
     },
-    instruction: {
+    mmlu: {
+      adapters: ["base", "moka", "lora"],
       fallbackTasks: ["openbookqa"],
-      trainLimit: 12,
+      trainLimit: 24,
+      heldOutLimit: 16,
       maxLen: 320,
       subjects: ["marketing", "sociology"],
       mmluLimit: 4,
@@ -242,6 +289,11 @@ export function profile(name: string): unknown {
 
 /** Parse a grid config (a profile name or an object); the error names the field. */
 export function parseGridConfig(value: unknown, source = "grid config"): GridConfig {
+  // `instruction`, the MMLU family's former name, is still read.
+  if (value && typeof value === "object" && "instruction" in value && !("mmlu" in value)) {
+    const { instruction, ...rest } = value as Record<string, unknown>;
+    value = { ...rest, mmlu: instruction };
+  }
   const r = GridZod.safeParse(value);
   if (!r.success) {
     const i = r.error.issues[0];
@@ -257,18 +309,28 @@ export interface PlannedRun {
   /** Adapter name in the config. */
   adapter: string;
   /** Task family. */
-  family: "commonsense" | "instruction";
+  family: Family;
   /** Seed. */
   seed: number;
 }
 
-/** Every run of the grid, in a stable order (adapters, families, seeds as configured). */
+/** The task families, named as `deno task eval --family`, the reports and the server name them. */
+export const FAMILIES = ["commonsense", "mmlu"] as const;
+
+/** A task family: `commonsense` (LLM-Adapters' protocol) or `mmlu` (Alpaca → MMLU). */
+export type Family = typeof FAMILIES[number];
+
+/**
+ * Every run of the grid, in a stable order (adapters, families, seeds as configured). The base
+ * model (a null adapter) runs once per family, at the first seed: nothing of it depends on a seed.
+ */
 export function planGrid(c: GridConfig): PlannedRun[] {
-  const families = (["commonsense", "instruction"] as const).filter((f) => c[f] !== undefined);
+  const families = FAMILIES.filter((f) => c[f] !== undefined);
   const runs: PlannedRun[] = [];
   for (const adapter of Object.keys(c.adapters)) {
     for (const family of families) {
-      for (const seed of c.seeds) {
+      if (c[family]!.adapters && !c[family]!.adapters!.includes(adapter)) continue;
+      for (const seed of c.adapters[adapter] === null ? c.seeds.slice(0, 1) : c.seeds) {
         runs.push({ id: `${adapter}-${family}-s${seed}`, adapter, family, seed });
       }
     }

@@ -13,7 +13,7 @@ const TINY = {
   adapters: { base: null, lora: { kind: "lora", r: 2, alpha: 4 } },
   targets: ["q", "v"],
   seeds: [1],
-  instruction: {
+  mmlu: {
     fallbackTasks: ["openbookqa"],
     trainLimit: 4,
     maxLen: 320,
@@ -27,10 +27,29 @@ const TINY = {
 Deno.test("grid: profiles parse, plans are stable, shards are disjoint and cover the grid", () => {
   const smoke = parseGridConfig(PROFILES.smoke);
   const runs = planGrid(smoke);
-  assert.equal(runs.length, 7 * 2);
+  const trained = (names: string[]) =>
+    names.filter((a) => smoke.adapters[a] !== null).length * smoke.seeds.length;
+  // The base model runs once per family (it depends on no seed); adapters at every seed (≥ 3),
+  // the MMLU family on its subset of the adapters.
+  assert.ok(smoke.seeds.length >= 3);
+  assert.equal(
+    runs.length,
+    2 + trained(Object.keys(smoke.adapters)) + trained(smoke.mmlu!.adapters!),
+  );
+  assert.ok(
+    runs.every((r) => r.family === "commonsense" || smoke.mmlu!.adapters!.includes(r.adapter)),
+  );
+  assert.throws(
+    () => parseGridConfig({ ...TINY, mmlu: { ...TINY.mmlu, adapters: ["nope"] } }),
+    /field mmlu\.adapters\.0: "nope" is not one of the grid's adapters/,
+  );
   assert.equal(runs[0].id, "base-commonsense-s1");
+  assert.equal(runs.filter((r) => r.adapter === "base").length, 2);
   const full = parseGridConfig(PROFILES["full-llama3-8b"]);
-  assert.ok(planGrid(full).some((r) => r.id === "dora-instruction-s42"));
+  assert.ok(planGrid(full).some((r) => r.id === "dora-mmlu-s42"));
+  // The MMLU family's former name is still read.
+  const { mmlu, ...rest } = TINY;
+  assert.deepEqual(parseGridConfig({ ...rest, instruction: mmlu }), parseGridConfig(TINY));
   assert.deepEqual(profile("full"), PROFILES["full-llama3-8b"]);
   const parts = [0, 1, 2].map((i) => shardRuns(runs, { index: i, count: 3 }).map((r) => r.id));
   assert.deepEqual(parts.flat().sort(), runs.map((r) => r.id).sort());

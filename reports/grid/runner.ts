@@ -14,15 +14,29 @@ import { openModel } from "../../models/llama/open.ts";
 import { progressLine, Trainer } from "../../models/llama/train.ts";
 import { defaultModelPath } from "../../models/paths.ts";
 import type { TextTokenizer } from "../../models/tokenizer/tokenizer.ts";
-import { PROTOCOL } from "../../tasks/alpaca.ts";
-import { loadRecordFile, parseTask } from "../../tasks/commonsense/data.ts";
+import { majorityBaseline, wilsonInterval } from "../../evals/stats.ts";
+import { type InstructionRecord, PROTOCOL } from "../../tasks/alpaca.ts";
+import {
+  COMMONSENSE_TASKS,
+  type CommonsenseTask,
+  loadCommonsense,
+  loadRecordFile,
+  parseTask,
+} from "../../tasks/commonsense/data.ts";
 import {
   commonsenseTrainRecords,
+  evaluateHeldOut,
   runCommonsense,
   runMmlu,
   toExamples,
 } from "../../tasks/pipeline.ts";
-import { parseRunReport, type RunReport, RunReportSchema } from "../schema.ts";
+import {
+  type ChoiceAccuracy,
+  parseRunReport,
+  type RunReport,
+  RunReportSchema,
+  type TaskAccuracy,
+} from "../schema.ts";
 import { canonicalJson, type GridConfig, type PlannedRun, runConfig, sha256 } from "./config.ts";
 
 /** The grid's base model on the GPU and its tokenizer, shared by the runs of one process. */
@@ -81,6 +95,80 @@ export async function finishedReport(dir: string, hash: string): Promise<RunRepo
   }
 }
 
+type CommonsenseResult = Awaited<ReturnType<typeof runCommonsense>>;
+type CommonsenseFamily = NonNullable<GridConfig["commonsense"]>;
+
+/** Gold answers of the evaluated records of each task (the generation and the choice sets). */
+async function goldAnswers(dataDir: string, cs: CommonsenseFamily) {
+  const limits = [cs.testLimit, cs.choiceLimit ?? cs.testLimit];
+  const limit = limits.includes(undefined) ? undefined : Math.max(...limits as number[]);
+  const out: Record<string, string[]> = {};
+  for (const t of cs.tasks.map(parseTask)) {
+    out[t] = (await loadCommonsense(dataDir, t, "test", limit)).map((r) => r.answer ?? "");
+  }
+  return out;
+}
+
+/** Per-task accuracies with n, a 95 % Wilson interval, chance and majority; multiple choice. */
+function commonsenseMetrics(
+  r: CommonsenseResult,
+  gold: Record<string, string[]>,
+): NonNullable<RunReport["metrics"]["commonsense"]> {
+  const tasks: Record<string, TaskAccuracy> = {};
+  for (const [t, score] of Object.entries(r.eval.tasks)) {
+    const options = COMMONSENSE_TASKS[t as CommonsenseTask].source.split("|").length;
+    tasks[t] = {
+      ...score!,
+      ci: wilsonInterval(score!.correct, score!.total),
+      // Generation can also answer nothing; a uniform guess among the task's answer words.
+      chance: 1 / options,
+      // The most frequent answer over the larger evaluated set (the multiple-choice one).
+      majority: majorityBaseline(
+        (gold[t] ?? []).slice(
+          0,
+          Math.max(score!.total, r.choice[t as CommonsenseTask]?.total ?? 0),
+        ),
+      ),
+    };
+  }
+  const choice: Record<string, ChoiceAccuracy> = {};
+  for (const [t, c] of Object.entries(r.choice)) {
+    choice[t] = { ...c!, ci: wilsonInterval(c!.correct, c!.total) };
+  }
+  const mean = (v: number[]) => (v.length ? v.reduce((a, b) => a + b, 0) / v.length : 0);
+  const choices = Object.values(choice);
+  return {
+    tasks,
+    average: r.eval.average,
+    ...(choices.length
+      ? {
+        choice,
+        choiceAverage: mean(choices.map((c) => c.acc)),
+        chanceAverage: mean(choices.map((c) => c.chance)),
+      }
+      : {}),
+  };
+}
+
+/** The first `n` generations of each task with the extracted and the gold answer. */
+function commonsenseSamples(r: CommonsenseResult, gold: Record<string, string[]>, n: number) {
+  return Object.entries(r.eval.generations).flatMap(([task, texts]) =>
+    texts.slice(0, n).map((response, i) => ({
+      task,
+      response,
+      extracted: r.eval.predictions[task][i],
+      gold: gold[task]?.[i] ?? "",
+    }))
+  );
+}
+
+/** Test records of the fallback tasks (the MMLU family's held-out set when no train file). */
+async function heldOutFallback(dataDir: string, tasks: string[], limit: number) {
+  const out: InstructionRecord[] = [];
+  for (const t of tasks.map(parseTask)) out.push(...await loadCommonsense(dataDir, t, "test"));
+  return out.slice(0, limit);
+}
+
 /** Execute one run (or return its existing report). `log` gets progress lines. */
 export async function executeRun(
   rt: GpuRuntime,
@@ -114,6 +202,8 @@ export async function executeRun(
     const progress = (log: Parameters<typeof progressLine>[0], eta: number) =>
       options.log(`${run.id}: ${progressLine(log, Number(c.train.steps), eta)}`);
     const metrics: RunReport["metrics"] = {};
+    let samples: RunReport["samples"] = undefined;
+    let heldOutRecords: InstructionRecord[] | null = null;
     let history: RunReport["lossCurve"] = [];
     let trainSeconds = 0;
     let tokens = 0;
@@ -138,16 +228,18 @@ export async function executeRun(
         fingerprint: configHash,
         checkpointPath: `${dir}/ckpt.safetensors`,
         progress,
+        heldOutLimit: cs.heldOutLimit,
+        choiceLimit: cs.choiceLimit,
       });
       history = r.history.map((h) => [h.step, h.loss]);
       trainSeconds = r.history.reduce((s, h) => s + h.seconds, 0);
       tokens = r.history.reduce((s, h) => s + h.tokens, 0);
-      metrics.commonsense = {
-        tasks: r.eval.tasks as Record<string, never>,
-        average: r.eval.average,
-      };
+      if (r.heldOut) metrics.heldOut = r.heldOut;
+      const gold = await goldAnswers(options.dataDir, cs);
+      metrics.commonsense = commonsenseMetrics(r, gold);
+      samples = commonsenseSamples(r, gold, cs.samples);
     } else {
-      const ins = c.instruction!;
+      const ins = c.mmlu!;
       if (train) {
         const records = ins.trainFile
           ? await loadRecordFile(resolve(ins.trainFile), false)
@@ -159,6 +251,9 @@ export async function executeRun(
           ins.trainLimit ? records.slice(0, ins.trainLimit) : records,
           ins.maxLen,
         );
+        heldOutRecords = ins.trainFile
+          ? records.slice(ins.trainLimit ?? records.length).slice(0, ins.heldOutLimit)
+          : null;
         const trainer = new Trainer(rt, gpu, { seq: ins.maxLen, ...train }, examples, configHash);
         try {
           try {
@@ -175,13 +270,33 @@ export async function executeRun(
         }
       }
       evalStart = performance.now();
+      if (ins.heldOutLimit > 0) {
+        // Without a train file the fallback tasks' test splits are the records never trained on.
+        heldOutRecords ??= ins.trainFile
+          ? (await loadRecordFile(resolve(ins.trainFile), false))
+            .slice(ins.trainLimit ?? Infinity).slice(0, ins.heldOutLimit)
+          : await heldOutFallback(options.dataDir, ins.fallbackTasks, ins.heldOutLimit);
+        if (heldOutRecords.length) {
+          metrics.heldOut = await evaluateHeldOut(
+            rt,
+            gpu,
+            model.tok,
+            heldOutRecords,
+            model.config.seqLen,
+          );
+        }
+      }
       const m = await runMmlu(rt, gpu, model.tok, {
         dataDir: options.dataDir,
         subjects: ins.subjects ?? undefined,
         limit: ins.mmluLimit,
         shots: ins.shots,
       });
-      metrics.mmlu = { ...m, categories: m.categories as Record<string, number> };
+      metrics.mmlu = {
+        ...m,
+        categories: m.categories as Record<string, number>,
+        ci: wilsonInterval(m.correct, m.total),
+      };
     }
     const evalSeconds = run.family === "commonsense"
       ? Math.max(0, (performance.now() - t0) / 1000 - trainSeconds)
@@ -199,6 +314,7 @@ export async function executeRun(
       kind: "run",
       id: run.id,
       profile: c.profile,
+      profileDescription: c.description || undefined,
       adapter: run.adapter,
       adapterConfig,
       family: run.family,
@@ -213,6 +329,7 @@ export async function executeRun(
       trainableParams,
       paperTrainableParams: c.paperParams[run.adapter] ?? null,
       metrics,
+      samples,
       lossCurve: history,
       timings: {
         trainSeconds,

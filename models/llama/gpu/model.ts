@@ -100,8 +100,12 @@ export interface GpuLlamaOptions extends WeightLoadOptions {
   checkpointing?: boolean | "auto";
 }
 
-/** Which logits {@link GpuLlama.forward} computes. */
-export type LogitsRequest = "all" | "none" | readonly number[];
+/**
+ * What {@link GpuLlama.forward} computes after the last block: all logits, none, the logits of
+ * some rows, or — `{ targets }` — each row's cross-entropy against the targets (i32, −1 masked,
+ * in a u32 tensor), without materialising the logits (held-out loss of a big vocabulary).
+ */
+export type LogitsRequest = "all" | "none" | readonly number[] | { targets: GpuTensor };
 
 /** Options of {@link GpuLlama.forward}. */
 export interface ForwardOptions {
@@ -563,7 +567,15 @@ export class GpuLlama {
       h = out;
     }
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
-    const logits = await this.#logits(batch, nf, rows, options.logits ?? "all");
+    const request = options.logits ?? "all";
+    let logits: GpuTensor | null;
+    if (typeof request === "object" && "targets" in request) {
+      if (request.targets.size !== rows) {
+        throw new RangeError(`forward: ${request.targets.size} targets for ${rows} rows`);
+      }
+      logits = rt.empty([rows]);
+      await this.#classifierLoss(batch, nf, null, request.targets, logits, 1);
+    } else logits = await this.#logits(batch, nf, rows, request);
     if (keep) {
       this.#tape = {
         batch,
@@ -638,7 +650,7 @@ export class GpuLlama {
     batch: Batch,
     nf: GpuTensor,
     rows: number,
-    request: LogitsRequest,
+    request: "all" | "none" | readonly number[],
   ): Promise<GpuTensor | null> {
     const rt = this.#rt;
     const { dim, vocab } = this.config;
@@ -734,11 +746,14 @@ export class GpuLlama {
     return loss;
   }
 
-  /** loss[r] and dnf = ∂L/∂nf of the classifier and the cross-entropy, in chunks (see above). */
+  /**
+   * loss[r] and dnf = ∂L/∂nf of the classifier and the cross-entropy, in chunks (see above); with
+   * `dnf` null the loss only.
+   */
   async #classifierLoss(
     batch: Batch,
     nf: GpuTensor,
-    dnf: GpuTensor,
+    dnf: GpuTensor | null,
     targets: GpuTensor,
     loss: GpuTensor,
     count: number,
@@ -753,11 +768,11 @@ export class GpuLlama {
     if (fit < 1) throw new RangeError(`a ${widest}-entry logits row exceeds the chunk budget`);
     const chunkRows = fit >= nf.size / dim ? nf.size / dim : Math.max(align, fit - (fit % align));
     const rows = nf.size / dim;
-    const keepAll = chunkRows * vocab * 4 <= this.#logitsChunkBytes;
+    const keepAll = dnf !== null && chunkRows * vocab * 4 <= this.#logitsChunkBytes;
     for (let r0 = 0; r0 < rows; r0 += chunkRows) {
       const n = Math.min(chunkRows, rows - r0);
       const x = nf.rows(r0, n);
-      const dx = dnf.rows(r0, n);
+      const dx = dnf?.rows(r0, n);
       const m = batch.scratch([n]);
       const s = batch.scratch([n]);
       const tl = batch.scratch([n]);
@@ -775,7 +790,7 @@ export class GpuLlama {
         else batch.recycle(logits);
       }
       await ceFinish(rt, batch, { rows: n, r0, targets, m, s, tl, loss });
-      for (let b = 0; b < blocks.length; b++) {
+      for (let b = 0; dx && b < blocks.length; b++) {
         const logits = keepAll ? kept[b] : await blockLogits(b);
         const chunk = { logits, rows: n, width: blocks[b].weight.rows, v0: blocks[b].rowStart, r0 };
         await ceGrad(rt, batch, { chunk, targets, lse: m, count });
