@@ -48,6 +48,7 @@ export {
 } from "./kernels/runtime/device.ts";
 export { bucketSize, BufferPool, type PoolStats } from "./kernels/runtime/buffer_pool.ts";
 export { PipelineCache } from "./kernels/runtime/pipeline_cache.ts";
+export { type ArenaSlot, planArena, TensorArena } from "./kernels/runtime/arena.ts";
 export { Batch, type Binding, type KernelTiming } from "./kernels/runtime/batch.ts";
 export {
   GpuTensor,
@@ -202,6 +203,7 @@ export {
   type GpuLayerOptions,
   type Params,
   type ParamSpec,
+  type ParamStorage,
   type PassOptions,
 } from "./models/adapters/adapter.ts";
 export {
@@ -248,10 +250,22 @@ export {
   DEFAULT_KRON_SCRATCH_BYTES,
   DEFAULT_KRON_SCRATCH_BYTES_GPU,
   defaultKronScratchBytes,
+  directForwardMacs,
+  fuseBelow,
   type KronComponentTensors,
   type KronGpuOptions,
   KronMixtureGpu,
 } from "./models/adapters/kron_gpu.ts";
+export {
+  DIRECT_FORWARD_MACS,
+  fusedKronBackward,
+  type FusedKronComponent,
+  fusedKronForward,
+  fusedKronGateGrad,
+  type FusedKronLayer,
+  type FusedKronPlan,
+  fusedKronPlan,
+} from "./kernels/adapters/kron_fused.ts";
 export {
   ADAPTER_FILE_FORMAT,
   ADAPTER_FILE_VERSION,
@@ -415,17 +429,29 @@ export {
   type GpuLlamaOptions,
   KvCache,
   type LogitsRequest,
+  type Trainables,
 } from "./models/llama/gpu/model.ts";
 export {
   cpuLogitsAt,
   cpuScorer,
   generate,
+  generateOnGpu,
   type GenerateOptions,
+  type Generation,
+  type GpuGenerateOptions,
   gpuScorer,
   logitsAt,
   nextTokenLogits,
   type Scorer,
+  search,
+  searchOnGpu,
 } from "./models/llama/generate.ts";
+export {
+  beamSelect,
+  type BeamStateLayout,
+  beamStateLayout,
+  greedySelect,
+} from "./kernels/llama/select.ts";
 export {
   CHECKPOINT_FORMAT,
   type DataPosition,

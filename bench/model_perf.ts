@@ -1,6 +1,7 @@
 /**
  * Model measurements for `deno task perf`: MoKA fine-tuning tokens/s (NF4 base, MoKA on every
- * target module, seq 256) and KV-cached greedy generation tokens/s, on the embedded stories260K
+ * target module, seq 256; against the per-component matmul kernels in the same run) and KV-cached
+ * greedy and 4-beam generation tokens/s (selection on the host against on the GPU), on the embedded stories260K
  * and on a random model of LLaMA-like shape (d = 512, 8 layers) to show scaling; plus where the
  * GPU time of one training step goes (per-kernel timestamps, grouped by kernel family).
  */
@@ -9,7 +10,7 @@ import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { type Llama2cCheckpoint, type Llama2cConfig, loadLlama2c } from "../models/llama2c.ts";
 import { fromLlama2c } from "../models/llama/config.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
-import { generate, gpuScorer } from "../models/llama/generate.ts";
+import { generate, generateOnGpu, gpuScorer } from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { randomCheckpoint } from "../models/llama/testing.ts";
 import { type Example, Trainer } from "../models/llama/train.ts";
@@ -29,6 +30,31 @@ export const RANDOM_512: Llama2cConfig = {
   sharedClassifier: true,
 };
 
+const ratio = (a: number, b: number) => sig3(a / b);
+
+async function trainTokensPerSecond(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  data: Example[],
+  seq: number,
+): Promise<number> {
+  const trainer = new Trainer(rt, model, { steps: 3, lr: 1e-3, batchSize: 1, seq }, data, "perf");
+  await trainer.trainStep(); // warm-up: pipelines compile
+  const steps = [await trainer.trainStep(), await trainer.trainStep()];
+  trainer.release();
+  return (steps.length * seq) / steps.reduce((s, l) => s + l.seconds, 0);
+}
+
+async function generationTokensPerSecond(
+  run: (maxNew: number) => Promise<unknown>,
+  n: number,
+): Promise<number> {
+  await run(4); // warm-up
+  const t0 = performance.now();
+  await run(n);
+  return n / ((performance.now() - t0) / 1000);
+}
+
 async function measure(
   rt: GpuRuntime,
   name: string,
@@ -40,18 +66,25 @@ async function measure(
   const config = fromLlama2c(ckpt.config);
   const model = await GpuLlama.create(rt, config, ckpt, { base: "nf4" });
   const adapters = await adaptersForModel(config, moka, 1);
-  await model.attach(adapters);
   const seq = 256;
   const next = rng(5);
   const data: Example[] = Array.from({ length: 4 }, () => {
     const ids = Array.from({ length: seq + 1 }, () => 3 + Math.floor(next() * (config.vocab - 3)));
     return { ids: ids.slice(0, seq), targets: ids.slice(1) };
   });
-  const trainer = new Trainer(rt, model, { steps: 3, lr: 1e-3, batchSize: 1, seq }, data, "perf");
+  // The baseline in the same run: the adapters' per-component matmul kernels.
+  log(`${name}: training, per-component matmul kernels (baseline) ...`);
+  await model.attach(adapters, { kernels: "matmul" });
+  const baseTps = await trainTokensPerSecond(rt, model, data, seq);
+  log(`  ${baseTps.toFixed(1)} tokens/s`);
+  out[`train_tokens_per_s_matmul_kernels_${name}`] = sig3(baseTps);
+
+  await model.attach(adapters); // kernels chosen by size (fused where dispatches dominate)
   log(`${name}: training step (MoKA ${JSON.stringify(moka)}, NF4 base, seq ${seq}) ...`);
   const before = rt.pool.stats.inUseBytes;
   rt.pool.resetPeak();
-  await trainer.trainStep(); // warm-up: pipelines compile
+  const trainTps = await trainTokensPerSecond(rt, model, data, seq);
+  log(`  ${trainTps.toFixed(1)} tokens/s (${(seq / trainTps).toFixed(2)} s/step)`);
   // The step's pool growth beside the term-by-term estimate of what it holds.
   const estimate = estimateStepMemory(config, {
     base: "nf4",
@@ -65,13 +98,8 @@ async function measure(
   out[`train_step_pool_growth_bytes_${name}`] = rt.pool.stats.peakInUseBytes - before;
   out[`train_step_estimated_growth_bytes_${name}`] = estimate.activations + estimate.logits;
   out[`train_step_estimate_${name}`] = describeStepMemory(estimate);
-  const steps = [await trainer.trainStep(), await trainer.trainStep()];
-  const secs = steps.reduce((s, l) => s + l.seconds, 0);
-  const trainTps = (steps.length * seq) / secs;
-  log(`  ${trainTps.toFixed(1)} tokens/s (${(secs / steps.length).toFixed(2)} s/step)`);
-  trainer.release();
 
-  // Where one step's GPU time goes.
+  // Where one step's GPU time goes, and how many dispatches it takes.
   const ids = rt.upload(Uint32Array.from(data[0].ids), [seq]);
   const targets = rt.upload(Uint32Array.from(data[0].targets), [seq]);
   const b = rt.batch({ profile: true });
@@ -90,20 +118,48 @@ async function measure(
     out[`train_gpu_time_split_${name}`] = top.map(([k, ns]) =>
       `${k} ${(100 * ns / total).toFixed(0)}%`
     ).join(", ");
-    out[`train_step_dispatches_${name}`] = b.dispatchCount;
   }
+  // Forward and backward, plus the optimizer's gradient norm and AdamW (one each per buffer of
+  // packed parameters).
+  const buffers = model.trainables!.params.buffers.length;
+  out[`train_step_dispatches_${name}`] = b.dispatchCount + 2 * buffers;
   for (const t of [ids, targets, loss]) t.release();
 
-  log(`${name}: greedy generation with a KV cache ...`);
-  await generate(gpuScorer(rt, model), [1], config.vocab, { maxNew: 4, eos: -1 }); // warm-up
-  const t0 = performance.now();
+  // Generation from BOS, 32 tokens (no EOS), host-side selection against GPU-resident.
   const n = 32;
-  await generate(gpuScorer(rt, model), [1], config.vocab, { maxNew: n, eos: -1 });
-  const genTps = n / ((performance.now() - t0) / 1000);
-  log(`  ${genTps.toFixed(1)} tokens/s`);
+  const opts = (beams: number) => (maxNew: number) => ({ maxNew, eos: -1, beams });
+  for (const beams of [1, 4]) {
+    const what = beams === 1 ? "greedy" : `${beams}-beam`;
+    log(`${name}: ${what} generation with a KV cache, selection on the host ...`);
+    const host = await generationTokensPerSecond(
+      (m) => generate(gpuScorer(rt, model), [1], config.vocab, opts(beams)(m)),
+      n,
+    );
+    log(`  ${host.toFixed(1)} tokens/s; selection on the GPU ...`);
+    const gpu = await generationTokensPerSecond(
+      (m) => generateOnGpu(rt, model, [1], opts(beams)(m)),
+      n,
+    );
+    log(`  ${gpu.toFixed(1)} tokens/s`);
+    const key = beams === 1 ? "generate" : `generate_${beams}beam`;
+    out[`${key}_tokens_per_s_host_select_${name}`] = sig3(host);
+    out[`${key}_tokens_per_s_${name}`] = sig3(gpu);
+    out[`${key}_speedup_${name}`] = ratio(gpu, host);
+  }
+  const cache = model.createCache(1, 8);
+  const one = rt.upload(new Uint32Array([1]), [1], "u32");
+  const d = rt.batch();
+  const decoded = await model.decode(d, one, 0, cache);
+  out[`decode_step_dispatches_${name}`] = d.dispatchCount + 1; // + the selection
+  await d.submit();
+  for (const t of [cache, one, decoded]) t.release();
   out[`train_tokens_per_s_${name}`] = sig3(trainTps);
-  out[`generate_tokens_per_s_${name}`] = sig3(genTps);
+  out[`train_speedup_vs_matmul_kernels_${name}`] = ratio(trainTps, baseTps);
   out[`nf4_linear_weight_bytes_${name}`] = model.linearWeightBytes;
+  out[`trainable_params_${name}`] = [...adapters.values()].reduce(
+    (n, a) => n + a.trainableParams(),
+    0,
+  );
   model.release();
 }
 

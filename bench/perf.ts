@@ -25,6 +25,7 @@ import { tfjsMatmul } from "./tfjs_peer.ts";
 import { quantPerf } from "./quant_perf.ts";
 import { adapterPerf } from "./adapter_perf.ts";
 import { modelPerf } from "./model_perf.ts";
+import { torchPeer } from "./peer.ts";
 import { recordResult, renderPerformance } from "./perfdoc.ts";
 import { type CommandSpec, intOption, type ParsedCli, runCli, UsageError } from "../tools/cli.ts";
 
@@ -60,6 +61,12 @@ export const SPEC: CommandSpec = {
       type: "boolean",
       description: "Do not record a full run in bench/results nor render PERFORMANCE.md.",
     },
+    peer: {
+      type: "string",
+      value: "NAME",
+      description: "After the model section, run the same workloads in a peer framework and " +
+        "report the ratios: torch (Debian's python3-torch; skipped when absent).",
+    },
   },
   notes: "A full run (no --only) records its JSON in bench/results/perf-<device>.json and\n" +
     "renders PERFORMANCE.md again.",
@@ -67,6 +74,7 @@ export const SPEC: CommandSpec = {
     "deno task perf",
     "deno task perf --only quant,adapters --size 512",
     "deno task perf --markdown",
+    "deno task perf --only model --peer torch",
   ],
 };
 
@@ -77,6 +85,7 @@ interface Options {
   grid?: MatmulKernelConfig[];
   sweep: boolean;
   record: boolean;
+  peer?: "torch";
 }
 
 /** Check every option (a UsageError names the bad one) before the GPU starts. */
@@ -101,7 +110,21 @@ function options(values: ParsedCli["values"]): Options {
       throw new UsageError("--grid: expected a JSON list of kernel configs");
     }
   }
-  return { size, only, grid, sweep: values.sweep === true, record: values["no-record"] !== true };
+  const peer = values.peer as string | undefined;
+  if (peer !== undefined && peer !== "torch") {
+    throw new UsageError(`--peer=${peer}: unknown peer (torch)`);
+  }
+  if (peer && only && !only.includes("model")) {
+    throw new UsageError("--peer compares the model section: add model to --only");
+  }
+  return {
+    size,
+    only,
+    grid,
+    sweep: values.sweep === true,
+    record: values["no-record"] !== true,
+    peer: peer as "torch" | undefined,
+  };
 }
 
 async function main({ values }: ParsedCli): Promise<void> {
@@ -195,6 +218,7 @@ async function main({ values }: ParsedCli): Promise<void> {
   }
   if (wants("model")) {
     Object.assign(result, await modelPerf(rt, log));
+    if (opts.peer === "torch") Object.assign(result, await torchPeer(result, log));
   }
 
   if (opts.sweep || opts.grid) {

@@ -127,6 +127,59 @@ function scaleTable(runs: RecordedResult[]): string[] {
   return lines;
 }
 
+/**
+ * The small-model workloads at a glance: ours, the baseline measured in the same run (the
+ * adapters' per-component matmul kernels; token selection on the host), and the PyTorch peer.
+ */
+function modelTable(r: Record<string, unknown>): string[] {
+  const models = ["stories260k", "random_d512_l8"].filter((m) => r[`train_tokens_per_s_${m}`]);
+  if (!models.length) return [];
+  const rows: string[] = [
+    "| model · workload (tokens/s) | moka | baseline, same run | × | PyTorch CPU | moka ÷ PyTorch | dispatches |",
+    "| --- | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const m of models) {
+    const work = [
+      [
+        "MoKA training (1 × 256)",
+        "train_tokens_per_s",
+        "train_tokens_per_s_matmul_kernels",
+        "train_step_dispatches",
+      ],
+      [
+        "greedy generation",
+        "generate_tokens_per_s",
+        "generate_tokens_per_s_host_select",
+        "decode_step_dispatches",
+      ],
+      [
+        "4-beam generation",
+        "generate_4beam_tokens_per_s",
+        "generate_4beam_tokens_per_s_host_select",
+        "",
+      ],
+    ];
+    for (const [label, key, base, dispatches] of work) {
+      const ours = r[`${key}_${m}`] as number | undefined;
+      const b = r[`${base}_${m}`] as number | undefined;
+      const torch = r[`torch_${key}_${m}`] as number | undefined;
+      rows.push(
+        `| ${m} · ${label} | ${fmt(ours)} | ${fmt(b)} | ${ours && b ? fmt(ours / b) : "—"} | ` +
+          `${fmt(torch)} | ${fmt(r[`moka_over_torch_${key}_${m}`])} | ` +
+          `${dispatches ? fmt(r[`${dispatches}_${m}`]) : "—"} |`,
+      );
+    }
+  }
+  rows.push(
+    "",
+    "Baselines: training with the adapters' per-component matmul kernels; generation with the " +
+      "token chosen on the host after each step. Dispatches: one training step (forward, backward, " +
+      "gradient norm, AdamW) or one decoding step. PyTorch: `--peer torch`, f32 base, 2 threads.",
+    "",
+  );
+  return rows;
+}
+
 /** Render PERFORMANCE.md from bench/results. */
 export async function renderPerformance(): Promise<void> {
   const results = await readResults();
@@ -149,6 +202,7 @@ export async function renderPerformance(): Promise<void> {
   ];
   for (const r of perf) {
     lines.push(`### ${r.device}`, "", `${r.date.slice(0, 10)}, commit ${r.commit}.`, "");
+    lines.push(...modelTable(r.result));
     lines.push("| key | value |", "| --- | --- |");
     for (const [k, v] of Object.entries(r.result)) {
       if (k === "adapter" || k === "backend") continue;

@@ -10,7 +10,7 @@ import { countTrainableParams } from "../models/adapters/count.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
 import { describeStepMemory, estimateStepMemory } from "../models/llama/memory.ts";
 import { LLAMA3_8B } from "../models/llama_shapes.ts";
-import { generate, gpuScorer } from "../models/llama/generate.ts";
+import { generateOnGpu } from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { openModel } from "../models/llama/open.ts";
 import { type Example, Trainer } from "../models/llama/train.ts";
@@ -290,10 +290,7 @@ if (import.meta.main) {
         const prompt = opened.tok.encode("The following are multiple choice questions", {
           bos: true,
         });
-        const out = await generate(gpuScorer(rt, m), prompt, c.vocab, {
-          maxNew: genTokens,
-          eos: -1,
-        });
+        const out = await generateOnGpu(rt, m, prompt, { maxNew: genTokens, eos: -1 });
         result.generated_tokens = out.length;
       });
     } finally {

@@ -16,6 +16,7 @@ import type { Batch } from "../runtime/batch.ts";
 import { flatIndexWgsl, launch } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import { memoWgsl } from "../runtime/memo.ts";
 
 /** Keys scored per step of the online softmax (the output is rescaled once per tile). */
 const TILE = 16;
@@ -42,7 +43,7 @@ const QUERY_ROW = (hs: number) =>
 // 64-wide workgroups: each invocation holds head-size arrays in private memory.
 const FLAT64 = flatIndexWgsl(64);
 
-function forwardWgsl(hs: number): string {
+function forwardWgslUncached(hs: number): string {
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -87,7 +88,7 @@ ${QUERY_ROW(hs)}
 }
 
 // D = Σ dout ⊙ out per query row (the softmax backward's row term).
-function rowDotWgsl(hs: number): string {
+function rowDotWgslUncached(hs: number): string {
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> out: array<f32>;
@@ -104,7 +105,7 @@ ${QUERY_ROW(hs)}
 }
 
 // dq_t = scale · Σ_u P_tu (dout_t·v_u − D_t) k_u, one query row per invocation.
-function backwardQWgsl(hs: number): string {
+function backwardQWgslUncached(hs: number): string {
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -143,7 +144,7 @@ ${QUERY_ROW(hs)}
 
 // dk_u = scale · Σ_{h in group, t ≥ u} P_tu (dout_t·v_u − D_t) q_t and dv_u = Σ P_tu dout_t,
 // one key row (b, kv head, u) per invocation.
-function backwardKvWgsl(hs: number): string {
+function backwardKvWgslUncached(hs: number): string {
   return `${PARAMS}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
@@ -326,3 +327,11 @@ export async function attentionBackward(
     64,
   );
 }
+
+const forwardWgsl: typeof forwardWgslUncached = memoWgsl(forwardWgslUncached);
+
+const rowDotWgsl: typeof rowDotWgslUncached = memoWgsl(rowDotWgslUncached);
+
+const backwardQWgsl: typeof backwardQWgslUncached = memoWgsl(backwardQWgslUncached);
+
+const backwardKvWgsl: typeof backwardKvWgslUncached = memoWgsl(backwardKvWgslUncached);

@@ -190,6 +190,112 @@ export async function rope(
   );
 }
 
+const ROPE_DECODE_WGSL = HEAD(`
+struct P { n: u32, rows: u32, heads: u32, kvHeads: u32, half: u32, pos: u32, maxSeq: u32, split: u32 }
+@group(0) @binding(0) var<uniform> p: P;
+@group(0) @binding(1) var<storage, read> cosT: array<f32>;
+@group(0) @binding(2) var<storage, read> sinT: array<f32>;
+@group(0) @binding(3) var<storage, read_write> q: array<f32>;
+@group(0) @binding(4) var<storage, read> k: array<f32>;
+@group(0) @binding(5) var<storage, read> v: array<f32>;
+@group(0) @binding(6) var<storage, read_write> kc: array<f32>;
+@group(0) @binding(7) var<storage, read_write> vc: array<f32>;`) + `
+fn pairAt(base: u32, j: u32) -> vec2<u32> {
+  if (p.split != 0u) { return vec2<u32>(base + j, base + j + p.half); }
+  return vec2<u32>(base + 2u * j, base + 2u * j + 1u);
+}
+${MAIN}
+  if (i >= p.n) { return; }
+  // Three ranges of invocations: q's pairs (rotated in place), k's pairs (rotated into the
+  // cache row of slot row at pos), v's elements (copied there).
+  let hs = 2u * p.half;
+  let kw = p.kvHeads * hs;
+  let nq = p.rows * p.heads * p.half;
+  let nk = p.rows * p.kvHeads * p.half;
+  if (i < nq + nk) {
+    var e = i;
+    var heads = p.heads;
+    if (i >= nq) { e = i - nq; heads = p.kvHeads; }
+    let row = e / (heads * p.half);
+    let head = (e / p.half) % heads;
+    let j = e % p.half;
+    let cj = cosT[p.pos * p.half + j];
+    let sj = sinT[p.pos * p.half + j];
+    if (i < nq) {
+      let at = pairAt((row * heads + head) * hs, j);
+      let v0 = q[at.x];
+      let v1 = q[at.y];
+      q[at.x] = v0 * cj - v1 * sj;
+      q[at.y] = v0 * sj + v1 * cj;
+    } else {
+      let src = pairAt(row * kw + head * hs, j);
+      let to = pairAt((row * p.maxSeq + p.pos) * kw + head * hs, j);
+      let v0 = k[src.x];
+      let v1 = k[src.y];
+      kc[to.x] = v0 * cj - v1 * sj;
+      kc[to.y] = v0 * sj + v1 * cj;
+    }
+    return;
+  }
+  let e = i - nq - nk;
+  let row = e / kw;
+  vc[(row * p.maxSeq + p.pos) * kw + e % kw] = v[e];
+}`;
+
+/**
+ * One decoding step's RoPE and cache write in one dispatch: q [rows, heads·hs] rotated in place;
+ * k [rows, kvHeads·hs] rotated and, with v, written to row `pos` of slot `row` of the caches
+ * kc/vc [slots, maxSeq, kvHeads·hs] (k itself is left as it was).
+ */
+export async function ropeDecode(
+  rt: GpuRuntime,
+  batch: Batch,
+  a: {
+    q: GpuTensor;
+    k: GpuTensor;
+    v: GpuTensor;
+    kc: GpuTensor;
+    vc: GpuTensor;
+    cos: GpuTensor;
+    sin: GpuTensor;
+    heads: number;
+    kvHeads: number;
+    headSize: number;
+    pos: number;
+    maxSeq: number;
+    layout?: "interleaved" | "half";
+  },
+): Promise<void> {
+  const { q, k, v, kc, vc, heads, kvHeads, headSize, pos, maxSeq } = a;
+  const half = headSize / 2;
+  const rows = q.size / (heads * headSize);
+  const kw = kvHeads * headSize;
+  need(
+    Number.isInteger(rows) && k.size === rows * kw && v.size === k.size &&
+      kc.size >= rows * maxSeq * kw && vc.size === kc.size && pos < maxSeq &&
+      a.cos.size >= (pos + 1) * half,
+    "rope decode: shapes",
+  );
+  const n = rows * (heads * half + kvHeads * half + kw);
+  await launch(
+    rt,
+    batch,
+    { code: ROPE_DECODE_WGSL, label: "llama/rope-decode" },
+    [
+      { u: n },
+      { u: rows },
+      { u: heads },
+      { u: kvHeads },
+      { u: half },
+      { u: pos },
+      { u: maxSeq },
+      { u: a.layout === "half" ? 1 : 0 },
+    ],
+    [a.cos, a.sin, q, k, v, kc, vc],
+    n,
+  );
+}
+
 /** cos/sin tables [seq, headSize/2] in float64, rounded once to f32 (as llama2.c's own tables). */
 export function ropeTables(
   seq: number,
@@ -296,11 +402,12 @@ struct P { n: u32, heads: u32, kvHeads: u32, hs: u32, pos: u32, maxSeq: u32, sca
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
-@group(0) @binding(4) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;`) + `
+@group(0) @binding(4) var<storage, read> table: array<u32>;
+@group(0) @binding(5) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;`) + `
 ${MAIN}
   if (i >= p.n) { return; }
-  // i = beam·heads + h; the beam's cache rows [0, pos] hold its keys and values.
+  // i = beam·heads + h; position u of the beam's sequence lives in cache slot table[beam, u].
   let h = i % p.heads;
   let beam = i / p.heads;
   let kh = h / (p.heads / p.kvHeads);
@@ -309,7 +416,7 @@ ${MAIN}
   let so = i * p.maxSeq;
   var mx = -3.0e38;
   for (var u = 0u; u <= p.pos; u++) {
-    let ko = (beam * p.maxSeq + u) * kw + kh * p.hs;
+    let ko = (table[beam * p.maxSeq + u] * p.maxSeq + u) * kw + kh * p.hs;
     var d = 0.0;
     for (var c = 0u; c < p.hs; c++) { d += q[qo + c] * kc[ko + c]; }
     d *= p.scale;
@@ -321,14 +428,16 @@ ${MAIN}
   for (var c = 0u; c < p.hs; c++) { out[qo + c] = 0.0; }
   for (var u = 0u; u <= p.pos; u++) {
     let pr = scores[so + u] / sum;
-    let vo = (beam * p.maxSeq + u) * kw + kh * p.hs;
+    let vo = (table[beam * p.maxSeq + u] * p.maxSeq + u) * kw + kh * p.hs;
     for (var c = 0u; c < p.hs; c++) { out[qo + c] += pr * v[vo + c]; }
   }
 }`.replace("v[vo + c]", "vc[vo + c]");
 
 /**
  * One decoding step of attention: q [beams, heads·hs] of the token at `pos` against the KV cache
- * kc/vc [beams, maxSeq, kvHeads·hs] (rows 0..pos filled). scores is scratch [beams, heads, maxSeq].
+ * kc/vc [slots, maxSeq, kvHeads·hs], where position u of beam b is row u of slot table[b, u]
+ * (u32 [beams, maxSeq]; beams share prefixes without copies). scores is scratch
+ * [beams, heads, maxSeq].
  */
 export async function attentionDecode(
   rt: GpuRuntime,
@@ -339,6 +448,7 @@ export async function attentionDecode(
     q: GpuTensor;
     kc: GpuTensor;
     vc: GpuTensor;
+    table: GpuTensor;
     heads: number;
     kvHeads: number;
     headSize: number;
@@ -346,7 +456,7 @@ export async function attentionDecode(
     maxSeq: number;
   },
 ): Promise<void> {
-  const { out, scores, q, kc, vc, heads, kvHeads, headSize, pos, maxSeq } = a;
+  const { out, scores, q, kc, vc, table, heads, kvHeads, headSize, pos, maxSeq } = a;
   const beams = q.size / (heads * headSize);
   need(Number.isInteger(beams) && out.size === q.size && pos < maxSeq, "attention decode: shapes");
   need(
@@ -354,6 +464,7 @@ export async function attentionDecode(
     "attention decode: cache",
   );
   need(scores.size >= beams * heads * maxSeq, "attention decode: scratch");
+  need(table.size === beams * maxSeq, "attention decode: slot table");
   const n = beams * heads;
   await launch(
     rt,
@@ -368,7 +479,7 @@ export async function attentionDecode(
       { u: maxSeq },
       { f: 1 / Math.sqrt(headSize) },
     ],
-    [q, kc, vc, scores, out],
+    [q, kc, vc, table, scores, out],
     n,
   );
 }

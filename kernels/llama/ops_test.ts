@@ -19,6 +19,7 @@ import {
   rmsnormBackward,
   rmsnormForward,
   rope,
+  ropeDecode,
   ropeTables,
   swigluBackward,
   swigluForward,
@@ -107,7 +108,7 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   close(await rt.read(db), sb.db, "swiglu db");
 });
 
-Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an offset", async () => {
+Deno.test("llama ops: one decoding step of attention over a KV cache with a slot table; RoPE at an offset", async () => {
   const rt = await testRuntime();
   const [heads, kvHeads, hs, maxSeq, pos, beams] = [4, 2, 8, 10, 5, 2];
   const T = pos + 1;
@@ -115,6 +116,12 @@ Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an
   const qs = new Float32Array(beams * heads * hs);
   const kc = new Float32Array(beams * maxSeq * kvHeads * hs).fill(NaN); // unwritten rows stay NaN
   const vc = new Float32Array(kc.length).fill(NaN);
+  // Position u of beam b lives in slot (b + u) % beams: a table that is not the identity.
+  const table = Uint32Array.from(
+    { length: beams * maxSeq },
+    (_, i) => (Math.floor(i / maxSeq) + (i % maxSeq)) % beams,
+  );
+  const w = kvHeads * hs;
   for (let b = 0; b < beams; b++) {
     const q = randomF32(T * heads * hs, 10 * b + 1);
     const k = randomF32(T * kvHeads * hs, 10 * b + 2);
@@ -122,8 +129,11 @@ Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an
     const ref = attFwdCpu(f64(q), f64(k), f64(v), { tokens: T, heads, kvHeads, headSize: hs });
     outRef.set(ref.out.subarray(pos * heads * hs), b * heads * hs);
     qs.set(q.subarray(pos * heads * hs), b * heads * hs);
-    kc.set(k, b * maxSeq * kvHeads * hs);
-    vc.set(v, b * maxSeq * kvHeads * hs);
+    for (let u = 0; u < T; u++) {
+      const at = (table[b * maxSeq + u] * maxSeq + u) * w;
+      kc.set(k.subarray(u * w, (u + 1) * w), at);
+      vc.set(v.subarray(u * w, (u + 1) * w), at);
+    }
   }
   const out = rt.empty([beams, heads * hs]);
   const x = randomF32(beams * heads * hs, 9);
@@ -136,6 +146,7 @@ Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an
     q: rt.upload(qs, [beams, heads * hs]),
     kc: rt.upload(kc, [beams, maxSeq, kvHeads * hs]),
     vc: rt.upload(vc, [beams, maxSeq, kvHeads * hs]),
+    table: rt.upload(table, [beams, maxSeq], "u32"),
     heads,
     kvHeads,
     headSize: hs,
@@ -152,4 +163,73 @@ Deno.test("llama ops: one decoding step of attention over a KV cache; RoPE at an
   const rotated = f64(x);
   ropeApply(rotated, [7, 7], heads, hs, 10000);
   close(await rt.read(rx), rotated, "rope at offset 7");
+});
+
+Deno.test("llama ops: RoPE of q and k with the cache write in one dispatch equals rope + copies", async () => {
+  const rt = await testRuntime();
+  const [heads, kvHeads, hs, maxSeq, pos, rows] = [4, 2, 6, 9, 5, 3];
+  const kw = kvHeads * hs;
+  const tables = ropeTables(maxSeq, hs, 10000);
+  const [cos, sin] = [
+    rt.upload(tables.cos, [tables.cos.length]),
+    rt.upload(tables.sin, [tables.sin.length]),
+  ];
+  for (const layout of ["interleaved", "half"] as const) {
+    const q = randomF32(rows * heads * hs, 31);
+    const k = randomF32(rows * kw, 32);
+    const v = randomF32(rows * kw, 33);
+    const cache = () =>
+      rt.upload(new Float32Array(rows * maxSeq * kw).fill(NaN), [rows, maxSeq, kw]);
+    const g = {
+      q: rt.upload(q, [rows, heads * hs]),
+      k: rt.upload(k, [rows, kw]),
+      v: rt.upload(v, [rows, kw]),
+    };
+    const [kc, vc] = [cache(), cache()];
+    const b = rt.batch();
+    await ropeDecode(rt, b, {
+      ...g,
+      kc,
+      vc,
+      cos,
+      sin,
+      heads,
+      kvHeads,
+      headSize: hs,
+      pos,
+      maxSeq,
+      layout,
+    });
+    // The reference: rope at an offset on copies, then the rows placed by hand.
+    const rq = rt.upload(q, [rows, heads * hs]);
+    const rk = rt.upload(k, [rows, kw]);
+    const r = { cos, sin, headSize: hs, seq: 1, offset: pos, layout };
+    await rope(rt, b, { x: rq, heads, ...r });
+    await rope(rt, b, { x: rk, heads: kvHeads, ...r });
+    await b.submit();
+    close(
+      await rt.read(g.q) as Float32Array,
+      f64(await rt.read(rq) as Float32Array),
+      `${layout}: q`,
+    );
+    assert.deepEqual(await rt.read(g.k), k, "k itself is left alone");
+    const [kGot, vGot, kRef] = await Promise.all(
+      [kc, vc, rk].map(async (t) => await rt.read(t) as Float32Array),
+    );
+    for (let row = 0; row < rows; row++) {
+      for (let u = 0; u < maxSeq; u++) {
+        const at = (row * maxSeq + u) * kw;
+        if (u !== pos) {
+          assert.ok(kGot.subarray(at, at + kw).every(Number.isNaN), "other cache rows untouched");
+          continue;
+        }
+        close(
+          kGot.subarray(at, at + kw),
+          f64(kRef.subarray(row * kw, (row + 1) * kw)),
+          `${layout}: k row`,
+        );
+        assert.deepEqual(vGot.subarray(at, at + kw), v.subarray(row * kw, (row + 1) * kw));
+      }
+    }
+  }
 });

@@ -15,6 +15,7 @@
  * stride `ldo`, first column `oOff` — a weight stored in row blocks writes (reads) its columns.
  */
 import { NF4_LEVELS } from "../../models/quant/nf4.ts";
+import { memoWgsl } from "../runtime/memo.ts";
 
 /** Storage format of W as the kernels see it (`nf4dq`: NF4 with double-quantized absmax). */
 export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32" | "bf16" | "f16";
@@ -228,7 +229,7 @@ const STORE = (name: string) =>
  * Forward kernel. `aligned` (K % 8 = 0) reads x as vec4 and has no tail; otherwise x is read per
  * element and the last, partial word of each row is masked.
  */
-export function quantForwardWgsl(
+function quantForwardWgslUncached(
   format: QuantKernelFormat,
   cfg: QuantForwardConfig,
   aligned: boolean,
@@ -370,7 +371,7 @@ export function wideForwardEligible(
  * gather), so this quarters the weight loads of {@link quantForwardWgsl}; int4 codes are unpacked
  * four at a time with vector shifts. Needs {@link wideForwardEligible}.
  */
-export function quantForwardWideWgsl(format: QuantKernelFormat, cfg: QuantForwardConfig): string {
+function quantForwardWideWgslUncached(format: QuantKernelFormat, cfg: QuantForwardConfig): string {
   if (format === "f32" || isHalfFormat(format)) {
     throw new RangeError("the four-words kernel is for 4-bit weights");
   }
@@ -445,7 +446,7 @@ ${lines.join("\n")}
 }
 
 /** Backward kernel dx = α·dy·W + β·dx: each invocation owns TM tokens × 8·TW input columns. */
-export function quantBackwardWgsl(format: QuantKernelFormat, cfg: QuantBackwardConfig): string {
+function quantBackwardWgslUncached(format: QuantKernelFormat, cfg: QuantBackwardConfig): string {
   const { tm, tw } = cfg;
   const pre: string[] = [];
   for (const q of range(tw)) pre.push(`  let wc${q} = min(c0 + ${q}u, p.wpr - 1u);`);
@@ -528,3 +529,18 @@ fn weightAt(row: u32, col: u32) -> f32 {
   ${body}
 }`;
 }
+
+/** The forward kernel's WGSL (memoised: recording must not rebuild the text). */
+export const quantForwardWgsl: (
+  format: QuantKernelFormat,
+  cfg: QuantForwardConfig,
+  aligned: boolean,
+) => string = memoWgsl(quantForwardWgslUncached);
+
+/** The wide (four words per step) forward kernel's WGSL, memoised. */
+export const quantForwardWideWgsl: (format: QuantKernelFormat, cfg: QuantForwardConfig) => string =
+  memoWgsl(quantForwardWideWgslUncached);
+
+/** The backward kernel's WGSL, memoised. */
+export const quantBackwardWgsl: (format: QuantKernelFormat, cfg: QuantBackwardConfig) => string =
+  memoWgsl(quantBackwardWgslUncached);

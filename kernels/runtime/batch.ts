@@ -36,17 +36,65 @@ function layoutOf(pipeline: GPUComputePipeline): GPUBindGroupLayout {
   return layout;
 }
 
+/** Uniform blocks kept per device, by contents (a few bytes each; decoding makes one per position). */
+export const PERSISTENT_UNIFORMS = 16384;
+const persistentUniforms = new WeakMap<GPUDevice, Map<string, GPUBuffer>>();
+
+// Bind groups by pipeline and bound buffers: creating one costs more than recording the dispatch,
+// and a repeated step binds the same buffers (kept uniforms, pooled buffers handed out in the same
+// order). A hit means every buffer is the very object asked for, so the group is valid as long as
+// they are. Bounded per pipeline: past the bound the map starts over.
+const BIND_GROUPS_PER_PIPELINE = 512;
+const bindGroups = new WeakMap<GPUComputePipeline, Map<string, GPUBindGroup>>();
+const bufferIds = new WeakMap<GPUBuffer, number>();
+let nextBufferId = 1;
+function bufferId(b: GPUBuffer): number {
+  let id = bufferIds.get(b);
+  if (id === undefined) {
+    id = nextBufferId++;
+    bufferIds.set(b, id);
+  }
+  return id;
+}
+function bindGroupFor(
+  device: GPUDevice,
+  pipeline: GPUComputePipeline,
+  bindings: Binding[],
+  entries: GPUBindGroupEntry[],
+): GPUBindGroup {
+  let key = "";
+  for (const b of bindings) {
+    key += b instanceof GPUBuffer
+      ? `${bufferId(b)};`
+      : `${bufferId(b.buffer)}:${b.offset ?? 0}:${b.size ?? -1};`;
+  }
+  let byKey = bindGroups.get(pipeline);
+  if (!byKey) {
+    byKey = new Map();
+    bindGroups.set(pipeline, byKey);
+  }
+  let group = byKey.get(key);
+  if (!group) {
+    if (byKey.size >= BIND_GROUPS_PER_PIPELINE) byKey.clear();
+    group = device.createBindGroup({ layout: layoutOf(pipeline), entries });
+    byKey.set(key, group);
+  }
+  return group;
+}
+
 /** Encoder for a sequence of compute dispatches and buffer copies. */
 export class Batch {
   readonly #gpu: Gpu;
   readonly #pool: BufferPool;
   readonly #encoder: GPUCommandEncoder;
+  #pass: GPUComputePassEncoder | null = null;
   readonly #temps: GPUBuffer[] = [];
   readonly #uniforms = new Map<string, GPUBuffer>(); // by contents: equal parameters share one
   readonly #recycled = new Map<number, GPUBuffer[]>(); // by pool bucket: free for later dispatches
   readonly #scratch = new WeakSet<GpuTensor>();
   readonly #releaseAfter: { release(): void }[] = [];
   readonly #labels: string[] = [];
+  readonly #onDone: { resolve(): void; reject(e: unknown): void }[] = [];
   readonly #querySet: GPUQuerySet | null;
   #submitted = false;
   #timings: KernelTiming[] = [];
@@ -68,9 +116,10 @@ export class Batch {
   }
 
   /**
-   * A uniform buffer holding `data`, freed when the batch completes. Dispatches with equal
-   * parameters share one buffer (contents are written before the batch runs and never change):
-   * a layer that walks token chunks records the same sizes for every chunk.
+   * A uniform buffer holding `data`. Contents never change once written, so equal parameters
+   * share one buffer: within a batch (a layer that walks token chunks records the same sizes for
+   * every chunk) and, up to {@link PERSISTENT_UNIFORMS} of them per device, across batches, which
+   * keeps the buffers of a repeated step the same objects and lets their bind groups be reused.
    */
   uniform(data: ArrayBuffer | ArrayBufferView): GPUBuffer {
     const view = data instanceof ArrayBuffer
@@ -79,6 +128,24 @@ export class Batch {
     const key = String.fromCharCode(...view);
     const shared = this.#uniforms.get(key);
     if (shared) return shared;
+    const device = this.#gpu.device;
+    let persistent = persistentUniforms.get(device);
+    if (!persistent) {
+      persistent = new Map();
+      persistentUniforms.set(device, persistent);
+    }
+    const kept = persistent.get(key);
+    if (kept) return kept;
+    if (persistent.size < PERSISTENT_UNIFORMS) {
+      const buffer = device.createBuffer({
+        size: Math.max(16, Math.ceil(view.byteLength / 16) * 16),
+        usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+        label: "uniform (kept)",
+      });
+      device.queue.writeBuffer(buffer, 0, view as BufferSource);
+      persistent.set(key, buffer);
+      return buffer;
+    }
     const buffer = this.#pool.acquire(
       Math.max(16, Math.ceil(view.byteLength / 16) * 16),
       GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
@@ -110,25 +177,38 @@ export class Batch {
       binding,
       resource: b instanceof GPUBuffer ? { buffer: b } : b,
     }));
-    const bindGroup = this.#gpu.device.createBindGroup({ layout: layoutOf(pipeline), entries });
+    const bindGroup = bindGroupFor(this.#gpu.device, pipeline, bindings, entries);
     const index = this.#labels.length;
     const profiled = this.#querySet !== null && index < MAX_PROFILED_DISPATCHES;
-    const pass = this.#encoder.beginComputePass(
-      profiled
-        ? {
-          timestampWrites: {
-            querySet: this.#querySet!,
-            beginningOfPassWriteIndex: 2 * index,
-            endOfPassWriteIndex: 2 * index + 1,
-          },
-        }
-        : {},
-    );
-    pass.setPipeline(pipeline);
-    pass.setBindGroup(0, bindGroup);
-    pass.dispatchWorkgroups(x, y, z);
-    pass.end();
+    if (profiled) {
+      // Timestamps are per pass: a profiled dispatch gets a pass of its own.
+      this.#endPass();
+      const pass = this.#encoder.beginComputePass({
+        timestampWrites: {
+          querySet: this.#querySet!,
+          beginningOfPassWriteIndex: 2 * index,
+          endOfPassWriteIndex: 2 * index + 1,
+        },
+      });
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(0, bindGroup);
+      pass.dispatchWorkgroups(x, y, z);
+      pass.end();
+    } else {
+      // Consecutive dispatches share one compute pass (each dispatch is still its own usage
+      // scope, so later ones see earlier writes); a pass per dispatch costs encoding and a
+      // pass boundary each, which dominates small kernels.
+      this.#pass ??= this.#encoder.beginComputePass();
+      this.#pass.setPipeline(pipeline);
+      this.#pass.setBindGroup(0, bindGroup);
+      this.#pass.dispatchWorkgroups(x, y, z);
+    }
     this.#labels.push(label);
+  }
+
+  #endPass(): void {
+    this.#pass?.end();
+    this.#pass = null;
   }
 
   /**
@@ -171,18 +251,52 @@ export class Batch {
 
   /** Record a buffer-to-buffer copy. */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, bytes: number): void {
+    this.#endPass();
     this.#encoder.copyBufferToBuffer(src, srcOffset, dst, dstOffset, bytes);
   }
 
   /** Record a fill of `bytes` bytes with 0 (WebGPU's clearBuffer). */
   clear(buffer: GPUBuffer, offset = 0, bytes?: number): void {
+    this.#endPass();
     this.#encoder.clearBuffer(buffer, offset, bytes);
+  }
+
+  /**
+   * A copy of `t` as it stands at this point of the batch, readable once the batch has run, e.g.
+   * a status flag checked while the next batch already runs (the read waits for this batch only).
+   */
+  snapshot(t: GpuTensor): { read(): Promise<ArrayBuffer> } {
+    const bytes = t.byteLength;
+    const staging = this.#pool.acquire(
+      bytes,
+      GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+      "snapshot",
+    );
+    this.copy(t.buffer, t.byteOffset, staging, 0, bytes);
+    const pool = this.#pool;
+    const done = new Promise<void>((resolve, reject) => this.#onDone.push({ resolve, reject }));
+    done.catch(() => {}); // submit() reports the failure; a snapshot never read must not crash
+
+    return {
+      async read() {
+        await done;
+        try {
+          await staging.mapAsync(GPUMapMode.READ, 0, bytes);
+          const copy = staging.getMappedRange(0, bytes).slice(0);
+          staging.unmap();
+          return copy;
+        } finally {
+          pool.release(staging);
+        }
+      },
+    };
   }
 
   /** Submit the recorded work; resolves when the GPU has finished it. */
   async submit(): Promise<void> {
     if (this.#submitted) throw new Error("Batch submitted twice");
     this.#submitted = true;
+    this.#endPass();
     assertAlive(this.#gpu);
     const device = this.#gpu.device;
     let resolve: GPUBuffer | null = null;
@@ -215,6 +329,7 @@ export class Batch {
       }
       await device.queue.onSubmittedWorkDone();
       assertAlive(this.#gpu);
+      for (const d of this.#onDone) d.resolve();
       if (staging) {
         await staging.mapAsync(GPUMapMode.READ, 0, 16 * profiled);
         const ticks = new BigUint64Array(staging.getMappedRange(0, 16 * profiled).slice(0));
@@ -224,6 +339,9 @@ export class Batch {
           ns: Number(ticks[2 * i + 1] - ticks[2 * i]),
         }));
       }
+    } catch (e) {
+      for (const d of this.#onDone) d.reject(e);
+      throw e;
     } finally {
       for (const t of this.#temps) this.#pool.release(t);
       for (const t of this.#releaseAfter) t.release();

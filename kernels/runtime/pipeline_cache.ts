@@ -8,7 +8,8 @@
 /** Cache of compiled compute pipelines for one device. */
 export class PipelineCache {
   readonly #device: GPUDevice;
-  readonly #pipelines = new Map<string, Promise<GPUComputePipeline>>();
+  readonly #pipelines = new Map<string, Map<string, Promise<GPUComputePipeline>>>();
+  #count = 0;
 
   /** A cache of pipelines compiled for `device`. */
   constructor(device: GPUDevice) {
@@ -17,7 +18,7 @@ export class PipelineCache {
 
   /** Number of distinct pipelines compiled so far. */
   get size(): number {
-    return this.#pipelines.size;
+    return this.#count;
   }
 
   /**
@@ -30,12 +31,23 @@ export class PipelineCache {
     constants: Record<string, number> = {},
     entryPoint = "main",
   ): Promise<GPUComputePipeline> {
-    const key = `${entryPoint}\u0000${JSON.stringify(constants)}\u0000${code}`;
-    let pipeline = this.#pipelines.get(key);
+    // Two levels: a memoised code string keeps its hash, so finding it costs no rehash of the
+    // whole source (building one key string from it would).
+    let byCode = this.#pipelines.get(code);
+    if (!byCode) {
+      byCode = new Map();
+      this.#pipelines.set(code, byCode);
+    }
+    const key = `${entryPoint}\u0000${JSON.stringify(constants)}`;
+    let pipeline = byCode.get(key);
     if (!pipeline) {
       pipeline = this.#compile(code, label, constants, entryPoint);
-      pipeline.catch(() => this.#pipelines.delete(key));
-      this.#pipelines.set(key, pipeline);
+      pipeline.catch(() => {
+        byCode.delete(key);
+        this.#count--;
+      });
+      byCode.set(key, pipeline);
+      this.#count++;
     }
     return pipeline;
   }

@@ -1,3 +1,4 @@
+import { planArena, TensorArena } from "./arena.ts";
 import assert from "node:assert/strict";
 import { acquireGpu, GpuUnavailableError } from "./device.ts";
 import { bucketSize } from "./buffer_pool.ts";
@@ -229,4 +230,29 @@ Deno.test("batch: dispatches with equal parameters share one uniform buffer, oth
   await batch.submit();
   const whole = await rt.read(await matmul(rt, a, b, { m: 2 * n, n, k: n }));
   assert.deepEqual([...await rt.read(c)], [...whole]);
+});
+
+Deno.test("arena: groups stay in one buffer, views sit at bindable offsets and do not overlap", async () => {
+  // 3 + 70 floats align to 64 + 128; a 256-float buffer takes the first group, not the second.
+  const plan = planArena([[[3], [7, 10]], [[100]], [[2, 2]]], 256);
+  assert.deepEqual(plan.slots.map((g) => g.map((s) => [s.buffer, s.offset])), [
+    [[0, 0], [0, 64]],
+    [[1, 0]],
+    [[1, 128]],
+  ]);
+  assert.throws(() => planArena([[[300]]], 256), /group 0 needs 1280 bytes/);
+  const rt = await testRuntime();
+  const arena = new TensorArena(rt, [[[3], [7, 10]], [[100]]]);
+  const views = arena.groups.flat();
+  views.forEach((v, i) => {
+    assert.equal(v.byteOffset % 256, 0);
+    rt.write(v, new Float32Array(v.size).fill(i + 1));
+  });
+  for (const [i, v] of views.entries()) {
+    assert.deepEqual(await rt.read(v), new Float32Array(v.size).fill(i + 1));
+  }
+  // Padding stays zero: the whole buffer holds exactly the written values and zeros.
+  const all = await rt.read(arena.buffers[0]) as Float32Array;
+  assert.equal(all.reduce((n, x) => n + x, 0), 3 * 1 + 70 * 2 + 100 * 3);
+  arena.release();
 });

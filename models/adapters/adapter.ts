@@ -12,6 +12,7 @@ import type { FrozenMatrix } from "../../kernels/quant/frozen.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
+import { TensorArena } from "../../kernels/runtime/arena.ts";
 
 /** Parameters by name, f32 as they live on the GPU and in files. */
 export type Params = Record<string, Float32Array>;
@@ -19,7 +20,25 @@ export type Params = Record<string, Float32Array>;
 export type F64Params = Record<string, Float64Array>;
 
 /** Run-time options of a GPU adapter layer: memory/speed trade-offs that leave results unchanged. */
-export type GpuLayerOptions = KronGpuOptions;
+export type GpuLayerOptions = KronGpuOptions & {
+  /**
+   * Where the trainable parameters and their gradients live (views of a model-wide
+   * `TensorArena`, so the optimizer updates every adapter in one dispatch per buffer); without
+   * it the layer packs its own into one buffer each.
+   */
+  storage?: ParamStorage;
+};
+
+/** Pre-made GPU tensors for an adapter's trainable parameters and gradients, by spec name. */
+export interface ParamStorage {
+  /** Trainable parameters (written with the adapter's values on upload). */
+  params: Record<string, GpuTensor>;
+  /** Their gradients. */
+  grads: Record<string, GpuTensor>;
+}
+
+// Arenas a layer packed for itself, freed with the layer.
+const ownArenas = new WeakMap<Record<string, GpuTensor>, TensorArena[]>();
 
 /** Name, shape and role of one parameter tensor. */
 export interface ParamSpec {
@@ -220,13 +239,35 @@ export function uploadParams(
   rt: GpuRuntime,
   specs: ParamSpec[],
   params: Params,
+  storage?: ParamStorage,
 ): { params: Record<string, GpuTensor>; grads: Record<string, GpuTensor> } {
   const gpuParams: Record<string, GpuTensor> = {};
   const grads: Record<string, GpuTensor> = {};
-  for (const s of specs) {
-    gpuParams[s.name] = rt.upload(params[s.name], s.shape);
-    if (s.trainable) grads[s.name] = rt.empty(s.shape);
+  const trainable = specs.filter((s) => s.trainable);
+  let own: TensorArena[] = [];
+  if (!storage) {
+    // One buffer for the trainable parameters, one for their gradients.
+    const group = [trainable.map((s) => s.shape)];
+    own = [new TensorArena(rt, group), new TensorArena(rt, group)];
+    storage = {
+      params: Object.fromEntries(trainable.map((s, i) => [s.name, own[0].groups[0][i]])),
+      grads: Object.fromEntries(trainable.map((s, i) => [s.name, own[1].groups[0][i]])),
+    };
   }
+  for (const s of specs) {
+    if (!s.trainable) {
+      gpuParams[s.name] = rt.upload(params[s.name], s.shape);
+      continue;
+    }
+    const [p, g] = [storage.params[s.name], storage.grads[s.name]];
+    if (!p || !g || p.size !== numel(s.shape) || g.size !== p.size) {
+      throw new Error(`uploadParams: no storage of ${numel(s.shape)} elements for "${s.name}"`);
+    }
+    rt.write(p, params[s.name]);
+    gpuParams[s.name] = p;
+    grads[s.name] = g;
+  }
+  if (own.length) ownArenas.set(gpuParams, own);
   return { params: gpuParams, grads };
 }
 
@@ -250,6 +291,7 @@ export function gpuLayer(
     release() {
       impl.cleanup?.();
       for (const t of [...Object.values(params), ...Object.values(grads)]) t.release();
+      for (const a of ownArenas.get(params) ?? []) a.release();
     },
   };
 }

@@ -30,6 +30,13 @@ import {
   type GradMatmulArgs,
   gradMatmulSlots,
 } from "../../kernels/adapters/grad_matmul.ts";
+import {
+  fusedKronBackward,
+  fusedKronForward,
+  fusedKronGateGrad,
+  type FusedKronLayer,
+  fusedKronPlan,
+} from "../../kernels/adapters/kron_fused.ts";
 import { dotInto, gateBackward, gatedAxpy, sumSlices } from "../../kernels/adapters/ops.ts";
 import { isCpuAdapter, matmul } from "../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
@@ -59,6 +66,33 @@ export interface KronGpuOptions {
    * {@link defaultKronScratchBytes}; `Infinity` processes all tokens at once.
    */
   scratchBytes?: number;
+  /**
+   * Which kernels: `"fused"` (all components in 2 dispatches forward, 2–3 backward; needs the
+   * factors in one buffer and the gradients in another, as a `TensorArena` group gives),
+   * `"matmul"` (tiled matmuls per component: the fast route once FLOPs dominate), or `"auto"`
+   * (default): fused while tokens·dIn·Σᵢ(maᵢ + mbᵢ), about the fused backward's multiply-adds,
+   * is at most {@link fuseBelow} (a decoding step, a small model), where dispatches cost more than
+   * the untiled kernels' FLOPs.
+   */
+  kernels?: "auto" | "fused" | "matmul";
+  /**
+   * Fused forward: largest tokens·dOut·dIn·r done in one dispatch (default
+   * {@link directForwardMacs}; 0 always takes the two-kernel route).
+   */
+  directForwardMacs?: number;
+}
+
+/**
+ * The most multiply-adds `kernels: "auto"` gives the fused kernels: 2²² on CPU adapters (about a
+ * dispatch's cost there per few thousand of them), 2²⁶ on GPUs.
+ */
+export function fuseBelow(rt: GpuRuntime): number {
+  return isCpuAdapter(rt.gpu) ? 2 ** 22 : 2 ** 26;
+}
+
+/** Default of {@link KronGpuOptions.directForwardMacs}: 2¹⁸ on CPU adapters, 2²² on GPUs. */
+export function directForwardMacs(rt: GpuRuntime): number {
+  return isCpuAdapter(rt.gpu) ? 2 ** 18 : 2 ** 22;
 }
 
 /**
@@ -96,6 +130,9 @@ export class KronMixtureGpu {
   readonly #dgate: GpuTensor | null;
   readonly #scale: number;
   readonly #scratchBytes: number;
+  readonly #fused: FusedKronLayer | null;
+  readonly #kernels: "auto" | "fused" | "matmul";
+  readonly #directMacs: number;
 
   /** `dgate` null: the gate is frozen (or a single fixed component). */
   constructor(
@@ -117,11 +154,64 @@ export class KronMixtureGpu {
     this.#dgate = dgate;
     this.#scale = scale;
     this.#scratchBytes = scratchBytes;
+    this.#kernels = options.kernels ?? "auto";
+    this.#directMacs = options.directForwardMacs ?? directForwardMacs(rt);
+    const plan = fusedKronPlan(comps, dgate);
+    if (this.#kernels === "fused" && !plan) {
+      throw new Error(
+        "KronMixtureGpu: fused kernels need the factors and gradients in one buffer each",
+      );
+    }
+    this.#fused = plan ? { plan, gate, scale } : null;
+  }
+
+  /** The fused layer when it runs this many tokens, else null (matmul route). */
+  #fusedFor(tokens: number): FusedKronLayer | null {
+    if (!this.#fused || this.#kernels === "matmul") return null;
+    if (this.#kernels === "fused") return this.#fused;
+    const sides = this.#comps.reduce((n, c) => n + c.shape.ma + c.shape.mb, 0);
+    return tokens * this.#fused.plan.dIn * sides <= fuseBelow(this.#rt) ? this.#fused : null;
+  }
+
+  /** Token chunks of at most the scratch budget for `perToken` floats per token. */
+  #chunks(tokens: number, perToken: number) {
+    const { ma, na, mb, nb } = this.#comps[0].shape;
+    const [dIn, dOut] = [na * nb, ma * mb];
+    const align = rowAlignment(4 * dIn, 4 * dOut);
+    let chunk = tokens;
+    if (Number.isFinite(this.#scratchBytes) && perToken > 0) {
+      const fit = Math.floor(this.#scratchBytes / (4 * perToken));
+      chunk = Math.min(tokens, Math.max(align, Math.floor(fit / align) * align));
+    }
+    const chunks: { start: number; count: number }[] = [];
+    for (let start = 0; start < tokens; start += chunk) {
+      chunks.push({ start, count: Math.min(chunk, tokens - start) });
+    }
+    return { chunk, chunks };
   }
 
   /** y += s·Σ αᵢ (Aᵢ ⊗ Bᵢ) x for x [tokens, dIn], y [tokens, dOut]. */
   async forward(batch: Batch, x: GpuTensor, y: GpuTensor, tokens: number): Promise<void> {
     const rt = this.#rt;
+    const fused = this.#fusedFor(tokens);
+    if (fused) {
+      const per = fused.plan.forwardPerToken;
+      const { chunk, chunks } = this.#chunks(tokens, per);
+      const w = per > 0 ? batch.scratch([chunk * per]) : null;
+      for (const { start, count } of chunks) {
+        const xc = rows(x, tokens, start, count);
+        const yc = rows(y, tokens, start, count);
+        await fusedKronForward(rt, batch, fused, {
+          x: xc,
+          y: yc,
+          w,
+          tokens: count,
+          directMacs: this.#directMacs,
+        });
+      }
+      if (w) batch.recycle(w);
+      return;
+    }
     const plan = this.#plan(tokens, false);
     const zBuf = batch.scratch([Math.max(1, plan.chunk * plan.zPerToken)]);
     for (let i = 0; i < this.#comps.length; i++) {
@@ -161,6 +251,25 @@ export class KronMixtureGpu {
     tokens: number,
   ): Promise<void> {
     const rt = this.#rt;
+    const fused = this.#fusedFor(tokens);
+    if (fused) {
+      const per = fused.plan.backwardPerToken;
+      const { chunk, chunks } = this.#chunks(tokens, per);
+      const ku = per > 0 ? batch.scratch([chunk * per]) : null;
+      for (const { start, count } of chunks) {
+        await fusedKronBackward(rt, batch, fused, {
+          x: rows(x, tokens, start, count),
+          dy: rows(dy, tokens, start, count),
+          dx: rows(dx, tokens, start, count),
+          ku,
+          tokens: count,
+          accumulate: start > 0,
+        });
+      }
+      if (ku) batch.recycle(ku);
+      if (this.#dgate) await fusedKronGateGrad(rt, batch, fused);
+      return;
+    }
     const plan = this.#plan(tokens, true);
     batch.clear(dx.buffer, dx.byteOffset, dx.byteLength); // the components accumulate into dx
     // One scratch buffer per role, sized for the largest component, viewed per component/chunk.
@@ -320,19 +429,7 @@ export class KronMixtureGpu {
         zPerToken = Math.max(zPerToken, ...(backward ? [s.na * s.mb, s.mb * s.na] : [s.ma * s.nb]));
       }
     }
-    const budget = this.#scratchBytes;
-    const perToken = 4 * zPerToken;
-    const align = rowAlignment(4 * dIn, 4 * dOut);
-    let chunk = tokens;
-    if (Number.isFinite(budget) && perToken > 0) {
-      const fit = Math.floor(budget / perToken);
-      chunk = Math.min(tokens, Math.max(align, Math.floor(fit / align) * align));
-    }
-    const chunks: { start: number; count: number }[] = [];
-    for (let start = 0; start < tokens; start += chunk) {
-      chunks.push({ start, count: Math.min(chunk, tokens - start) });
-    }
-    return { chunk, chunks, zPerToken };
+    return { ...this.#chunks(tokens, zPerToken), zPerToken };
   }
 }
 

@@ -156,6 +156,8 @@ export async function gpuVsCpu(
     const y = await frozenMatmul(rt, fwd, x, frozen);
     await layer.forward(fwd, x, y, tokens, pass);
     await fwd.submit();
+    // Gradients must be overwritten, not accumulated onto what was there.
+    for (const g of Object.values(layer.grads)) rt.fill(g, NaN);
     const bwd = rt.batch();
     const dyBase = await layer.backward(bwd, x, dy, dx, tokens);
     await frozenMatmulBackward(rt, bwd, dyBase, frozen, { out: dx, beta: 1 });

@@ -9,7 +9,10 @@
  * beams; the search stops when B hypotheses are finished and none of the live beams can beat the
  * worst of them (HF's `early_stopping=False` rule), or at `maxNew` tokens.
  */
+import { beamSelect, beamStateLayout, greedySelect } from "../../kernels/llama/select.ts";
+import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
+import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama, KvCache } from "./gpu/model.ts";
 
@@ -47,6 +50,14 @@ function logSoftmax(row: ArrayLike<number>, offset: number, vocab: number): Floa
   return Float64Array.from({ length: vocab }, (_, j) => row[offset + j] - lse);
 }
 
+/** A generation: the new ids (without the prompt and without EOS) and, for beams, its score. */
+export interface Generation {
+  /** Generated ids. */
+  ids: number[];
+  /** Beam search: summed log-probability / length^lengthPenalty of the result (greedy: NaN). */
+  score: number;
+}
+
 /** Generated ids (without the prompt and without EOS). */
 export async function generate(
   scorer: Scorer,
@@ -54,6 +65,16 @@ export async function generate(
   vocab: number,
   options: GenerateOptions,
 ): Promise<number[]> {
+  return (await search(scorer, prompt, vocab, options)).ids;
+}
+
+/** {@link generate} with the result's score. */
+export async function search(
+  scorer: Scorer,
+  prompt: number[],
+  vocab: number,
+  options: GenerateOptions,
+): Promise<Generation> {
   const beams = options.beams ?? 1;
   const eos = options.eos ?? 2;
   const lp = options.lengthPenalty ?? 1;
@@ -71,7 +92,7 @@ export async function generate(
         out.push(best);
         if (i + 1 < maxNew) logits = await scorer.step([best], [0], prompt.length + i);
       }
-      return out;
+      return { ids: out, score: NaN };
     }
     type Beam = { tokens: number[]; score: number };
     const norm = (score: number, length: number) => score / Math.max(1, length) ** lp;
@@ -98,7 +119,7 @@ export async function generate(
       finished.splice(beams);
       const bestLive = Math.max(...next.map((b) => norm(b.score, b.tokens.length)));
       if (finished.length === beams && finished[beams - 1].score >= bestLive) {
-        return finished[0].tokens;
+        return { ids: finished[0].tokens, score: finished[0].score };
       }
       live = next;
       if (step + 1 < maxNew) {
@@ -114,7 +135,7 @@ export async function generate(
       ...live.map((b) => ({ tokens: b.tokens, score: norm(b.score, b.tokens.length) })),
     ];
     pool.sort((a, b) => b.score - a.score);
-    return pool[0].tokens;
+    return { ids: pool[0].tokens, score: pool[0].score };
   } finally {
     scorer.finish();
   }
@@ -158,6 +179,168 @@ export function gpuScorer(rt: GpuRuntime, model: GpuLlama): Scorer {
       cache = null;
     },
   };
+}
+
+/** Options of {@link generateOnGpu}. */
+export interface GpuGenerateOptions extends GenerateOptions {
+  /**
+   * Decode steps recorded per submit (default 16): the host checks for the end (EOS everywhere,
+   * or beam search's stop rule) only between submits; steps recorded past the end change nothing.
+   */
+  stepsPerSubmit?: number;
+}
+
+/**
+ * {@link generate} with the KV-cache GPU model and the token selection on the GPU as well
+ * (`kernels/llama/select.ts`): the chosen ids feed the next step's embedding without a host round
+ * trip, `stepsPerSubmit` steps go into one submit, and only a few status words come back between
+ * submits. Beams share their common prefix through the cache's slot table instead of copying rows.
+ * Returns the same ids as {@link generate} over {@link gpuScorer}.
+ */
+export async function generateOnGpu(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  prompt: number[],
+  options: GpuGenerateOptions,
+): Promise<number[]> {
+  return (await searchOnGpu(rt, model, prompt, options)).ids;
+}
+
+/** {@link generateOnGpu} with the result's score (beams; f32 on the GPU). */
+export async function searchOnGpu(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  prompt: number[],
+  options: GpuGenerateOptions,
+): Promise<Generation> {
+  const beams = options.beams ?? 1;
+  const eos = options.eos ?? 2;
+  const lengthPenalty = options.lengthPenalty ?? 1;
+  const perSubmit = options.stepsPerSubmit ?? 16;
+  const { maxNew } = options;
+  const { vocab, seqLen } = model.config;
+  if (!(beams >= 1 && Number.isInteger(beams))) throw new RangeError(`generate: beams=${beams}`);
+  if (!(perSubmit >= 1 && Number.isInteger(perSubmit))) {
+    throw new RangeError(`generate: stepsPerSubmit=${perSubmit}`);
+  }
+  if (prompt.length === 0) throw new RangeError("generate: empty prompt");
+  if (!(maxNew >= 0 && Number.isInteger(maxNew))) {
+    throw new RangeError(`generate: maxNew=${maxNew}`);
+  }
+  if (maxNew === 0) return { ids: [], score: NaN };
+  const maxSeq = Math.min(seqLen, prompt.length + maxNew);
+  const cache = model.createCache(beams, maxSeq);
+  const owned: GpuTensor[] = [];
+  const zeros = (n: number) => {
+    const t = rt.upload(new Uint32Array(n), [n], "u32");
+    owned.push(t);
+    return t;
+  };
+  const ids = zeros(beams);
+  const logits = rt.empty([beams, vocab]);
+  owned.push(logits);
+  const layout = beamStateLayout(beams, maxNew);
+  // Greedy: ids history [maxNew] and status (0 running, else 1 + length). Beams: state, scores.
+  const history = beams === 1 ? zeros(maxNew) : null;
+  const status = beams === 1 ? zeros(1) : null;
+  const state = beams === 1 ? null : zeros(layout.words);
+  const scores = beams === 1 ? null : rt.empty([2 * beams + 1]);
+  if (scores) owned.push(scores);
+  const select = async (batch: Batch, from: GpuTensor, step: number) => {
+    if (beams === 1) {
+      await greedySelect(rt, batch, {
+        logits: from,
+        ids,
+        history: history!,
+        status: status!,
+        vocab,
+        step,
+        maxNew,
+        eos,
+      });
+      return;
+    }
+    await beamSelect(rt, batch, {
+      logits: from,
+      state: state!,
+      scores: scores!,
+      ids,
+      tableIn: cache.table,
+      tableOut: cache.tableNext,
+      beams,
+      vocab,
+      maxNew,
+      step,
+      pos: prompt.length + step,
+      maxSeq,
+      eos,
+      lengthPenalty,
+    });
+    cache.swapTables();
+  };
+  // The end flag: greedy status (non-zero when done), beam state word 2.
+  const flag = beams === 1 ? status! : state!.view([4]);
+  const ended = (words: ArrayBuffer) => new Uint32Array(words)[beams === 1 ? 0 : 2] !== 0;
+  let step = 0;
+  // Record decode steps from `step` on, at most perSubmit of them and not past the cache.
+  const recordSteps = async (batch: Batch) => {
+    for (let n = 0; n < perSubmit && step < maxNew; n++) {
+      const pos = prompt.length + step - 1;
+      if (pos >= maxSeq) return;
+      await model.decode(batch, ids, pos, cache, logits);
+      await select(batch, logits, step++);
+    }
+  };
+  try {
+    const promptIds = rt.upload(Uint32Array.from(prompt), [prompt.length], "u32");
+    let batch = rt.batch();
+    batch.releaseAfter(promptIds);
+    const first = (await model.forward(batch, promptIds, prompt.length, {
+      cache,
+      logits: [prompt.length - 1],
+    }))!;
+    batch.releaseAfter(first);
+    await select(batch, first, step++);
+    await recordSteps(batch);
+    // Pipelined: while the GPU runs one batch, the next is recorded and queued behind it; the end
+    // flag of the first is then read (a snapshot, so the read waits for that batch only).
+    let snapshot = batch.snapshot(flag);
+    let running = batch.submit();
+    for (;;) {
+      const more = step < maxNew && prompt.length + step - 1 < maxSeq;
+      let next: { snapshot: typeof snapshot; running: Promise<void> } | null = null;
+      if (more) {
+        batch = rt.batch();
+        await recordSteps(batch);
+        next = { snapshot: batch.snapshot(flag), running: batch.submit() };
+      }
+      await running;
+      const done = ended(await snapshot.read());
+      if (done || !next) {
+        if (next) {
+          await next.running;
+          await next.snapshot.read();
+        }
+        break;
+      }
+      ({ snapshot, running } = next);
+    }
+    if (step < maxNew && !ended(await rt.read(flag).then((w) => w.buffer as ArrayBuffer))) {
+      throw new RangeError(`generation reached the model's ${maxSeq} positions`);
+    }
+    if (beams === 1) {
+      const [end] = await rt.read(status!);
+      const all = await rt.read(history!);
+      // Not ended yet can only mean every step ran: all maxNew tokens stand.
+      return { ids: Array.from(all.subarray(0, end === 0 ? maxNew : end - 1)), score: NaN };
+    }
+    const words = await rt.read(state!);
+    const score = (await rt.read(scores!))[2 * beams];
+    return { ids: Array.from(words.subarray(layout.result, layout.result + words[3])), score };
+  } finally {
+    cache.release();
+    for (const t of owned) t.release();
+  }
 }
 
 /** Scores with the float64 CPU model by full recomputation (the reference). */

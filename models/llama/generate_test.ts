@@ -5,9 +5,18 @@ import { defaultModelPath } from "../paths.ts";
 import { Llama2cTokenizer } from "../tokenizer/llama2c.ts";
 import { fromLlama2c } from "./config.ts";
 import { CpuLlama } from "./cpu/model.ts";
-import { cpuScorer, generate, gpuScorer, nextTokenLogits } from "./generate.ts";
+import {
+  cpuScorer,
+  generate,
+  generateOnGpu,
+  gpuScorer,
+  nextTokenLogits,
+  search,
+  searchOnGpu,
+} from "./generate.ts";
 import { GpuLlama } from "./gpu/model.ts";
 import { loadModelReference } from "./reference.ts";
+import { randomCheckpoint, TINY_CONFIG } from "./testing.ts";
 
 Deno.test("generate: KV-cached greedy from BOS equals reference.json; 4-beam search equals the CPU model's", async () => {
   const rt = await testRuntime();
@@ -62,5 +71,69 @@ Deno.test("generate: batched next-token logits of prompts of different lengths e
     got[i].forEach((v, j) => d = Math.max(d, Math.abs(v - ref[j])));
     assert.ok(d < 1e-3, `prompt ${i}: max |Δ| ${d}`);
   });
+  model.release();
+});
+
+Deno.test("generate on the GPU: greedy and beam selection equal the host's (ids, scores), EOS inside a multi-step submit", async () => {
+  const rt = await testRuntime();
+  const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
+  const ref = await loadModelReference(defaultModelPath("reference.json"));
+  const config = fromLlama2c(ckpt.config);
+  const model = await GpuLlama.create(rt, config, ckpt);
+  const maxNew = ref.greedyIds.length;
+  for (const stepsPerSubmit of [1, 8]) {
+    const ids = await generateOnGpu(rt, model, [ref.bos], { maxNew, eos: -1, stepsPerSubmit });
+    assert.deepEqual(ids, ref.greedyIds, `greedy, ${stepsPerSubmit} steps per submit`);
+  }
+  // EOS at the 6th token: in the middle of the second 4-step submit; the rows stop there.
+  const eos = ref.greedyIds[5];
+  const cut = ref.greedyIds.slice(0, ref.greedyIds.indexOf(eos));
+  const ended = await generateOnGpu(rt, model, [ref.bos], { maxNew, eos, stepsPerSubmit: 4 });
+  assert.deepEqual(ended, cut);
+  assert.ok(cut.length < maxNew, "the negative control: EOS did end the generation early");
+
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), config.vocab);
+  const prompt = tok.encode("Once upon a time, a little dog", { bos: true });
+  const plain = await search(gpuScorer(rt, model), prompt, config.vocab, { maxNew: 24, beams: 4 });
+  // EOS ids that end hypotheses at different steps: tokens the plain search emits.
+  let early = 0;
+  // lengthPenalty 0 ranks by the raw sum: short finished hypotheses win.
+  for (
+    const [eos, lengthPenalty] of [[2, 1], [plain.ids[1], 1], [plain.ids[4], 0], [plain.ids[9], 0]]
+  ) {
+    const opts = { maxNew: 24, beams: 4, eos, lengthPenalty };
+    const host = await search(gpuScorer(rt, model), prompt, config.vocab, opts);
+    const gpu = await searchOnGpu(rt, model, prompt, { ...opts, stepsPerSubmit: 5 });
+    assert.deepEqual(gpu.ids, host.ids, `4 beams, eos ${eos}`);
+    assert.ok(Math.abs(gpu.score - host.score) < 1e-4 * Math.abs(host.score), `score, eos ${eos}`);
+    if (host.ids.length < 24) early++;
+  }
+  assert.ok(early >= 2, `hypotheses finished early in ${early} searches`);
+  model.release();
+});
+
+Deno.test("generate on the GPU: a random GQA model, 2–4 beams, the position limit", async () => {
+  const rt = await testRuntime();
+  const ckpt = randomCheckpoint(TINY_CONFIG, 7);
+  const config = fromLlama2c(TINY_CONFIG);
+  const model = await GpuLlama.create(rt, config, ckpt);
+  const prompt = [1, 5, 9, 13, 17];
+  for (const beams of [1, 2, 3, 4]) {
+    for (const eos of [2, 11, 30]) {
+      const opts = { maxNew: 20, beams, eos };
+      const host = await search(gpuScorer(rt, model), prompt, config.vocab, opts);
+      const gpu = await searchOnGpu(rt, model, prompt, { ...opts, stepsPerSubmit: 3 });
+      assert.deepEqual(gpu.ids, host.ids, `${beams} beams, eos ${eos}`);
+      if (beams > 1) assert.ok(Math.abs(gpu.score - host.score) < 1e-4 * Math.abs(host.score));
+    }
+  }
+  // 30 prompt tokens + 10 new of a 32-position model: both run out of positions.
+  const long = Array.from({ length: 30 }, (_, i) => 1 + i);
+  const opts = { maxNew: 10, beams: 2, eos: -1 };
+  await assert.rejects(
+    () => generate(gpuScorer(rt, model), long, config.vocab, opts),
+    /reached the model's 32 positions/,
+  );
+  await assert.rejects(() => generateOnGpu(rt, model, long, opts), /reached the model's 32/);
   model.release();
 });

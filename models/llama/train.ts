@@ -12,6 +12,7 @@ import { dotInto } from "../../kernels/adapters/ops.ts";
 import { addInto } from "../../kernels/llama/ops.ts";
 import { type AdamWStep, adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
+import { TensorArena } from "../../kernels/runtime/arena.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
@@ -177,6 +178,15 @@ export class Trainer {
     m: GpuTensor;
     v: GpuTensor;
   }[];
+  // The same tensors packed (the arenas' buffers): what the optimizer updates, one dispatch each.
+  readonly #packed: {
+    param: GpuTensor;
+    grad: GpuTensor;
+    acc: GpuTensor;
+    m: GpuTensor;
+    v: GpuTensor;
+  }[];
+  readonly #moments: TensorArena[];
   #step = 0;
   #position: DataPosition = { epoch: 0, index: 0 };
   /** Every completed step, in order. */
@@ -214,24 +224,32 @@ export class Trainer {
     });
     this.#data = data;
     this.#fingerprint = `${fingerprint}|${JSON.stringify(this.#config)}`;
-    this.#state = [];
-    for (const [key, layer] of model.adapters) {
-      for (const [name, grad] of Object.entries(layer.grads)) {
-        const zeros = new Float32Array(grad.size);
-        this.#state.push({
-          key,
-          name,
-          param: layer.params[name],
-          grad,
-          acc: rt.empty(grad.shape),
-          m: rt.upload(zeros, grad.shape),
-          v: rt.upload(zeros, grad.shape),
-        });
-      }
-    }
-    if (this.#state.length === 0) {
+    const trainables = model.trainables;
+    if (!trainables || trainables.names.every((n) => n.names.length === 0)) {
       throw new Error("train: the model has no trainable adapter attached");
     }
+    const groups = trainables.params.slots.map((g) => g.map((slot) => slot.shape));
+    // Accumulated gradient and Adam moments in the parameters' layout (zeroed).
+    this.#moments = [0, 1, 2].map(() => new TensorArena(rt, groups));
+    const [acc, m, v] = this.#moments;
+    this.#state = trainables.names.flatMap(({ key, names }, g) =>
+      names.map((name, k) => ({
+        key,
+        name,
+        param: trainables.params.groups[g][k],
+        grad: trainables.grads.groups[g][k],
+        acc: acc.groups[g][k],
+        m: m.groups[g][k],
+        v: v.groups[g][k],
+      }))
+    );
+    this.#packed = trainables.params.buffers.map((param, j) => ({
+      param,
+      grad: trainables.grads.buffers[j],
+      acc: acc.buffers[j],
+      m: m.buffers[j],
+      v: v.buffers[j],
+    }));
   }
 
   /** Optimizer steps done. */
@@ -298,7 +316,7 @@ export class Trainer {
       await this.#model.forward(b, ids, c.seq, { keep: true, logits: "none", dropoutSeed });
       // Dividing by the step's total count makes the accumulated sum the mean over the step.
       const loss = await this.#model.lossAndBackward(b, targets, total);
-      for (const s of this.#state) {
+      for (const s of this.#packed) {
         if (i === 0) b.copy(s.grad.buffer, 0, s.acc.buffer, 0, s.grad.byteLength);
         else await addInto(rt, b, { dst: s.acc, src: s.grad });
       }
@@ -311,7 +329,7 @@ export class Trainer {
     const hyper = adamwHyper(c, step, gradNorm);
     const lr = hyper.lr;
     const b = rt.batch();
-    for (const s of this.#state) {
+    for (const s of this.#packed) {
       await adamwStep(rt, b, { param: s.param, grad: s.acc, m: s.m, v: s.v }, hyper);
     }
     await b.submit();
@@ -330,9 +348,9 @@ export class Trainer {
 
   async #globalNorm(): Promise<number> {
     const rt = this.#rt;
-    const sq = rt.empty([this.#state.length]);
+    const sq = rt.empty([this.#packed.length]);
     const b: Batch = rt.batch();
-    for (const [i, s] of this.#state.entries()) {
+    for (const [i, s] of this.#packed.entries()) {
       await dotInto(rt, b, { out: sq, index: i, a: s.acc, b: s.acc });
     }
     await b.submit();
@@ -449,7 +467,7 @@ export class Trainer {
 
   /** Free optimizer buffers (the adapters belong to the model). */
   release(): void {
-    for (const s of this.#state) for (const t of [s.acc, s.m, s.v]) t.release();
+    for (const a of this.#moments) a.release();
   }
 }
 

@@ -39,6 +39,7 @@ import {
   type F64Params,
   type GpuAdapterLayer,
   gpuLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   type PassOptions,
@@ -183,14 +184,18 @@ export class DoraAdapter extends Adapter<DoraConfig> {
   }
 
   /** Upload and return the GPU layer; `weight` is the frozen base in its stored format. */
-  async toGpu(rt: GpuRuntime, weight?: FrozenMatrix): Promise<GpuAdapterLayer> {
+  async toGpu(
+    rt: GpuRuntime,
+    weight?: FrozenMatrix,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer> {
     if (!weight) throw new Error("dora.toGpu: the frozen base weight is required");
     const { dIn, dOut, scale } = this;
     if (weight.rows !== dOut || weight.cols !== dIn) {
       throw new RangeError(`dora base weight is ${weight.rows}×${weight.cols}, not ${dOut}×${dIn}`);
     }
     const { r, detachNorm, dropout: pDrop } = this.config;
-    const { params, grads } = uploadParams(rt, this.specs(), this.params);
+    const { params, grads } = uploadParams(rt, this.specs(), this.params, options?.storage);
     const wsq = rt.empty([dOut]); // ‖W_o‖², once
     {
       const b = rt.batch();
@@ -310,9 +315,11 @@ export class DoraAdapter extends Adapter<DoraConfig> {
         }
         if (!detachNorm) {
           const coef = batch.scratch([3, dOut]);
-          batch.copy(params.magnitude.buffer, 0, coef.buffer, 0, 4 * dOut);
-          batch.copy(norms.buffer, 0, coef.buffer, 4 * dOut, 4 * dOut);
-          batch.copy(grads.magnitude.buffer, 0, coef.buffer, 8 * dOut, 4 * dOut);
+          const m = params.magnitude;
+          const dm = grads.magnitude;
+          batch.copy(m.buffer, m.byteOffset, coef.buffer, 0, 4 * dOut);
+          batch.copy(norms.buffer, norms.byteOffset, coef.buffer, 4 * dOut, 4 * dOut);
+          batch.copy(dm.buffer, dm.byteOffset, coef.buffer, 8 * dOut, 4 * dOut);
           const e = batch.scratch([r, dOut]);
           await doraNormGrad(rt, batch, { db: grads.B, e, b: params.B, c: c!, g: g!, coef, scale });
           await frozenMatmulBackward(rt, batch, e, weight, { out: grads.A, beta: 1 }); // += E·W

@@ -82,7 +82,7 @@ export class KronaAdapter extends Adapter<KronaConfig> {
     _weight?: FrozenMatrix,
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer> {
-    const { params, grads } = uploadParams(rt, this.specs(), this.params);
+    const { params, grads } = uploadParams(rt, this.specs(), this.params, options?.storage);
     const gate = rt.upload(new Float32Array(1), [1]); // one logit: softmax = 1
     const mixture = new KronMixtureGpu(
       rt,

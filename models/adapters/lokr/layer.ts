@@ -136,7 +136,7 @@ export class LokrAdapter extends Adapter<LokrConfig> {
   ): Promise<GpuAdapterLayer> {
     const l = this.layout;
     const r = this.config.r;
-    const { params, grads } = uploadParams(rt, this.specs(), this.params);
+    const { params, grads } = uploadParams(rt, this.specs(), this.params, options?.storage);
     const scratch: GpuTensor[] = [];
     const factor = (full: string, rows: number, cols: number) => {
       if (params[full]) return { w: params[full], dw: grads[full], lowRank: null };

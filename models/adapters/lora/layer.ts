@@ -8,6 +8,7 @@ import { gradMatmul } from "../../../kernels/adapters/grad_matmul.ts";
 import { dropout } from "../../../kernels/adapters/ops.ts";
 import { matmul } from "../../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../../kernels/runtime/batch.ts";
+import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
 import { dropoutKeep, gaussianArray, hash32, kaimingUniform } from "../../random.ts";
@@ -18,6 +19,7 @@ import {
   baseForward,
   type GpuAdapterLayer,
   gpuLayer,
+  type GpuLayerOptions,
   type Params,
   type ParamSpec,
   type PassOptions,
@@ -212,10 +214,14 @@ export class LoraAdapter extends Adapter<LoraConfig> {
   }
 
   /** Upload and return the GPU layer. */
-  async toGpu(rt: GpuRuntime): Promise<GpuAdapterLayer> {
+  async toGpu(
+    rt: GpuRuntime,
+    _weight?: FrozenMatrix,
+    options?: GpuLayerOptions,
+  ): Promise<GpuAdapterLayer> {
     const { dIn, dOut, scale } = this;
     const { r, dropout: p } = this.config;
-    const { params, grads } = uploadParams(rt, this.specs(), this.params);
+    const { params, grads } = uploadParams(rt, this.specs(), this.params, options?.storage);
     let saved: { h: GpuTensor; xd: GpuTensor | null; seed: number } | null = null;
     return await Promise.resolve(gpuLayer(rt, params, grads, {
       async forward(batch, x, y, tokens, pass: PassOptions = {}) {

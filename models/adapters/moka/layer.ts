@@ -130,7 +130,7 @@ export class MokaAdapter extends Adapter<MokaConfig> {
     options?: GpuLayerOptions,
   ): Promise<GpuAdapterLayer> {
     const specs = this.specs();
-    const { params, grads } = uploadParams(rt, specs, this.params);
+    const { params, grads } = uploadParams(rt, specs, this.params, options?.storage);
     const comps = this.shapes.map((shape, i) => ({
       shape,
       a: params[`A.${i}`] ?? null,

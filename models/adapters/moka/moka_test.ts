@@ -82,45 +82,67 @@ Deno.test("moka: ΔW = 0 at init, merge equals forward, gradients match finite d
   }
 });
 
-Deno.test("moka: GPU forward/backward equal the float64 reference", async () => {
+Deno.test("moka: GPU forward/backward equal the float64 reference (fused and matmul kernels)", async () => {
   const rt = await testRuntime();
   for (
-    const [variant, dIn, dOut, tokens] of [
-      [CONFIG, D_IN, D_OUT, 5],
-      [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37],
-      [{ kind: "moka", components: [[4, 4], [8, 8]], identityA: true, zeroInit: "B" }, 32, 64, 9],
-      [{ kind: "moka", components: [[8, 8], [16, 16]], gate: "frozen" }, 128, 128, 64],
+    const kernels of [
+      { kernels: "fused" },
+      { kernels: "fused", directForwardMacs: 0 },
+      { kernels: "matmul" },
     ] as const
   ) {
-    const m = MokaAdapter.create(variant, dIn, dOut, 1);
-    randomizeParams(m, 7);
-    const errors = await gpuVsCpu(rt, m, tokens, 21);
-    for (const [name, e] of Object.entries(errors)) {
-      assert.ok(e < TOLERANCE.f32, `${JSON.stringify(variant)} ${name}: ${e}`);
+    for (
+      const [variant, dIn, dOut, tokens] of [
+        [CONFIG, D_IN, D_OUT, 5],
+        [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37],
+        [{ kind: "moka", components: [[4, 4], [8, 8]], identityA: true, zeroInit: "B" }, 32, 64, 9],
+        [{ kind: "moka", components: [[8, 8], [16, 16]], gate: "frozen" }, 128, 128, 64],
+      ] as const
+    ) {
+      const m = MokaAdapter.create(variant, dIn, dOut, 1);
+      randomizeParams(m, 7);
+      const errors = await gpuVsCpu(rt, m, tokens, 21, {}, kernels);
+      for (const [name, e] of Object.entries(errors)) {
+        assert.ok(
+          e < TOLERANCE.f32,
+          `${JSON.stringify(kernels)} ${JSON.stringify(variant)} ${name}: ${e}`,
+        );
+      }
     }
   }
 });
 
-Deno.test("moka: token chunks under a small scratch budget give the same results", async () => {
+Deno.test("moka: token chunks under a small scratch budget give the same results (both kernels)", async () => {
   const rt = await testRuntime();
-  // scratchBytes 1 forces the smallest chunk (the rows that keep x/y windows at 256-byte
-  // offsets: 4 tokens for 64 → 48, 2 for 32 → 64), so the last chunk is partial and odd; 24 KiB
-  // at 128 → 128 gives 2 chunks. Gradients of ≤ 64×64 accumulate in two slots per chunk; the
-  // 128×128 B of the last case accumulates in place. (MoKA_s has no per-token intermediates, so
-  // it never chunks.)
   for (
-    const [variant, dIn, dOut, tokens, scratchBytes] of [
-      [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37, 1],
-      [{ kind: "moka", components: [[4, 4], [8, 8]], gate: "frozen" }, 32, 64, 9, 1],
-      [{ kind: "moka", components: [[8, 8], [16, 16]] }, 128, 128, 64, 24 * 1024],
-      [{ kind: "moka", components: [[2, 2], [16, 16]] }, 256, 256, 8, 4 * 1024],
+    const kernels of [
+      { kernels: "fused" },
+      { kernels: "fused", directForwardMacs: 0 },
+      { kernels: "matmul" },
     ] as const
   ) {
-    const m = MokaAdapter.create(variant, dIn, dOut, 1);
-    randomizeParams(m, 8);
-    const errors = await gpuVsCpu(rt, m, tokens, 22, {}, { scratchBytes });
-    for (const [name, e] of Object.entries(errors)) {
-      assert.ok(e < TOLERANCE.f32, `${JSON.stringify(variant)} chunked ${name}: ${e}`);
+    // scratchBytes 1 forces the smallest chunk (the rows that keep x/y windows at 256-byte
+    // offsets: 4 tokens for 64 → 48, 2 for 32 → 64), so the last chunk is partial and odd; 24 KiB
+    // at 128 → 128 gives 2 chunks. Gradients of ≤ 64×64 accumulate in two slots per chunk; the
+    // 128×128 B of the last case accumulates in place. (MoKA_s has no per-token intermediates, so
+    // it never chunks.)
+    for (
+      const [variant, dIn, dOut, tokens, scratchBytes] of [
+        [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48, 37, 1],
+        [{ kind: "moka", components: [[4, 4], [8, 8]], gate: "frozen" }, 32, 64, 9, 1],
+        [{ kind: "moka", components: [[8, 8], [16, 16]] }, 128, 128, 64, 24 * 1024],
+        [{ kind: "moka", components: [[2, 2], [16, 16]] }, 256, 256, 8, 4 * 1024],
+      ] as const
+    ) {
+      const m = MokaAdapter.create(variant, dIn, dOut, 1);
+      randomizeParams(m, 8);
+      const errors = await gpuVsCpu(rt, m, tokens, 22, {}, { scratchBytes, ...kernels });
+      for (const [name, e] of Object.entries(errors)) {
+        assert.ok(
+          e < TOLERANCE.f32,
+          `${JSON.stringify(kernels)} ${JSON.stringify(variant)} chunked ${name}: ${e}`,
+        );
+      }
     }
   }
 });

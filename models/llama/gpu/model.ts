@@ -27,6 +27,7 @@ import {
   rmsnormBackward,
   rmsnormForward,
   rope,
+  ropeDecode,
   ropeTables,
   swigluBackward,
   swigluForward,
@@ -44,10 +45,16 @@ import {
 import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import { type GpuTensor, rowAlignment } from "../../../kernels/runtime/tensor.ts";
-import type { Adapter, GpuAdapterLayer, PassOptions } from "../../adapters/adapter.ts";
+import type {
+  Adapter,
+  GpuAdapterLayer,
+  GpuLayerOptions,
+  PassOptions,
+} from "../../adapters/adapter.ts";
 import type { AdapterConfig } from "../../adapters/registry.ts";
 import type { Llama2cCheckpoint } from "../../llama2c.ts";
 import { TARGET_MODULES, type TargetModule } from "../../llama_shapes.ts";
+import { TensorArena } from "../../../kernels/runtime/arena.ts";
 import { hash32 } from "../../random.ts";
 import { headSize, kvDim, linearDims, type LlamaConfig } from "../config.ts";
 import { adapterKey } from "../cpu/model.ts";
@@ -145,6 +152,7 @@ export class GpuLlama {
   readonly #logitsChunkBytes: number;
   readonly #checkpointing: boolean | "auto";
   #adapters = new Map<string, GpuAdapterLayer>();
+  #trainables: Trainables | null = null;
   #tape: {
     batch: Batch;
     blocks: BlockTape[] | null; // null: checkpointed, `inputs` only
@@ -236,21 +244,55 @@ export class GpuLlama {
     return out;
   }
 
-  /** Attach adapters by key `${layer}.${module}`; replaces any attached before. */
-  async attach(adapters: Map<string, Adapter<AdapterConfig>>): Promise<void> {
+  /**
+   * Attach adapters by key `${layer}.${module}`; replaces any attached before. Their trainable
+   * parameters and gradients are packed into one {@link TensorArena} each (see
+   * {@link GpuLlama.trainables}), so the optimizer touches every adapter in one dispatch per buffer;
+   * `layerOptions` choose the adapters' kernels (e.g. `{ kernels: "matmul" }`).
+   */
+  async attach(
+    adapters: Map<string, Adapter<AdapterConfig>>,
+    layerOptions: Omit<GpuLayerOptions, "storage"> = {},
+  ): Promise<void> {
     this.detach();
     for (const [key, a] of adapters) {
       const w = this.#weights.get(key);
       if (!w) throw new Error(`attach: no module "${key}" in a ${this.config.layers}-layer model`);
-      const m = key.split(".")[1] as TargetModule;
-      const [dIn, dOut] = linearDims(this.config, m);
+      const [dIn, dOut] = linearDims(this.config, key.split(".")[1] as TargetModule);
       if (a.dIn !== dIn || a.dOut !== dOut) {
         throw new Error(
           `attach: adapter for ${key} is ${a.dOut}×${a.dIn}, the module is ${dOut}×${dIn}`,
         );
       }
-      this.#adapters.set(key, await a.toGpu(this.#rt, w));
     }
+    const names = [...adapters].map(([key, a]) => ({
+      key,
+      specs: a.specs().filter((s) => s.trainable),
+    }));
+    const groups = names.map((n) => n.specs.map((s) => s.shape));
+    const params = new TensorArena(this.#rt, groups);
+    const grads = new TensorArena(this.#rt, groups);
+    this.#trainables = {
+      params,
+      grads,
+      names: names.map((n) => ({ key: n.key, names: n.specs.map((s) => s.name) })),
+    };
+    for (const [g, [key, a]] of [...adapters].entries()) {
+      const w = this.#weights.get(key)!;
+      const storage = {
+        params: Object.fromEntries(names[g].specs.map((s, i) => [s.name, params.groups[g][i]])),
+        grads: Object.fromEntries(names[g].specs.map((s, i) => [s.name, grads.groups[g][i]])),
+      };
+      this.#adapters.set(key, await a.toGpu(this.#rt, w, { ...layerOptions, storage }));
+    }
+  }
+
+  /**
+   * The attached adapters' trainable parameters and gradients, packed: group g is adapter
+   * `names[g].key`, its tensors in `names[g].names` order (null when none are attached).
+   */
+  get trainables(): Trainables | null {
+    return this.#trainables;
   }
 
   /** The attached GPU adapter layers. */
@@ -262,6 +304,9 @@ export class GpuLlama {
   detach(): void {
     for (const a of this.#adapters.values()) a.release();
     this.#adapters.clear();
+    this.#trainables?.params.release();
+    this.#trainables?.grads.release();
+    this.#trainables = null;
   }
 
   /** Bytes of the frozen linear weights on the GPU (what 4-bit storage saves). */
@@ -382,8 +427,10 @@ export class GpuLlama {
     const seq = attend.kind === "sequence" ? attend.seq : 1;
     const offset = attend.kind === "sequence" ? 0 : attend.pos;
     const r = { cos: this.#cos, sin: this.#sin, headSize: hs, seq, offset, layout: c.ropeLayout };
-    await rope(rt, batch, { x: q, heads: c.heads, ...r });
-    await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
+    if (attend.kind === "sequence") {
+      await rope(rt, batch, { x: q, heads: c.heads, ...r });
+      await rope(rt, batch, { x: k, heads: c.kvHeads, ...r });
+    }
     const attOut = batch.scratch([rows, dim]);
     let lse: GpuTensor | null = null;
     if (attend.kind === "sequence") {
@@ -392,13 +439,29 @@ export class GpuLlama {
       const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
       await attentionForward(rt, batch, { out: attOut, lse, q, k, v, dims });
     } else {
-      attend.cache.write(batch, l, k, v, attend.pos);
+      // RoPE of q and k and the cache write of k and v in one dispatch.
+      await ropeDecode(rt, batch, {
+        q,
+        k,
+        v,
+        kc: attend.cache.k[l],
+        vc: attend.cache.v[l],
+        cos: this.#cos,
+        sin: this.#sin,
+        heads: c.heads,
+        kvHeads: c.kvHeads,
+        headSize: hs,
+        pos: attend.pos,
+        maxSeq: attend.cache.maxSeq,
+        layout: c.ropeLayout,
+      });
       await attentionDecode(rt, batch, {
         out: attOut,
         scores: attend.scores,
         q,
         kc: attend.cache.k[l],
         vc: attend.cache.v[l],
+        table: attend.cache.table,
         heads: c.heads,
         kvHeads: c.kvHeads,
         headSize: hs,
@@ -602,9 +665,16 @@ export class GpuLlama {
 
   /**
    * One decoding step: `ids` (u32 [slots]) are the tokens at position `pos` of every slot; their
-   * keys/values go into the cache, the logits [slots, vocab] come back (inference only).
+   * keys/values go into the cache, the logits [slots, vocab] come back (inference only), in `out`
+   * when given (GPU-resident generation reuses one tensor for every step).
    */
-  async decode(batch: Batch, ids: GpuTensor, pos: number, cache: KvCache): Promise<GpuTensor> {
+  async decode(
+    batch: Batch,
+    ids: GpuTensor,
+    pos: number,
+    cache: KvCache,
+    out?: GpuTensor,
+  ): Promise<GpuTensor> {
     const rt = this.#rt;
     const c = this.config;
     const rows = ids.size;
@@ -625,7 +695,12 @@ export class GpuLlama {
     }
     batch.recycle(scores);
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
-    const logits = (await this.#logits(batch, nf, rows, "all"))!;
+    if (out && out.size !== rows * c.vocab) {
+      throw new RangeError("decode: out is not [slots, vocab]");
+    }
+    const logits = out
+      ? await frozenMatmul(rt, batch, nf, this.#cls, { out })
+      : (await this.#logits(batch, nf, rows, "all"))!;
     for (const t of [h, nf, invf]) batch.recycle(t);
     return logits;
   }
@@ -822,15 +897,33 @@ export class GpuLlama {
   }
 }
 
+/** Packed trainable parameters and gradients of the attached adapters. */
+export interface Trainables {
+  /** Parameters, one group per adapter. */
+  params: TensorArena;
+  /** Gradients, the same layout. */
+  grads: TensorArena;
+  /** Per group: the adapter key and its tensors' names. */
+  names: { key: string; names: string[] }[];
+}
+
 /**
- * Keys and values of every layer for `slots` sequences: k[l], v[l] are [slots, maxSeq, kvDim].
- * Beam search reorders slots with {@link KvCache.reorder} (copies from a parent slot).
+ * Keys and values of every layer for `slots` sequences: k[l], v[l] are [slots, maxSeq, kvDim],
+ * and a slot table (u32 [slots, maxSeq]): position u of sequence s is row u of slot table[s, u].
+ * Host-driven beam search reorders slots with {@link KvCache.reorder} (copies from a parent slot;
+ * the table stays the identity); GPU-resident beam search rewrites the table instead
+ * (`beamSelect` writes {@link KvCache.tableNext}, then {@link KvCache.swapTables}), so sequences
+ * share their common prefix and no row is ever copied.
  */
 export class KvCache {
   /** Keys per layer. */
   k: GpuTensor[];
   /** Values per layer. */
   v: GpuTensor[];
+  /** The slot table attention reads. */
+  table: GpuTensor;
+  /** The slot table a GPU beam step writes. */
+  tableNext: GpuTensor;
   /** Sequences held. */
   readonly slots: number;
   /** Positions per sequence. */
@@ -853,6 +946,14 @@ export class KvCache {
     this.#width = width;
     this.k = Array.from({ length: layers }, () => rt.empty([slots, maxSeq, width]));
     this.v = Array.from({ length: layers }, () => rt.empty([slots, maxSeq, width]));
+    const identity = Uint32Array.from({ length: slots * maxSeq }, (_, i) => Math.floor(i / maxSeq));
+    this.table = rt.upload(identity, [slots, maxSeq], "u32");
+    this.tableNext = rt.upload(identity, [slots, maxSeq], "u32");
+  }
+
+  /** Make the table a beam step wrote the one attention reads (recorded order decides). */
+  swapTables(): void {
+    [this.table, this.tableNext] = [this.tableNext, this.table];
   }
 
   /** Copy one sequence's k/v [seq, width] (a prefill) into positions [0, seq) of every slot. */
@@ -862,16 +963,6 @@ export class KvCache {
       const at = s * this.maxSeq * this.#width * 4;
       batch.copy(k.buffer, 0, this.k[layer].buffer, at, bytes);
       batch.copy(v.buffer, 0, this.v[layer].buffer, at, bytes);
-    }
-  }
-
-  /** Write row s of k/v [slots, width] at position `pos` of slot s. */
-  write(batch: Batch, layer: number, k: GpuTensor, v: GpuTensor, pos: number): void {
-    const row = this.#width * 4;
-    for (let s = 0; s < this.slots; s++) {
-      const at = (s * this.maxSeq + pos) * row;
-      batch.copy(k.buffer, s * row, this.k[layer].buffer, at, row);
-      batch.copy(v.buffer, s * row, this.v[layer].buffer, at, row);
     }
   }
 
@@ -896,6 +987,6 @@ export class KvCache {
 
   /** Free the cache. */
   release(): void {
-    for (const t of [...this.k, ...this.v]) t.release();
+    for (const t of [...this.k, ...this.v, this.table, this.tableNext]) t.release();
   }
 }
