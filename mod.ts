@@ -257,7 +257,6 @@ export {
   KronMixtureGpu,
 } from "./models/adapters/kron_gpu.ts";
 export {
-  DIRECT_FORWARD_MACS,
   fusedKronBackward,
   type FusedKronComponent,
   fusedKronForward,

@@ -41,11 +41,6 @@ export interface FusedKronComponent {
 }
 
 const NONE = 0xffffffff;
-/**
- * Largest tokens·dOut·dIn·r for which the forward runs as one dispatch that never forms W (a
- * decoding step of a model up to d ≈ 1024); beyond it the two-kernel route does fewer FLOPs.
- */
-export const DIRECT_FORWARD_MACS = 2 ** 23;
 const HEADER = 8; // words before the components
 const FIELDS = 16; // words per component
 const WG = 64;
@@ -464,13 +459,14 @@ async function record(
 
 /**
  * y [tokens, dOut] += ΔW·x for x [tokens, dIn]; `w` is scratch [tokens·forwardPerToken] (unused,
- * may be null, when the problem is small enough for one dispatch: {@link DIRECT_FORWARD_MACS}).
+ * may be null, when tokens·dOut·dIn·r ≤ `directMacs`: then one dispatch that never forms W does it,
+ * where that costs less than a second dispatch).
  */
 export async function fusedKronForward(
   rt: GpuRuntime,
   batch: Batch,
   b: FusedKronLayer,
-  a: { x: GpuTensor; y: GpuTensor; w: GpuTensor | null; tokens: number; directMacs?: number },
+  a: { x: GpuTensor; y: GpuTensor; w: GpuTensor | null; tokens: number; directMacs: number },
 ): Promise<void> {
   const { plan } = b;
   const { x, y, w, tokens } = a;
@@ -479,7 +475,7 @@ export async function fusedKronForward(
   }
   const per = plan.forwardPerToken;
   const gate = b.gate.binding;
-  if (tokens * plan.dOut * plan.dIn * plan.r <= (a.directMacs ?? DIRECT_FORWARD_MACS)) {
+  if (tokens * plan.dOut * plan.dIn * plan.r <= a.directMacs) {
     const n = tokens * plan.dOut;
     await record(
       rt,

@@ -114,12 +114,21 @@ export async function rmsnormBackward(
   );
 }
 
+// Pair j of a head starting at `base`: elements (2j, 2j+1) (interleaved), or (j, j + half) when
+// split (Hugging Face's rotate_half). Both RoPE kernels' uniforms have `split` and `half`.
+const PAIR_AT = /* wgsl */ `
+fn pairAt(base: u32, j: u32) -> vec2<u32> {
+  if (p.split != 0u) { return vec2<u32>(base + j, base + j + p.half); }
+  return vec2<u32>(base + 2u * j, base + 2u * j + 1u);
+}`;
+
 const ROPE_WGSL = HEAD(`
 struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32, offset: u32, split: u32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
 @group(0) @binding(3) var<storage, read_write> x: array<f32>;`) + `
+${PAIR_AT}
 ${MAIN}
   if (i >= p.n) { return; }
   // i enumerates (row, head, pair j); the row's position is row mod seq. Pair j holds elements
@@ -132,17 +141,11 @@ ${MAIN}
   let pos = row % p.seq + p.offset;
   let c = cosT[pos * p.half + j];
   let s = p.sign * sinT[pos * p.half + j];
-  let base = (row * p.heads + head) * 2u * p.half;
-  var k0 = base + 2u * j;
-  var k1 = k0 + 1u;
-  if (p.split != 0u) {
-    k0 = base + j;
-    k1 = base + j + p.half;
-  }
-  let v0 = x[k0];
-  let v1 = x[k1];
-  x[k0] = v0 * c - v1 * s;
-  x[k1] = v0 * s + v1 * c;
+  let at = pairAt((row * p.heads + head) * 2u * p.half, j);
+  let v0 = x[at.x];
+  let v1 = x[at.y];
+  x[at.x] = v0 * c - v1 * s;
+  x[at.y] = v0 * s + v1 * c;
 }`;
 
 /**
@@ -200,10 +203,7 @@ struct P { n: u32, rows: u32, heads: u32, kvHeads: u32, half: u32, pos: u32, max
 @group(0) @binding(5) var<storage, read> v: array<f32>;
 @group(0) @binding(6) var<storage, read_write> kc: array<f32>;
 @group(0) @binding(7) var<storage, read_write> vc: array<f32>;`) + `
-fn pairAt(base: u32, j: u32) -> vec2<u32> {
-  if (p.split != 0u) { return vec2<u32>(base + j, base + j + p.half); }
-  return vec2<u32>(base + 2u * j, base + 2u * j + 1u);
-}
+${PAIR_AT}
 ${MAIN}
   if (i >= p.n) { return; }
   // Three ranges of invocations: q's pairs (rotated in place), k's pairs (rotated into the

@@ -420,9 +420,6 @@ export class KronMixtureGpu {
    * chunk by chunk instead of splitting each chunk's K into many slices whose sums need memory.
    */
   #plan(tokens: number, backward: boolean) {
-    const { ma, na, mb, nb } = this.#comps[0].shape;
-    const dIn = na * nb;
-    const dOut = ma * mb;
     let zPerToken = 0;
     for (const { shape: s, a } of this.#comps) {
       if (a !== null) {
