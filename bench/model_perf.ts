@@ -1,7 +1,8 @@
 /**
  * Model measurements for `deno task perf`: MoKA fine-tuning tokens/s (NF4 base, MoKA on every
  * target module, seq 256; against the per-component matmul kernels in the same run) and KV-cached
- * greedy and 4-beam generation tokens/s (selection on the host against on the GPU), on the embedded stories260K
+ * greedy and 4-beam generation tokens/s (selection on the host against on the GPU; 8 questions
+ * one at a time against one batched decode), on the embedded stories260K
  * and on a random model of LLaMA-like shape (d = 512, 8 layers) to show scaling; plus where the
  * GPU time of one training step goes (per-kernel timestamps, grouped by kernel family).
  */
@@ -10,7 +11,13 @@ import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { type Llama2cCheckpoint, type Llama2cConfig, loadLlama2c } from "../models/llama2c.ts";
 import { fromLlama2c } from "../models/llama/config.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
-import { generate, generateOnGpu, gpuScorer } from "../models/llama/generate.ts";
+import {
+  generate,
+  generateOnGpu,
+  gpuScorer,
+  searchManyOnGpu,
+  searchOnGpu,
+} from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { randomCheckpoint } from "../models/llama/testing.ts";
 import { type Example, Trainer } from "../models/llama/train.ts";
@@ -146,6 +153,26 @@ async function measure(
     out[`${key}_tokens_per_s_${name}`] = sig3(gpu);
     out[`${key}_speedup_${name}`] = ratio(gpu, host);
   }
+  // The commonsense protocol's shape: 8 questions of different lengths × 4 beams × 32 tokens,
+  // one question at a time against all 8 in one batched decode.
+  const questions = Array.from(
+    { length: 8 },
+    (_, q) => Array.from({ length: 12 + 5 * q }, (_, i) => 1 + ((13 * i + 7 * q) % 300)),
+  );
+  const qOpts = { maxNew: n, beams: 4, eos: -1 };
+  await searchManyOnGpu(rt, model, questions, { ...qOpts, maxNew: 4 }); // warm-up
+  log(`${name}: 8 questions × 4 beams, one at a time ...`);
+  let t0 = performance.now();
+  for (const q of questions) await searchOnGpu(rt, model, q, qOpts);
+  const single = questions.length * n / ((performance.now() - t0) / 1000);
+  log(`  ${single.toFixed(1)} tokens/s; in one batch ...`);
+  t0 = performance.now();
+  await searchManyOnGpu(rt, model, questions, qOpts);
+  const batched = questions.length * n / ((performance.now() - t0) / 1000);
+  log(`  ${batched.toFixed(1)} tokens/s`);
+  out[`generate_4beam_8questions_tokens_per_s_one_at_a_time_${name}`] = sig3(single);
+  out[`generate_4beam_8questions_tokens_per_s_batched_${name}`] = sig3(batched);
+  out[`generate_4beam_8questions_batched_speedup_${name}`] = ratio(batched, single);
   const cache = model.createCache(1, 8);
   const one = rt.upload(new Uint32Array([1]), [1], "u32");
   const d = rt.batch();

@@ -6,7 +6,8 @@
  * accuracy per task, the average over tasks, and the unparseable count.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
-import { generateOnGpu } from "../models/llama/generate.ts";
+import { searchManyOnGpu } from "../models/llama/generate.ts";
+import { kvDim } from "../models/llama/config.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 import {
@@ -65,7 +66,12 @@ export interface CommonsenseEvalOptions {
   beams?: number;
   /** New tokens (protocol: 32). */
   maxNew?: number;
-  /** Called after each record. */
+  /**
+   * Questions decoded together (default 8): their beams are the rows of one batched decode step.
+   * Fewer when their KV cache would pass the device's binding limit.
+   */
+  questionsPerBatch?: number;
+  /** Called after each batch of records. */
   progress?: (task: CommonsenseTask, done: number, total: number) => void;
   /** Prompt and extraction rules (default LLM-Adapters'). */
   protocol?: Protocol;
@@ -94,30 +100,50 @@ export async function evaluateCommonsense(
   const tasks: Partial<Record<CommonsenseTask, TaskScore>> = {};
   const generations: Record<string, string[]> = {};
   const predictions: Record<string, string[]> = {};
+  const perBatch = options.questionsPerBatch ?? 8;
+  if (!(perBatch >= 1 && Number.isInteger(perBatch))) {
+    throw new RangeError(`evaluateCommonsense: questionsPerBatch=${perBatch}`);
+  }
+  const { seqLen } = model.config;
+  const kvWidth = kvDim(model.config);
+  const bindLimit = rt.device.limits.maxStorageBufferBindingSize;
   for (const [task, records] of Object.entries(data) as [CommonsenseTask, InstructionRecord[]][]) {
-    const preds: string[] = [];
-    generations[task] = [];
-    for (const [i, r] of records.entries()) {
-      // commonsense_evaluate.py passes the instruction only (input=None).
+    // commonsense_evaluate.py passes the instruction only (input=None).
+    const prompts = records.map((r, i) => {
       const prompt = tok.encode(evaluationPrompt({ instruction: r.instruction }), { bos: true });
-      const room = model.config.seqLen - prompt.length;
-      if (room < 1) {
+      if (seqLen - prompt.length < 1) {
         throw new Error(
           `${task} record ${i}: prompt of ${prompt.length} tokens fills the model's context`,
         );
       }
+      return prompt;
+    });
+    const texts: string[] = [];
+    for (let start = 0; start < prompts.length;) {
+      // As many questions as fit one batch: their beams' KV cache within one binding.
+      let end = start + 1;
+      const cacheBytes = (from: number, to: number) => {
+        const longest = Math.max(...prompts.slice(from, to).map((p) => p.length));
+        return (to - from) * beams * Math.min(seqLen, longest + maxNew) * kvWidth * 4;
+      };
+      while (
+        end < prompts.length && end - start < perBatch && cacheBytes(start, end + 1) <= bindLimit
+      ) end++;
+      const group = prompts.slice(start, end);
       // Selection on the GPU: no host round trip per token (equal to generate(gpuScorer(...))).
-      const ids = await generateOnGpu(rt, model, prompt, {
-        maxNew: Math.min(maxNew, room),
+      const results = await searchManyOnGpu(rt, model, group, {
+        maxNew,
         beams,
         eos: tok.eosId,
+        fitContext: true,
       });
       // As upstream: decode prompt and generation together, then split on "### Response:".
-      const text = tok.decode([...prompt, ...ids]);
-      generations[task].push(responseOf(text, options.protocol));
-      preds.push(extractAnswer(task, text, options.protocol));
-      options.progress?.(task, i + 1, records.length);
+      results.forEach((r, k) => texts.push(tok.decode([...group[k], ...r.ids])));
+      start = end;
+      options.progress?.(task, start, records.length);
     }
+    generations[task] = texts.map((t) => responseOf(t, options.protocol));
+    const preds = texts.map((t) => extractAnswer(task, t, options.protocol));
     tasks[task] = scoreAnswers(preds, records.map((r) => r.answer ?? ""));
     predictions[task] = preds;
   }

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
+import { testRuntime } from "../kernels/testing/mod.ts";
+import { fromLlama2c } from "../models/llama/config.ts";
+import { GpuLlama } from "../models/llama/gpu/model.ts";
+import { loadLlama2c } from "../models/llama2c.ts";
+import { defaultModelPath } from "../models/paths.ts";
+import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { PROTOCOL, responseOf } from "../tasks/alpaca.ts";
-import { extractAnswer, scoreAnswers } from "./commonsense.ts";
+import { evaluateCommonsense, extractAnswer, scoreAnswers } from "./commonsense.ts";
 
 Deno.test("commonsense: answer extraction follows LLM-Adapters' rules on hand-written generations", () => {
   assert.equal(extractAnswer("boolq", "the correct answer is true"), "true");
@@ -29,4 +35,36 @@ Deno.test("protocol: extraction splits on the first marker (LLM-Adapters) or the
   assert.equal(extractAnswer("boolq", text, PROTOCOL["llm-adapters"]), "true");
   assert.equal(extractAnswer("boolq", text, PROTOCOL.dora), "false");
   assert.equal(responseOf("no marker here "), "no marker here");
+});
+
+Deno.test("commonsense: questions decoded in batches give the generations of one question at a time", async () => {
+  const rt = await testRuntime();
+  const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
+  const config = fromLlama2c(ckpt.config);
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), config.vocab);
+  const model = await GpuLlama.create(rt, config, ckpt);
+  const records = ["Is the sky blue?", "Can a dog fly over the big tree in the park?", "Is it hot?"]
+    .map((instruction, i) => ({
+      instruction,
+      input: "",
+      output: "",
+      answer: i % 2 ? "false" : "true",
+    }));
+  const run = (questionsPerBatch: number) => {
+    const calls: number[] = [];
+    return evaluateCommonsense(rt, model, tok, { boolq: records }, {
+      beams: 2,
+      maxNew: 8,
+      questionsPerBatch,
+      progress: (_, done) => calls.push(done),
+    }).then((r) => ({ ...r, calls }));
+  };
+  const one = await run(1);
+  const batched = await run(2);
+  assert.deepEqual(batched.generations, one.generations);
+  assert.deepEqual(batched.predictions, one.predictions);
+  assert.deepEqual(one.calls, [1, 2, 3]);
+  assert.deepEqual(batched.calls, [2, 3], "progress after each batch");
+  assert.ok(new Set(one.generations.boolq).size > 1, "the questions get different generations");
+  model.release();
 });

@@ -202,12 +202,14 @@ struct P { n: u32, rows: u32, heads: u32, kvHeads: u32, half: u32, pos: u32, max
 @group(0) @binding(4) var<storage, read> k: array<f32>;
 @group(0) @binding(5) var<storage, read> v: array<f32>;
 @group(0) @binding(6) var<storage, read_write> kc: array<f32>;
-@group(0) @binding(7) var<storage, read_write> vc: array<f32>;`) + `
+@group(0) @binding(7) var<storage, read_write> vc: array<f32>;
+@group(0) @binding(8) var<storage, read> offsets: array<u32>;`) + `
 ${PAIR_AT}
 ${MAIN}
   if (i >= p.n) { return; }
   // Three ranges of invocations: q's pairs (rotated in place), k's pairs (rotated into the
-  // cache row of slot row at pos), v's elements (copied there).
+  // cache row of slot row at its position), v's elements (copied there). A row's position is
+  // pos + offsets[row]; rows past the cache are left alone.
   let hs = 2u * p.half;
   let kw = p.kvHeads * hs;
   let nq = p.rows * p.heads * p.half;
@@ -219,8 +221,10 @@ ${MAIN}
     let row = e / (heads * p.half);
     let head = (e / p.half) % heads;
     let j = e % p.half;
-    let cj = cosT[p.pos * p.half + j];
-    let sj = sinT[p.pos * p.half + j];
+    let pos = p.pos + offsets[row];
+    if (pos >= p.maxSeq) { return; }
+    let cj = cosT[pos * p.half + j];
+    let sj = sinT[pos * p.half + j];
     if (i < nq) {
       let at = pairAt((row * heads + head) * hs, j);
       let v0 = q[at.x];
@@ -229,7 +233,7 @@ ${MAIN}
       q[at.y] = v0 * sj + v1 * cj;
     } else {
       let src = pairAt(row * kw + head * hs, j);
-      let to = pairAt((row * p.maxSeq + p.pos) * kw + head * hs, j);
+      let to = pairAt((row * p.maxSeq + pos) * kw + head * hs, j);
       let v0 = k[src.x];
       let v1 = k[src.y];
       kc[to.x] = v0 * cj - v1 * sj;
@@ -239,13 +243,17 @@ ${MAIN}
   }
   let e = i - nq - nk;
   let row = e / kw;
-  vc[(row * p.maxSeq + p.pos) * kw + e % kw] = v[e];
+  let pos = p.pos + offsets[row];
+  if (pos >= p.maxSeq) { return; }
+  vc[(row * p.maxSeq + pos) * kw + e % kw] = v[e];
 }`;
 
 /**
  * One decoding step's RoPE and cache write in one dispatch: q [rows, heads·hs] rotated in place;
- * k [rows, kvHeads·hs] rotated and, with v, written to row `pos` of slot `row` of the caches
- * kc/vc [slots, maxSeq, kvHeads·hs] (k itself is left as it was).
+ * k [rows, kvHeads·hs] rotated and, with v, written to row `pos + offsets[row]` of slot `row` of
+ * the caches kc/vc [slots, maxSeq, kvHeads·hs] (k itself is left as it was). `offsets` (u32
+ * [rows]) lets sequences of different lengths decode together; a row whose position is past the
+ * cache is skipped.
  */
 export async function ropeDecode(
   rt: GpuRuntime,
@@ -263,17 +271,18 @@ export async function ropeDecode(
     headSize: number;
     pos: number;
     maxSeq: number;
+    offsets: GpuTensor;
     layout?: "interleaved" | "half";
   },
 ): Promise<void> {
-  const { q, k, v, kc, vc, heads, kvHeads, headSize, pos, maxSeq } = a;
+  const { q, k, v, kc, vc, heads, kvHeads, headSize, pos, maxSeq, offsets } = a;
   const half = headSize / 2;
   const rows = q.size / (heads * headSize);
   const kw = kvHeads * headSize;
   need(
     Number.isInteger(rows) && k.size === rows * kw && v.size === k.size &&
       kc.size >= rows * maxSeq * kw && vc.size === kc.size && pos < maxSeq &&
-      a.cos.size >= (pos + 1) * half,
+      a.cos.size >= maxSeq * half && offsets.size === rows,
     "rope decode: shapes",
   );
   const n = rows * (heads * half + kvHeads * half + kw);
@@ -291,7 +300,7 @@ export async function ropeDecode(
       { u: maxSeq },
       { u: a.layout === "half" ? 1 : 0 },
     ],
-    [a.cos, a.sin, q, k, v, kc, vc],
+    [a.cos, a.sin, q, k, v, kc, vc, offsets],
     n,
   );
 }
@@ -404,18 +413,22 @@ struct P { n: u32, heads: u32, kvHeads: u32, hs: u32, pos: u32, maxSeq: u32, sca
 @group(0) @binding(3) var<storage, read> vc: array<f32>;
 @group(0) @binding(4) var<storage, read> table: array<u32>;
 @group(0) @binding(5) var<storage, read_write> scores: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;`) + `
+@group(0) @binding(6) var<storage, read_write> out: array<f32>;
+@group(0) @binding(7) var<storage, read> offsets: array<u32>;`) + `
 ${MAIN}
   if (i >= p.n) { return; }
-  // i = beam·heads + h; position u of the beam's sequence lives in cache slot table[beam, u].
+  // i = beam·heads + h; position u of the beam's sequence lives in cache slot table[beam, u]; the
+  // beam's own position is pos + offsets[beam] (past the cache: nothing to do).
   let h = i % p.heads;
   let beam = i / p.heads;
+  let pos = p.pos + offsets[beam];
+  if (pos >= p.maxSeq) { return; }
   let kh = h / (p.heads / p.kvHeads);
   let kw = p.kvHeads * p.hs;
   let qo = i * p.hs;
   let so = i * p.maxSeq;
   var mx = -3.0e38;
-  for (var u = 0u; u <= p.pos; u++) {
+  for (var u = 0u; u <= pos; u++) {
     let ko = (table[beam * p.maxSeq + u] * p.maxSeq + u) * kw + kh * p.hs;
     var d = 0.0;
     for (var c = 0u; c < p.hs; c++) { d += q[qo + c] * kc[ko + c]; }
@@ -424,9 +437,9 @@ ${MAIN}
     mx = max(mx, d);
   }
   var sum = 0.0;
-  for (var u = 0u; u <= p.pos; u++) { let e = exp(scores[so + u] - mx); scores[so + u] = e; sum += e; }
+  for (var u = 0u; u <= pos; u++) { let e = exp(scores[so + u] - mx); scores[so + u] = e; sum += e; }
   for (var c = 0u; c < p.hs; c++) { out[qo + c] = 0.0; }
-  for (var u = 0u; u <= p.pos; u++) {
+  for (var u = 0u; u <= pos; u++) {
     let pr = scores[so + u] / sum;
     let vo = (table[beam * p.maxSeq + u] * p.maxSeq + u) * kw + kh * p.hs;
     for (var c = 0u; c < p.hs; c++) { out[qo + c] += pr * v[vo + c]; }
@@ -434,10 +447,10 @@ ${MAIN}
 }`.replace("v[vo + c]", "vc[vo + c]");
 
 /**
- * One decoding step of attention: q [beams, heads·hs] of the token at `pos` against the KV cache
- * kc/vc [slots, maxSeq, kvHeads·hs], where position u of beam b is row u of slot table[b, u]
- * (u32 [beams, maxSeq]; beams share prefixes without copies). scores is scratch
- * [beams, heads, maxSeq].
+ * One decoding step of attention: q [beams, heads·hs] of the token at `pos + offsets[beam]`
+ * against the KV cache kc/vc [slots, maxSeq, kvHeads·hs], where position u of beam b is row u of
+ * slot table[b, u] (u32 [beams, maxSeq]; beams share prefixes without copies). scores is scratch
+ * [beams, heads, maxSeq]; a beam whose position is past the cache is skipped.
  */
 export async function attentionDecode(
   rt: GpuRuntime,
@@ -454,9 +467,10 @@ export async function attentionDecode(
     headSize: number;
     pos: number;
     maxSeq: number;
+    offsets: GpuTensor;
   },
 ): Promise<void> {
-  const { out, scores, q, kc, vc, table, heads, kvHeads, headSize, pos, maxSeq } = a;
+  const { out, scores, q, kc, vc, table, heads, kvHeads, headSize, pos, maxSeq, offsets } = a;
   const beams = q.size / (heads * headSize);
   need(Number.isInteger(beams) && out.size === q.size && pos < maxSeq, "attention decode: shapes");
   need(
@@ -465,6 +479,7 @@ export async function attentionDecode(
   );
   need(scores.size >= beams * heads * maxSeq, "attention decode: scratch");
   need(table.size === beams * maxSeq, "attention decode: slot table");
+  need(offsets.size === beams, "attention decode: offsets");
   const n = beams * heads;
   await launch(
     rt,
@@ -479,7 +494,7 @@ export async function attentionDecode(
       { u: maxSeq },
       { f: 1 / Math.sqrt(headSize) },
     ],
-    [q, kc, vc, table, scores, out],
+    [q, kc, vc, table, scores, out, offsets],
     n,
   );
 }

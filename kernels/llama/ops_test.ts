@@ -108,11 +108,13 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   close(await rt.read(db), sb.db, "swiglu db");
 });
 
-Deno.test("llama ops: one decoding step of attention over a KV cache with a slot table; RoPE at an offset", async () => {
+Deno.test("llama ops: one decoding step of attention over a KV cache with a slot table and per-beam positions; RoPE at an offset", async () => {
   const rt = await testRuntime();
-  const [heads, kvHeads, hs, maxSeq, pos, beams] = [4, 2, 8, 10, 5, 2];
-  const T = pos + 1;
-  const outRef = new Float64Array(beams * heads * hs);
+  const [heads, kvHeads, hs, maxSeq, pos] = [4, 2, 8, 10, 5];
+  // Beam b decodes position pos + offsets[b]; the last is past the cache and must be skipped.
+  const offsets = [0, 3, maxSeq - pos];
+  const beams = offsets.length;
+  const outRef = new Float64Array(beams * heads * hs).fill(NaN);
   const qs = new Float32Array(beams * heads * hs);
   const kc = new Float32Array(beams * maxSeq * kvHeads * hs).fill(NaN); // unwritten rows stay NaN
   const vc = new Float32Array(kc.length).fill(NaN);
@@ -123,21 +125,24 @@ Deno.test("llama ops: one decoding step of attention over a KV cache with a slot
   );
   const w = kvHeads * hs;
   for (let b = 0; b < beams; b++) {
+    const at = pos + offsets[b];
+    if (at >= maxSeq) continue;
+    const T = at + 1;
     const q = randomF32(T * heads * hs, 10 * b + 1);
     const k = randomF32(T * kvHeads * hs, 10 * b + 2);
     const v = randomF32(T * kvHeads * hs, 10 * b + 3);
     const ref = attFwdCpu(f64(q), f64(k), f64(v), { tokens: T, heads, kvHeads, headSize: hs });
-    outRef.set(ref.out.subarray(pos * heads * hs), b * heads * hs);
-    qs.set(q.subarray(pos * heads * hs), b * heads * hs);
+    outRef.set(ref.out.subarray(at * heads * hs), b * heads * hs);
+    qs.set(q.subarray(at * heads * hs), b * heads * hs);
     for (let u = 0; u < T; u++) {
-      const at = (table[b * maxSeq + u] * maxSeq + u) * w;
-      kc.set(k.subarray(u * w, (u + 1) * w), at);
-      vc.set(v.subarray(u * w, (u + 1) * w), at);
+      const row = (table[b * maxSeq + u] * maxSeq + u) * w;
+      kc.set(k.subarray(u * w, (u + 1) * w), row);
+      vc.set(v.subarray(u * w, (u + 1) * w), row);
     }
   }
-  const out = rt.empty([beams, heads * hs]);
-  const x = randomF32(beams * heads * hs, 9);
-  const rx = rt.upload(x, [beams, heads * hs]);
+  const out = rt.upload(new Float32Array(beams * heads * hs).fill(NaN), [beams, heads * hs]);
+  const x = randomF32(2 * heads * hs, 9);
+  const rx = rt.upload(x, [2, heads * hs]);
   const tables = ropeTables(16, hs, 10000);
   const b = rt.batch();
   await attentionDecode(rt, b, {
@@ -152,6 +157,7 @@ Deno.test("llama ops: one decoding step of attention over a KV cache with a slot
     headSize: hs,
     pos,
     maxSeq,
+    offsets: rt.upload(Uint32Array.from(offsets), [beams], "u32"),
   });
   const [cos, sin] = [
     rt.upload(tables.cos, [tables.cos.length]),
@@ -159,7 +165,10 @@ Deno.test("llama ops: one decoding step of attention over a KV cache with a slot
   ];
   await rope(rt, b, { x: rx, cos, sin, heads, headSize: hs, seq: 1, offset: 7 });
   await b.submit();
-  close(await rt.read(out), outRef, "attention decode");
+  const got = await rt.read(out) as Float32Array;
+  const live = (beams - 1) * heads * hs;
+  close(got.subarray(0, live), outRef.subarray(0, live), "attention decode");
+  assert.ok(got.subarray(live).every(Number.isNaN), "the beam past the cache is skipped");
   const rotated = f64(x);
   ropeApply(rotated, [7, 7], heads, hs, 10000);
   close(await rt.read(rx), rotated, "rope at offset 7");
@@ -167,7 +176,10 @@ Deno.test("llama ops: one decoding step of attention over a KV cache with a slot
 
 Deno.test("llama ops: RoPE of q and k with the cache write in one dispatch equals rope + copies", async () => {
   const rt = await testRuntime();
-  const [heads, kvHeads, hs, maxSeq, pos, rows] = [4, 2, 6, 9, 5, 3];
+  const [heads, kvHeads, hs, maxSeq, pos] = [4, 2, 6, 9, 5];
+  // Row r is at position pos + offsets[r]; the last is past the cache and must be left alone.
+  const offsets = [0, 2, maxSeq - pos];
+  const rows = offsets.length;
   const kw = kvHeads * hs;
   const tables = ropeTables(maxSeq, hs, 10000);
   const [cos, sin] = [
@@ -198,28 +210,42 @@ Deno.test("llama ops: RoPE of q and k with the cache write in one dispatch equal
       headSize: hs,
       pos,
       maxSeq,
+      offsets: rt.upload(Uint32Array.from(offsets), [rows], "u32"),
       layout,
     });
-    // The reference: rope at an offset on copies, then the rows placed by hand.
-    const rq = rt.upload(q, [rows, heads * hs]);
-    const rk = rt.upload(k, [rows, kw]);
-    const r = { cos, sin, headSize: hs, seq: 1, offset: pos, layout };
-    await rope(rt, b, { x: rq, heads, ...r });
-    await rope(rt, b, { x: rk, heads: kvHeads, ...r });
+    // The reference: rope of each row at its own offset on copies, then the rows placed by hand.
+    const qw = heads * hs;
+    const rq = [...Array(rows - 1).keys()].map((r) =>
+      rt.upload(q.slice(r * qw, (r + 1) * qw), [qw])
+    );
+    const rk = [...Array(rows - 1).keys()].map((r) =>
+      rt.upload(k.slice(r * kw, (r + 1) * kw), [kw])
+    );
+    for (let row = 0; row < rows - 1; row++) {
+      const r = { cos, sin, headSize: hs, seq: 1, offset: pos + offsets[row], layout };
+      await rope(rt, b, { x: rq[row], heads, ...r });
+      await rope(rt, b, { x: rk[row], heads: kvHeads, ...r });
+    }
     await b.submit();
+    const qRef = new Float32Array(q);
+    const kRef = new Float32Array(k);
+    for (let row = 0; row < rows - 1; row++) {
+      qRef.set(await rt.read(rq[row]) as Float32Array, row * qw);
+      kRef.set(await rt.read(rk[row]) as Float32Array, row * kw);
+    }
     close(
       await rt.read(g.q) as Float32Array,
-      f64(await rt.read(rq) as Float32Array),
-      `${layout}: q`,
+      f64(qRef),
+      `${layout}: q (the skipped row unchanged)`,
     );
     assert.deepEqual(await rt.read(g.k), k, "k itself is left alone");
-    const [kGot, vGot, kRef] = await Promise.all(
-      [kc, vc, rk].map(async (t) => await rt.read(t) as Float32Array),
+    const [kGot, vGot] = await Promise.all(
+      [kc, vc].map(async (t) => await rt.read(t) as Float32Array),
     );
     for (let row = 0; row < rows; row++) {
       for (let u = 0; u < maxSeq; u++) {
         const at = (row * maxSeq + u) * kw;
-        if (u !== pos) {
+        if (u !== pos + offsets[row]) {
           assert.ok(kGot.subarray(at, at + kw).every(Number.isNaN), "other cache rows untouched");
           continue;
         }

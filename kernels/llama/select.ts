@@ -7,7 +7,8 @@
  * - {@link greedySelect}: per row, the argmax of the logits (the lowest id among equal maxima, as
  *   the host's `>` scan), appended to the row's history; a row that picks EOS records its length
  *   and is done (later steps leave it alone).
- * - {@link beamSelect}: one beam-search step in one workgroup: log-softmax of each live beam's
+ * - {@link beamSelect}: one beam-search step per question, one workgroup each (several questions'
+ *   beams decode in one batch): log-softmax of each live beam's
  *   logits, the top 2·B (beam, token) continuations by summed log-probability (ties to the lower
  *   beam, then token, as the host's stable sort), EOS continuations into the finished pool scored
  *   sum / length^lengthPenalty (best B kept), the others the next B beams; HF's early stop; at the
@@ -15,7 +16,7 @@
  *   slot s continues its parent's history, so no cache row is ever copied.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { launch } from "../runtime/launch.ts";
+import { packUniform } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
@@ -27,6 +28,7 @@ struct P { vocab: u32, step: u32, maxNew: u32, eos: u32 }
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(3) var<storage, read_write> history: array<u32>;
 @group(0) @binding(4) var<storage, read_write> status: array<u32>;
+@group(0) @binding(5) var<storage, read> limits: array<u32>;
 var<workgroup> bestV: array<f32, 256>;
 var<workgroup> bestI: array<u32, 256>;
 var<workgroup> rowDone: u32;
@@ -59,14 +61,15 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     ids[row] = id;
     history[row * p.maxNew + p.step] = id;
     if (id == p.eos) { status[row] = 1u + p.step; }
-    else if (p.step + 1u == p.maxNew) { status[row] = 1u + p.maxNew; }
+    else if (p.step + 1u >= limits[row]) { status[row] = 2u + p.step; }
   }
 }`;
 
 /**
  * Greedy selection for `step`: ids[row] = argmax logits[row], history[row, step] = it, and
- * status[row] = 1 + step when it is EOS (1 + maxNew after the last step). Rows already done are
- * left alone, so steps recorded past EOS change nothing.
+ * status[row] = 1 + step when it is EOS (1 + limits[row] after the row's last step; limits ≤
+ * maxNew, the history's stride). Rows already done are left alone, so steps recorded past EOS
+ * change nothing.
  */
 export async function greedySelect(
   rt: GpuRuntime,
@@ -76,6 +79,7 @@ export async function greedySelect(
     ids: GpuTensor;
     history: GpuTensor;
     status: GpuTensor;
+    limits: GpuTensor;
     vocab: number;
     step: number;
     maxNew: number;
@@ -83,7 +87,10 @@ export async function greedySelect(
   },
 ): Promise<void> {
   const rows = a.ids.size;
-  if (a.logits.size !== rows * a.vocab || a.history.size !== rows * a.maxNew) {
+  if (
+    a.logits.size !== rows * a.vocab || a.history.size !== rows * a.maxNew ||
+    a.limits.size !== rows
+  ) {
     throw new RangeError("greedySelect: shapes");
   }
   if (a.status.size !== rows || a.step >= a.maxNew) throw new RangeError("greedySelect: step");
@@ -98,6 +105,7 @@ export async function greedySelect(
       a.ids.binding,
       a.history.binding,
       a.status.binding,
+      a.limits.binding,
     ],
     [rows],
   );
@@ -105,7 +113,8 @@ export async function greedySelect(
 
 /** Offsets (u32 words) of a beam search's state; see {@link beamStateLayout}. */
 export interface BeamStateLayout {
-  /** [0] live beams, [1] finished, [2] done (0/1), [3] result length. */
+  /** [0] live beams, [1] finished, [2] done (0 running, 1 by the stop rule, 2 out of steps),
+   * [3] result length. */
   header: number;
   /** Live token histories, two copies (ping-pong by step parity), [beams, maxNew] each. */
   live: [number, number];
@@ -123,7 +132,6 @@ export interface BeamStateLayout {
 export function beamStateLayout(beams: number, maxNew: number): BeamStateLayout {
   const live = 4;
   return {
-    /** [0] live beams, [1] finished, [2] done (0/1), [3] result length. */
     header: 0,
     /** Live token histories, two copies (ping-pong by step parity), [beams, maxNew] each. */
     live: [live, live + beams * maxNew],
@@ -145,15 +153,19 @@ const beamWgsl = memoWgsl((beams: number, maxNew: number) => {
 struct P { vocab: u32, step: u32, eos: u32, pos: u32, maxSeq: u32, lengthPenalty: f32 }
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
-@group(0) @binding(2) var<storage, read_write> st: array<u32>;
-@group(0) @binding(3) var<storage, read_write> scores: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stAll: array<u32>;
+@group(0) @binding(3) var<storage, read_write> scAll: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ids: array<u32>;
 @group(0) @binding(5) var<storage, read> tableIn: array<u32>;
 @group(0) @binding(6) var<storage, read_write> tableOut: array<u32>;
+@group(0) @binding(7) var<storage, read> offsets: array<u32>;
+@group(0) @binding(8) var<storage, read> limits: array<u32>;
 const B = ${beams}u;
 const K = ${K}u;
 const MAXNEW = ${maxNew}u;
+const WORDS = ${L.words}u;
 const WG = 64u;
+
 var<workgroup> red: array<f32, 64>;
 var<workgroup> lse: array<f32, ${beams}>;
 var<workgroup> candS: array<f32, ${64 * K}>;
@@ -174,16 +186,24 @@ fn before(sa: f32, ia: u32, sb: f32, ib: u32) -> bool {
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
   let t = lid.x;
-  if (t == 0u) { live = select(st[0], 1u, p.step == 0u); halt = st[2]; }
+  // Workgroup wq searches question wq: its blocks of the state (from SB) and of the scores (from
+  // CB), its beams' rows [wq·B, (wq+1)·B) of ids and slot tables. Step 0 reads the question's
+  // prefill row (one per question), later steps its beams' rows.
+  let wq = wid.x;
+  let SB = wq * WORDS;
+  let CB = wq * (2u * B + 1u);
+  let rowBase = select(wq * B, wq, p.step == 0u);
+  let pos = p.pos + offsets[wq * B];
+  if (t == 0u) { live = select(stAll[SB + 0], 1u, p.step == 0u); halt = stAll[SB + 2]; }
   workgroupBarrier();
   if (workgroupUniformLoad(&halt) != 0u) { return; }
   let nLive = workgroupUniformLoad(&live);
   // Log-sum-exp of each live beam's logits.
   for (var b = 0u; b < nLive; b++) {
     var m = -3.4e38;
-    for (var j = t; j < p.vocab; j += WG) { m = max(m, logits[b * p.vocab + j]); }
+    for (var j = t; j < p.vocab; j += WG) { m = max(m, logits[(rowBase + b) * p.vocab + j]); }
     red[t] = m;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -193,7 +213,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     let mx = red[0];
     workgroupBarrier();
     var sum = 0.0;
-    for (var j = t; j < p.vocab; j += WG) { sum += exp(logits[b * p.vocab + j] - mx); }
+    for (var j = t; j < p.vocab; j += WG) { sum += exp(logits[(rowBase + b) * p.vocab + j] - mx); }
     red[t] = sum;
     workgroupBarrier();
     for (var s = WG / 2u; s > 0u; s >>= 1u) {
@@ -210,8 +230,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
   let total = nLive * p.vocab;
   for (var c = t; c < total; c += WG) {
     let b = c / p.vocab;
-    let base = select(scores[b], 0.0, p.step == 0u);
-    let s = base + (logits[c] - lse[b]);
+    let base = select(scAll[CB + b], 0.0, p.step == 0u);
+    let s = base + (logits[rowBase * p.vocab + c] - lse[b]);
     if (!before(s, c, ts[K - 1u], ti[K - 1u])) { continue; }
     var k = K - 1u;
     while (k > 0u && before(s, c, ts[k - 1u], ti[k - 1u])) {
@@ -248,7 +268,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     }
     let src = ${L.live[0]}u + (p.step % 2u) * B * MAXNEW;
     let dst = ${L.live[0]}u + ((p.step + 1u) % 2u) * B * MAXNEW;
-    var nFin = st[1];
+    var nFin = stAll[SB + 1];
     var nNext = 0u;
     var nextS: array<f32, ${beams}>;
     for (var k = 0u; k < K && nNext < B; k++) {
@@ -260,52 +280,54 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
         // after equal scores (the host's stable sort), the worst dropped past B.
         let sc = norm(topS[k], p.step);
         var at = nFin;
-        while (at > 0u && scores[B + at - 1u] < sc) { at--; }
+        while (at > 0u && scAll[CB + B + at - 1u] < sc) { at--; }
         if (at < B) {
           var m = min(nFin, B - 1u);
           while (m > at) {
-            scores[B + m] = scores[B + m - 1u];
-            st[${L.finishedLength}u + m] = st[${L.finishedLength}u + m - 1u];
+            scAll[CB + B + m] = scAll[CB + B + m - 1u];
+            stAll[SB + ${L.finishedLength}u + m] = stAll[SB + ${L.finishedLength}u + m - 1u];
             for (var u = 0u; u < MAXNEW; u++) {
-              st[${L.finished}u + m * MAXNEW + u] = st[${L.finished}u + (m - 1u) * MAXNEW + u];
+              stAll[SB + ${L.finished}u + m * MAXNEW + u] = stAll[SB + ${L.finished}u + (m - 1u) * MAXNEW + u];
             }
             m--;
           }
-          scores[B + at] = sc;
-          st[${L.finishedLength}u + at] = p.step;
+          scAll[CB + B + at] = sc;
+          stAll[SB + ${L.finishedLength}u + at] = p.step;
           for (var u = 0u; u < p.step; u++) {
-            st[${L.finished}u + at * MAXNEW + u] = st[src + parent * MAXNEW + u];
+            stAll[SB + ${L.finished}u + at * MAXNEW + u] = stAll[SB + src + parent * MAXNEW + u];
           }
           nFin = min(nFin + 1u, B);
         }
       } else {
         for (var u = 0u; u < p.step; u++) {
-          st[dst + nNext * MAXNEW + u] = st[src + parent * MAXNEW + u];
+          stAll[SB + dst + nNext * MAXNEW + u] = stAll[SB + src + parent * MAXNEW + u];
         }
-        st[dst + nNext * MAXNEW + p.step] = token;
+        stAll[SB + dst + nNext * MAXNEW + p.step] = token;
         nextS[nNext] = topS[k];
         parents[nNext] = parent;
-        ids[nNext] = token;
+        ids[wq * B + nNext] = token;
         nNext++;
       }
     }
     var bestLive = -3.4e38;
     for (var b = 0u; b < nNext; b++) {
-      scores[b] = nextS[b];
+      scAll[CB + b] = nextS[b];
       bestLive = max(bestLive, norm(nextS[b], p.step + 1u));
     }
-    st[0] = nNext;
-    st[1] = nFin;
-    var stop = nFin == B && scores[B + B - 1u] >= bestLive;
+    stAll[SB + 0] = nNext;
+    stAll[SB + 1] = nFin;
+    var stop = nFin == B && scAll[CB + B + B - 1u] >= bestLive;
     var fromFinished = stop;
     var pick = 0u;
-    if (!stop && p.step + 1u == MAXNEW) {
+    var outOfSteps = false;
+    if (!stop && p.step + 1u >= limits[wq]) {
+      outOfSteps = true;
       // Out of steps: the best of finished and live (finished first among equals, as the host's
       // pool lists them first).
       stop = true;
       var best = -3.4e38;
       for (var f = 0u; f < nFin; f++) {
-        if (scores[B + f] > best) { best = scores[B + f]; fromFinished = true; pick = f; }
+        if (scAll[CB + B + f] > best) { best = scAll[CB + B + f]; fromFinished = true; pick = f; }
       }
       for (var b = 0u; b < nNext; b++) {
         let sc = norm(nextS[b], p.step + 1u);
@@ -313,17 +335,17 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
       }
     }
     if (stop) {
-      st[2] = 1u;
+      stAll[SB + 2] = select(1u, 2u, outOfSteps);
       if (fromFinished) {
-        scores[2u * B] = scores[B + pick];
-        st[3] = st[${L.finishedLength}u + pick];
-        for (var u = 0u; u < st[3]; u++) {
-          st[${L.result}u + u] = st[${L.finished}u + pick * MAXNEW + u];
+        scAll[CB + 2u * B] = scAll[CB + B + pick];
+        stAll[SB + 3] = stAll[SB + ${L.finishedLength}u + pick];
+        for (var u = 0u; u < stAll[SB + 3]; u++) {
+          stAll[SB + ${L.result}u + u] = stAll[SB + ${L.finished}u + pick * MAXNEW + u];
         }
       } else {
-        scores[2u * B] = norm(nextS[pick], p.step + 1u);
-        st[3] = p.step + 1u;
-        for (var u = 0u; u <= p.step; u++) { st[${L.result}u + u] = st[dst + pick * MAXNEW + u]; }
+        scAll[CB + 2u * B] = norm(nextS[pick], p.step + 1u);
+        stAll[SB + 3] = p.step + 1u;
+        for (var u = 0u; u <= p.step; u++) { stAll[SB + ${L.result}u + u] = stAll[SB + dst + pick * MAXNEW + u]; }
       }
     }
     live = nNext;
@@ -333,20 +355,22 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
   // (where the chosen token's key and value go) its own row.
   let n = workgroupUniformLoad(&live);
   for (var i = t; i < n * p.maxSeq; i += WG) {
-    let s = i / p.maxSeq;
-    let q = i % p.maxSeq;
+    let s = wq * B + i / p.maxSeq;
+    let u = i % p.maxSeq;
     var v = s;
-    if (q < p.pos) { v = tableIn[parents[s] * p.maxSeq + q]; }
-    tableOut[i] = v;
+    if (u < pos) { v = tableIn[(wq * B + parents[i / p.maxSeq]) * p.maxSeq + u]; }
+    tableOut[s * p.maxSeq + u] = v;
   }
 }`;
 });
 
 /**
- * One beam-search step (see the module doc) over logits [beams, vocab] (row 0 only at step 0):
- * `state` (u32, {@link beamStateLayout}), `scores` (f32 [2·beams + 1], the last the result's score), `ids` (u32 [beams]: the next
- * tokens), and the slot table read from `tableIn` and written to `tableOut` ([beams, maxSeq]) for
- * tokens placed at `pos`.
+ * One beam-search step (see the module doc) for each of Q questions of B beams, one workgroup per
+ * question. Question q owns the logits rows [q·B, (q+1)·B) ([Q·B, vocab]; at step 0 row q of
+ * [Q, vocab]), block q of `state` (u32 [Q, {@link beamStateLayout}.words]) and of `scores` (f32
+ * [Q, 2·B + 1], the last the result's score), `ids` rows (u32 [Q·B]: the next tokens) and the
+ * slot-table rows it reads from `tableIn` and writes to `tableOut` ([Q·B, maxSeq]) for tokens
+ * placed at pos + offsets[q·B] (u32 [Q·B]). Question q stops after limits[q] ≤ maxNew steps.
  */
 export async function beamSelect(
   rt: GpuRuntime,
@@ -358,6 +382,8 @@ export async function beamSelect(
     ids: GpuTensor;
     tableIn: GpuTensor;
     tableOut: GpuTensor;
+    offsets: GpuTensor;
+    limits: GpuTensor;
     beams: number;
     vocab: number;
     maxNew: number;
@@ -370,27 +396,30 @@ export async function beamSelect(
 ): Promise<void> {
   const { beams, vocab, maxNew, maxSeq } = a;
   if (beams < 1 || beams > 8) throw new RangeError(`beamSelect: ${beams} beams (1–8)`);
+  const questions = a.limits.size;
+  const slots = questions * beams;
   if (
-    a.state.size !== beamStateLayout(beams, maxNew).words || a.scores.size !== 2 * beams + 1 ||
-    a.ids.size !== beams || a.logits.size < vocab || a.tableIn.size !== beams * maxSeq ||
-    a.tableOut.size !== beams * maxSeq || a.pos > maxSeq || a.step >= maxNew
+    a.state.size !== questions * beamStateLayout(beams, maxNew).words ||
+    a.scores.size !== questions * (2 * beams + 1) || a.ids.size !== slots ||
+    a.offsets.size !== slots || a.logits.size < questions * vocab ||
+    a.tableIn.size !== slots * maxSeq || a.tableOut.size !== slots * maxSeq || a.pos > maxSeq ||
+    a.step >= maxNew
   ) {
     throw new RangeError("beamSelect: shapes");
   }
-  await launch(
-    rt,
-    batch,
-    { code: beamWgsl(beams, maxNew), label: "llama/beam-select" },
-    [
-      { u: vocab },
-      { u: a.step },
-      { u: a.eos >>> 0 },
-      { u: a.pos },
-      { u: maxSeq },
-      { f: a.lengthPenalty },
-    ],
-    [a.logits, a.state, a.scores, a.ids, a.tableIn, a.tableOut],
-    "one",
-    64,
+  const pipeline = await rt.pipelines.get(beamWgsl(beams, maxNew), "llama/beam-select");
+  const fields = [
+    { u: vocab },
+    { u: a.step },
+    { u: a.eos >>> 0 },
+    { u: a.pos },
+    { u: maxSeq },
+    { f: a.lengthPenalty },
+  ];
+  const buffers = [a.logits, a.state, a.scores, a.ids, a.tableIn, a.tableOut, a.offsets, a.limits];
+  batch.dispatch(
+    pipeline,
+    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.binding)],
+    [questions],
   );
 }

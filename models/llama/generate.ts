@@ -181,13 +181,18 @@ export function gpuScorer(rt: GpuRuntime, model: GpuLlama): Scorer {
   };
 }
 
-/** Options of {@link generateOnGpu}. */
+/** Options of {@link generateOnGpu} and {@link searchManyOnGpu}. */
 export interface GpuGenerateOptions extends GenerateOptions {
   /**
    * Decode steps recorded per submit (default 16): the host checks for the end (EOS everywhere,
    * or beam search's stop rule) only between submits; steps recorded past the end change nothing.
    */
   stepsPerSubmit?: number;
+  /**
+   * Cap each prompt's new tokens to the context left after it (seqLen − prompt length) instead
+   * of failing when generation reaches the model's last position (default false).
+   */
+  fitContext?: boolean;
 }
 
 /**
@@ -213,6 +218,21 @@ export async function searchOnGpu(
   prompt: number[],
   options: GpuGenerateOptions,
 ): Promise<Generation> {
+  return (await searchManyOnGpu(rt, model, [prompt], options))[0];
+}
+
+/**
+ * {@link searchOnGpu} for several prompts in one batch: prompt q's beams are rows [q·B, (q+1)·B)
+ * of every decode step, each row at its own position (prompts of different lengths share the
+ * batch through per-slot position offsets), one selection workgroup per prompt. Each result
+ * equals that prompt's {@link searchOnGpu}; the batch ends when every prompt has.
+ */
+export async function searchManyOnGpu(
+  rt: GpuRuntime,
+  model: GpuLlama,
+  prompts: number[][],
+  options: GpuGenerateOptions,
+): Promise<Generation[]> {
   const beams = options.beams ?? 1;
   const eos = options.eos ?? 2;
   const lengthPenalty = options.lengthPenalty ?? 1;
@@ -223,28 +243,58 @@ export async function searchOnGpu(
   if (!(perSubmit >= 1 && Number.isInteger(perSubmit))) {
     throw new RangeError(`generate: stepsPerSubmit=${perSubmit}`);
   }
-  if (prompt.length === 0) throw new RangeError("generate: empty prompt");
   if (!(maxNew >= 0 && Number.isInteger(maxNew))) {
     throw new RangeError(`generate: maxNew=${maxNew}`);
   }
-  if (maxNew === 0) return { ids: [], score: NaN };
-  const maxSeq = Math.min(seqLen, prompt.length + maxNew);
-  const cache = model.createCache(beams, maxSeq);
+  prompts.forEach((p, q) => {
+    if (p.length === 0) throw new RangeError(`generate: prompt ${q} is empty`);
+    if (p.length > seqLen) {
+      throw new RangeError(`generate: prompt ${q} of ${p.length} tokens > seqLen ${seqLen}`);
+    }
+    const bad = p.findIndex((id) => !(Number.isInteger(id) && id >= 0 && id < vocab));
+    if (bad >= 0) {
+      throw new RangeError(`generate: prompt ${q} token ${bad} = ${p[bad]} outside the vocabulary`);
+    }
+  });
+  const n = prompts.length;
+  if (n === 0) return [];
+  // Each prompt's step budget: maxNew, or what its context leaves.
+  const wanted = prompts.map((p) =>
+    options.fitContext ? Math.min(maxNew, seqLen - p.length) : maxNew
+  );
+  if (wanted.some((w) => w < 1) && maxNew > 0) {
+    const q = wanted.findIndex((w) => w < 1);
+    throw new RangeError(
+      `generate: prompt ${q} of ${prompts[q].length} tokens fills the model's ${seqLen} positions`,
+    );
+  }
+  if (maxNew === 0) return prompts.map(() => ({ ids: [], score: NaN }));
+  const maxSeq = Math.min(seqLen, Math.max(...prompts.map((p, q) => p.length + wanted[q])));
+  // Selections a prompt can make before its next token has no cache position: past it, the
+  // prompt stops as if out of steps, and the host reports the position limit.
+  const limits = prompts.map((p, q) => Math.min(wanted[q], maxSeq - p.length + 1));
+  const steps = Math.max(...limits);
+  const stride = Math.max(...wanted);
+  const slots = n * beams;
+  const cache = model.createCache(slots, maxSeq);
+  cache.setOffsets(Array.from({ length: slots }, (_, s) => prompts[Math.floor(s / beams)].length));
   const owned: GpuTensor[] = [];
-  const zeros = (n: number) => {
-    const t = rt.upload(new Uint32Array(n), [n], "u32");
+  const upload = (words: Uint32Array) => {
+    const t = rt.upload(words, [words.length], "u32");
     owned.push(t);
     return t;
   };
-  const ids = zeros(beams);
-  const logits = rt.empty([beams, vocab]);
+  const zeros = (count: number) => upload(new Uint32Array(count));
+  const ids = zeros(slots);
+  const limitsGpu = upload(Uint32Array.from(limits));
+  const logits = rt.empty([slots, vocab]);
   owned.push(logits);
-  const layout = beamStateLayout(beams, maxNew);
-  // Greedy: ids history [maxNew] and status (0 running, else 1 + length). Beams: state, scores.
-  const history = beams === 1 ? zeros(maxNew) : null;
-  const status = beams === 1 ? zeros(1) : null;
-  const state = beams === 1 ? null : zeros(layout.words);
-  const scores = beams === 1 ? null : rt.empty([2 * beams + 1]);
+  const layout = beamStateLayout(beams, stride);
+  // Greedy: ids history [n, stride] and status (0 running, else 1 + length). Beams: state, scores.
+  const history = beams === 1 ? zeros(n * stride) : null;
+  const status = beams === 1 ? zeros(n) : null;
+  const state = beams === 1 ? null : zeros(n * layout.words);
+  const scores = beams === 1 ? null : rt.empty([n * (2 * beams + 1)]);
   if (scores) owned.push(scores);
   const select = async (batch: Batch, from: GpuTensor, step: number) => {
     if (beams === 1) {
@@ -253,9 +303,10 @@ export async function searchOnGpu(
         ids,
         history: history!,
         status: status!,
+        limits: limitsGpu,
         vocab,
         step,
-        maxNew,
+        maxNew: stride,
         eos,
       });
       return;
@@ -267,55 +318,62 @@ export async function searchOnGpu(
       ids,
       tableIn: cache.table,
       tableOut: cache.tableNext,
+      offsets: cache.offsets,
+      limits: limitsGpu,
       beams,
       vocab,
-      maxNew,
+      maxNew: stride,
       step,
-      pos: prompt.length + step,
+      pos: step,
       maxSeq,
       eos,
       lengthPenalty,
     });
     cache.swapTables();
   };
-  // The end flag: greedy status (non-zero when done), beam state word 2.
-  const flag = beams === 1 ? status! : state!.view([4]);
-  const ended = (words: ArrayBuffer) => new Uint32Array(words)[beams === 1 ? 0 : 2] !== 0;
+  // Done flags: greedy status [n]; beams word 2 of each prompt's state block.
+  const flags = beams === 1 ? status! : state!;
+  const doneOf = (words: Uint32Array) =>
+    prompts.map((_, q) => beams === 1 ? words[q] : words[q * layout.words + 2]);
+  const allDone = (buffer: ArrayBuffer) => doneOf(new Uint32Array(buffer)).every((d) => d !== 0);
   let step = 0;
-  // Record decode steps from `step` on, at most perSubmit of them and not past the cache.
+  // Record decode steps from `step` on, at most perSubmit of them: step s decodes the token
+  // chosen at s − 1, at position length + s − 1 of each prompt.
   const recordSteps = async (batch: Batch) => {
-    for (let n = 0; n < perSubmit && step < maxNew; n++) {
-      const pos = prompt.length + step - 1;
-      if (pos >= maxSeq) return;
-      await model.decode(batch, ids, pos, cache, logits);
+    for (let k = 0; k < perSubmit && step < steps; k++) {
+      await model.decode(batch, ids, step - 1, cache, logits);
       await select(batch, logits, step++);
     }
   };
   try {
-    const promptIds = rt.upload(Uint32Array.from(prompt), [prompt.length], "u32");
+    // The prefill: prompts right-padded to the longest (causal attention never looks right),
+    // the logits of each prompt's last token, the cache filled for each prompt's beams.
+    const width = Math.max(...prompts.map((p) => p.length));
+    const padded = new Uint32Array(n * width);
+    prompts.forEach((p, q) => padded.set(p, q * width));
+    const promptIds = rt.upload(padded, [padded.length], "u32");
     let batch = rt.batch();
     batch.releaseAfter(promptIds);
-    const first = (await model.forward(batch, promptIds, prompt.length, {
+    const first = (await model.forward(batch, promptIds, width, {
       cache,
-      logits: [prompt.length - 1],
+      logits: prompts.map((p, q) => q * width + p.length - 1),
     }))!;
     batch.releaseAfter(first);
     await select(batch, first, step++);
     await recordSteps(batch);
-    // Pipelined: while the GPU runs one batch, the next is recorded and queued behind it; the end
-    // flag of the first is then read (a snapshot, so the read waits for that batch only).
-    let snapshot = batch.snapshot(flag);
+    // Pipelined: while the GPU runs one batch, the next is recorded and queued behind it; the done
+    // flags of the first are then read (a snapshot, so the read waits for that batch only).
+    let snapshot = batch.snapshot(flags);
     let running = batch.submit();
     for (;;) {
-      const more = step < maxNew && prompt.length + step - 1 < maxSeq;
       let next: { snapshot: typeof snapshot; running: Promise<void> } | null = null;
-      if (more) {
+      if (step < steps) {
         batch = rt.batch();
         await recordSteps(batch);
-        next = { snapshot: batch.snapshot(flag), running: batch.submit() };
+        next = { snapshot: batch.snapshot(flags), running: batch.submit() };
       }
       await running;
-      const done = ended(await snapshot.read());
+      const done = allDone(await snapshot.read());
       if (done || !next) {
         if (next) {
           await next.running;
@@ -325,18 +383,33 @@ export async function searchOnGpu(
       }
       ({ snapshot, running } = next);
     }
-    if (step < maxNew && !ended(await rt.read(flag).then((w) => w.buffer as ArrayBuffer))) {
-      throw new RangeError(`generation reached the model's ${maxSeq} positions`);
-    }
+    const done = doneOf(await rt.read(flags) as Uint32Array);
+    // A prompt stopped for want of positions (not by EOS or the stop rule) is an error.
+    prompts.forEach((_, q) => {
+      const outOfPositions = limits[q] < wanted[q] &&
+        (beams === 1 ? done[q] === 1 + limits[q] : done[q] === 2);
+      if (done[q] === 0 || outOfPositions) {
+        throw new RangeError(
+          `generation reached the model's ${maxSeq} positions` + (n > 1 ? ` (prompt ${q})` : ""),
+        );
+      }
+    });
     if (beams === 1) {
-      const [end] = await rt.read(status!);
-      const all = await rt.read(history!);
-      // Not ended yet can only mean every step ran: all maxNew tokens stand.
-      return { ids: Array.from(all.subarray(0, end === 0 ? maxNew : end - 1)), score: NaN };
+      const all = await rt.read(history!) as Uint32Array;
+      return prompts.map((_, q) => ({
+        ids: Array.from(all.subarray(q * stride, q * stride + done[q] - 1)),
+        score: NaN,
+      }));
     }
-    const words = await rt.read(state!);
-    const score = (await rt.read(scores!))[2 * beams];
-    return { ids: Array.from(words.subarray(layout.result, layout.result + words[3])), score };
+    const words = await rt.read(state!) as Uint32Array;
+    const sc = await rt.read(scores!);
+    return prompts.map((_, q) => {
+      const at = q * layout.words;
+      return {
+        ids: Array.from(words.subarray(at + layout.result, at + layout.result + words[at + 3])),
+        score: sc[q * (2 * beams + 1) + 2 * beams],
+      };
+    });
   } finally {
     cache.release();
     for (const t of owned) t.release();

@@ -12,6 +12,7 @@ import {
   gpuScorer,
   nextTokenLogits,
   search,
+  searchManyOnGpu,
   searchOnGpu,
 } from "./generate.ts";
 import { GpuLlama } from "./gpu/model.ts";
@@ -135,5 +136,63 @@ Deno.test("generate on the GPU: a random GQA model, 2–4 beams, the position li
     /reached the model's 32 positions/,
   );
   await assert.rejects(() => generateOnGpu(rt, model, long, opts), /reached the model's 32/);
+  model.release();
+});
+
+Deno.test("generate on the GPU: prompts of different lengths in one batch equal each prompt's own search (greedy, 4 beams, EOS at different steps)", async () => {
+  const rt = await testRuntime();
+  const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
+  const config = fromLlama2c(ckpt.config);
+  const model = await GpuLlama.create(rt, config, ckpt);
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), config.vocab);
+  const prompts = [
+    "Once upon a time, a little dog",
+    "Tom",
+    "The big red ball rolled down the hill and the girl",
+  ].map((t) => tok.encode(t, { bos: true }));
+  assert.equal(new Set(prompts.map((p) => p.length)).size, 3, "three different lengths");
+  // EOS ids the plain searches emit early for some prompts and late or never for others.
+  const plain = await search(gpuScorer(rt, model), prompts[0], config.vocab, { maxNew: 20 });
+  let mixed = 0;
+  for (const beams of [1, 4]) {
+    for (const eos of [2, plain.ids[3], plain.ids[8]]) {
+      const opts = { maxNew: 20, beams, eos };
+      const many = await searchManyOnGpu(rt, model, prompts, { ...opts, stepsPerSubmit: 6 });
+      const lengths = new Set<number>();
+      for (const [q, prompt] of prompts.entries()) {
+        const host = await search(gpuScorer(rt, model), prompt, config.vocab, opts);
+        assert.deepEqual(many[q].ids, host.ids, `${beams} beams, eos ${eos}, prompt ${q}`);
+        if (beams > 1) {
+          assert.ok(Math.abs(many[q].score - host.score) < 1e-4 * Math.abs(host.score));
+        }
+        lengths.add(host.ids.length);
+      }
+      if (lengths.size > 1) mixed++;
+    }
+  }
+  assert.ok(mixed >= 2, `prompts ended at different steps in ${mixed} batches`);
+  model.release();
+});
+
+Deno.test("generate on the GPU: a batch near the context end (GQA), fitContext caps each prompt, otherwise the prompt that runs out is named", async () => {
+  const rt = await testRuntime();
+  const ckpt = randomCheckpoint(TINY_CONFIG, 7);
+  const config = fromLlama2c(TINY_CONFIG);
+  const model = await GpuLlama.create(rt, config, ckpt);
+  const prompts = [5, 26, 30].map((n) => Array.from({ length: n }, (_, i) => 1 + ((7 * i) % 38)));
+  for (const beams of [1, 3]) {
+    const opts = { maxNew: 10, beams, eos: -1 };
+    const many = await searchManyOnGpu(rt, model, prompts, { ...opts, fitContext: true });
+    for (const [q, prompt] of prompts.entries()) {
+      const room = Math.min(10, config.seqLen - prompt.length);
+      const one = await searchOnGpu(rt, model, prompt, { ...opts, maxNew: room });
+      assert.deepEqual(many[q].ids, one.ids, `${beams} beams, prompt ${q}`);
+      assert.equal(many[q].ids.length, room, "eos -1: every allowed token");
+    }
+    await assert.rejects(
+      () => searchManyOnGpu(rt, model, prompts, opts),
+      /reached the model's 32 positions \(prompt 1\)/,
+    );
+  }
   model.release();
 });

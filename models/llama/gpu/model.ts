@@ -453,6 +453,7 @@ export class GpuLlama {
         headSize: hs,
         pos: attend.pos,
         maxSeq: attend.cache.maxSeq,
+        offsets: attend.cache.offsets,
         layout: c.ropeLayout,
       });
       await attentionDecode(rt, batch, {
@@ -467,6 +468,7 @@ export class GpuLlama {
         headSize: hs,
         pos: attend.pos,
         maxSeq: attend.cache.maxSeq,
+        offsets: attend.cache.offsets,
       });
     }
     done(q, k, v);
@@ -664,9 +666,11 @@ export class GpuLlama {
   }
 
   /**
-   * One decoding step: `ids` (u32 [slots]) are the tokens at position `pos` of every slot; their
-   * keys/values go into the cache, the logits [slots, vocab] come back (inference only), in `out`
-   * when given (GPU-resident generation reuses one tensor for every step).
+   * One decoding step: `ids` (u32 [slots]) are the tokens at position `pos` of every slot (plus
+   * the slot's {@link KvCache.setOffsets offset}: sequences of different lengths decode
+   * together); their keys/values go into the cache, the logits [slots, vocab] come back
+   * (inference only), in `out` when given (GPU-resident generation reuses one tensor for every
+   * step). Slots whose position is past the cache are skipped (their logits are meaningless).
    */
   async decode(
     batch: Batch,
@@ -678,7 +682,7 @@ export class GpuLlama {
     const rt = this.#rt;
     const c = this.config;
     const rows = ids.size;
-    if (rows !== cache.slots || pos >= cache.maxSeq) {
+    if (rows !== cache.slots || pos + cache.minOffset >= cache.maxSeq) {
       throw new RangeError(
         `decode: ${rows} ids for ${cache.slots} slots, position ${pos} of ${cache.maxSeq}`,
       );
@@ -924,6 +928,10 @@ export class KvCache {
   table: GpuTensor;
   /** The slot table a GPU beam step writes. */
   tableNext: GpuTensor;
+  /** u32 [slots]: slot s decodes position pos + offsets[s] (zeros unless set). */
+  readonly offsets: GpuTensor;
+  /** The smallest offset. */
+  minOffset = 0;
   /** Sequences held. */
   readonly slots: number;
   /** Positions per sequence. */
@@ -949,6 +957,19 @@ export class KvCache {
     const identity = Uint32Array.from({ length: slots * maxSeq }, (_, i) => Math.floor(i / maxSeq));
     this.table = rt.upload(identity, [slots, maxSeq], "u32");
     this.tableNext = rt.upload(identity, [slots, maxSeq], "u32");
+    this.offsets = rt.upload(new Uint32Array(slots), [slots], "u32");
+  }
+
+  /**
+   * Per-slot position offsets: a decoding step at `pos` puts slot s at pos + offsets[s], so
+   * prompts of different lengths decode in one batch (offsets = their lengths, pos = the step).
+   */
+  setOffsets(offsets: number[]): void {
+    if (offsets.length !== this.slots || offsets.some((o) => !(o >= 0 && Number.isInteger(o)))) {
+      throw new RangeError(`setOffsets: ${offsets.length} offsets for ${this.slots} slots`);
+    }
+    this.#rt.write(this.offsets, Uint32Array.from(offsets));
+    this.minOffset = Math.min(...offsets);
   }
 
   /** Make the table a beam step wrote the one attention reads (recorded order decides). */
@@ -956,13 +977,22 @@ export class KvCache {
     [this.table, this.tableNext] = [this.tableNext, this.table];
   }
 
-  /** Copy one sequence's k/v [seq, width] (a prefill) into positions [0, seq) of every slot. */
+  /**
+   * Copy the k/v [n, seq, width] of n prefilled sequences into positions [0, seq) of the slots:
+   * sequence i fills slots [i·slots/n, (i+1)·slots/n) (one sequence: every slot; n questions of
+   * B beams: each question's beams).
+   */
   fill(batch: Batch, layer: number, k: GpuTensor, v: GpuTensor, seq: number): void {
     const bytes = seq * this.#width * 4;
+    const n = k.size / (seq * this.#width);
+    if (!Number.isInteger(n) || this.slots % n !== 0 || seq > this.maxSeq) {
+      throw new RangeError(`fill: ${n} sequences of ${seq} for ${this.slots} slots`);
+    }
     for (let s = 0; s < this.slots; s++) {
+      const from = k.byteOffset + Math.floor(s / (this.slots / n)) * bytes;
       const at = s * this.maxSeq * this.#width * 4;
-      batch.copy(k.buffer, 0, this.k[layer].buffer, at, bytes);
-      batch.copy(v.buffer, 0, this.v[layer].buffer, at, bytes);
+      batch.copy(k.buffer, from, this.k[layer].buffer, at, bytes);
+      batch.copy(v.buffer, from - k.byteOffset + v.byteOffset, this.v[layer].buffer, at, bytes);
     }
   }
 
@@ -987,6 +1017,6 @@ export class KvCache {
 
   /** Free the cache. */
   release(): void {
-    for (const t of [...this.k, ...this.v, this.table, this.tableNext]) t.release();
+    for (const t of [...this.k, ...this.v, this.table, this.tableNext, this.offsets]) t.release();
   }
 }
