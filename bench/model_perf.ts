@@ -21,8 +21,8 @@ import {
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { randomCheckpoint } from "../models/llama/testing.ts";
 import { type Example, Trainer } from "../models/llama/train.ts";
-import { defaultModelPath } from "../models/paths.ts";
-import { rng } from "../models/random.ts";
+import { defaultModelPath } from "../testing/paths.ts";
+import { rng } from "../kernels/cpu/random.ts";
 import { sig3 } from "./timing.ts";
 
 /** LLaMA-like shape for the scaling measurement. */

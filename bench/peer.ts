@@ -4,7 +4,7 @@
  * for at /usr/bin/python3 first (a pyenv or venv python3 on PATH may lack it); without it the
  * peer is reported as skipped, never as a number.
  */
-import { defaultModelPath } from "../models/paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { sig3 } from "./timing.ts";
 
 /** Workload keys measured by both (suffixed by the model name). */

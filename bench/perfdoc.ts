@@ -4,7 +4,7 @@
  * from all recorded results: numbers come from real runs, stamped with where and when they ran.
  */
 
-import { gitCommit } from "../reports/grid/runner.ts";
+import { gitCommit } from "../grid/runner.ts";
 
 const RESULTS = new URL("./results/", import.meta.url);
 const DOCUMENT = new URL("../PERFORMANCE.md", import.meta.url);

@@ -10,8 +10,8 @@ import {
   uploadF32Weight,
   uploadQuantized,
 } from "../kernels/quant/qmatmul.ts";
-import { quantizeNf4 } from "../models/quant/nf4.ts";
-import { quantizeInt4 } from "../models/quant/int4.ts";
+import { quantizeNf4 } from "../kernels/quant/nf4.ts";
+import { quantizeInt4 } from "../kernels/quant/int4.ts";
 import { randomF32 } from "../kernels/testing/mod.ts";
 import { gflops, gpuTimestampMs, median, sig3, timeMs } from "./timing.ts";
 

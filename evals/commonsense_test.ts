@@ -3,7 +3,7 @@ import { testRuntime } from "../kernels/testing/mod.ts";
 import { fromLlama2c } from "../models/llama/config.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
-import { defaultModelPath } from "../models/paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { PROTOCOL, responseOf } from "../tasks/alpaca.ts";
 import { evaluateCommonsense, extractAnswer, scoreAnswers } from "./commonsense.ts";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { testRuntime } from "../kernels/testing/mod.ts";
-import { gaussianArray } from "../models/random.ts";
-import { kronMaterializeCpu } from "../models/adapters/kron_cpu.ts";
+import { gaussianArray } from "../kernels/cpu/random.ts";
+import { kronMaterializeCpu } from "../kernels/adapters/kron_cpu.ts";
 import { adaptersForBudget, fitTarget } from "./expressiveness.ts";
 
 Deno.test("expressiveness: budgets are respected and every family is sized", () => {

@@ -7,7 +7,7 @@ import { fromLlama2c, linearDims, LLAMA2C_WEIGHT } from "../models/llama/config.
 import { adapterKey, type CpuAdapters, CpuLlama } from "../models/llama/cpu/model.ts";
 import { cpuLogitsAt, logitsAt } from "../models/llama/generate.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
-import { dataDir, defaultModelPath } from "../models/paths.ts";
+import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import { loadLlama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { ByteFallbackTokenizer } from "../models/tokenizer/llama2c.ts";
 import { PROTOCOL, trainingExample } from "../tasks/alpaca.ts";

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomF32 } from "../kernels/testing/mod.ts";
-import { kronMaterializeCpu } from "../models/adapters/kron_cpu.ts";
+import { kronMaterializeCpu } from "../kernels/adapters/kron_cpu.ts";
 import { kronRearrange, singularValues, truncationError } from "./svd.ts";
 
 Deno.test("svd: singular values of a known matrix, rank and the Kronecker rearrangement", () => {

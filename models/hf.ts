@@ -8,8 +8,8 @@
  * adapter or a merged export lines up with `q_proj`/`k_proj` row for row.
  * Every tensor's presence, dtype and shape is checked against config.json before any is read.
  */
-import { z } from "zod";
-import type { Llama2cCheckpoint } from "./llama2c.ts";
+import { z } from "../deps/zod.ts";
+import type { LlamaWeights } from "./llama/weights.ts";
 import type { LlamaConfig } from "./llama/config.ts";
 import { type LlamaSource, type LlamaTensorName, readAllWeights } from "./llama/source.ts";
 import { SafetensorsReader } from "./safetensors.ts";
@@ -269,7 +269,7 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
  */
 export async function loadHfLlama(
   dir: string,
-): Promise<{ config: LlamaConfig; weights: Llama2cCheckpoint }> {
+): Promise<{ config: LlamaConfig; weights: LlamaWeights }> {
   const source = await openHfSource(dir);
   try {
     return { config: source.config, weights: await readAllWeights(source) };

@@ -12,7 +12,7 @@ import { fromLlama2c, type LlamaConfig } from "./llama/config.ts";
 import { CpuLlama } from "./llama/cpu/model.ts";
 import { loadModelReference } from "./llama/reference.ts";
 import { randomCheckpoint, TINY_CONFIG } from "./llama/testing.ts";
-import { defaultModelPath } from "./paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { readAllWeights } from "./llama/source.ts";
 import {
   decodeToF32,

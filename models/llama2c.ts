@@ -1,67 +1,28 @@
 /**
  * llama2.c checkpoints (the legacy `.bin` format): 7 little-endian int32 — dim, hidden_dim,
  * n_layers, n_heads, n_kv_heads, vocab_size (negative: separate classifier), seq_len — then f32
- * tensors in a fixed order (see `../shared/models/README.md`), then the legacy RoPE tables, then
+ * tensors in a fixed order (llama2.c's legacy `export.py`), then the legacy RoPE tables, then
  * the classifier when it is not shared.
  *
  * The header and the exact file size are checked before any tensor is read: a truncated, padded
  * or foreign file is rejected with what was expected, never half-loaded.
  */
+import type { LlamaConfig } from "./llama/config.ts";
+import type { LlamaLayerWeights, LlamaWeights } from "./llama/weights.ts";
 
-/** Dimensions from a llama2.c header. */
-export interface Llama2cConfig {
-  /** Model width. */
-  dim: number;
-  /** SwiGLU hidden width. */
-  hiddenDim: number;
-  /** Transformer blocks. */
-  layers: number;
-  /** Query heads. */
-  heads: number;
-  /** Key/value heads (GQA when < heads). */
-  kvHeads: number;
-  /** Vocabulary size. */
-  vocab: number;
-  /** Maximum sequence length. */
-  seqLen: number;
-  /** Classifier is the token embedding. */
-  sharedClassifier: boolean;
-}
+/** Dimensions from a llama2.c header: the fields of {@link LlamaConfig} the format stores. */
+export type Llama2cConfig = Pick<
+  LlamaConfig,
+  "dim" | "hiddenDim" | "layers" | "heads" | "kvHeads" | "vocab" | "seqLen" | "sharedClassifier"
+>;
 
-/** One block's weights, row-major [out, in] like `nn.Linear`. */
-export interface Llama2cLayer {
-  /** Attention RMSNorm weight [dim]. */
-  attnNorm: Float32Array;
-  /** [dim, dim]. */
-  wq: Float32Array;
-  /** [kvDim, dim]. */
-  wk: Float32Array;
-  /** [kvDim, dim]. */
-  wv: Float32Array;
-  /** [dim, dim]. */
-  wo: Float32Array;
-  /** FFN RMSNorm weight [dim]. */
-  ffnNorm: Float32Array;
-  /** Gate projection [hidden, dim]. */
-  w1: Float32Array;
-  /** Down projection [dim, hidden]. */
-  w2: Float32Array;
-  /** Up projection [hidden, dim]. */
-  w3: Float32Array;
-}
+/** One block's weights (llama2.c's names; see {@link LlamaLayerWeights}). */
+export type Llama2cLayer = LlamaLayerWeights;
 
-/** A loaded llama2.c checkpoint. */
-export interface Llama2cCheckpoint {
+/** A loaded llama2.c checkpoint: its header and the weights. */
+export interface Llama2cCheckpoint extends LlamaWeights {
   /** Header. */
   config: Llama2cConfig;
-  /** [vocab, dim]. */
-  tokenEmbedding: Float32Array;
-  /** Blocks in order. */
-  layers: Llama2cLayer[];
-  /** Final RMSNorm weight [dim]. */
-  finalNorm: Float32Array;
-  /** [vocab, dim] (the token embedding itself when shared). */
-  classifier: Float32Array;
 }
 
 const HEADER_BYTES = 28;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { defaultModelPath } from "./paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { llama2cLayout, loadLlama2c, parseLlama2c } from "./llama2c.ts";
 
 Deno.test("llama2c: stories260K loads with the README's dimensions", async () => {

@@ -3,7 +3,7 @@
  * those of the published `config.json` files (LLaMA-2-7B: meta-llama/Llama-2-7b-hf; LLaMA-3-8B:
  * meta-llama/Meta-Llama-3-8B) and of llama2.c's stories260K header.
  */
-import { z } from "zod";
+import { z } from "../deps/zod.ts";
 import type { Schema } from "./schema.ts";
 
 const LlamaShapeSchemaZod = z.object({
@@ -126,21 +126,42 @@ export function parseTargetModule(name: string): TargetModule {
   throw new RangeError(`unknown target module "${name}"; use ${TARGET_MODULES.join(", ")}`);
 }
 
-/** [dIn, dOut] of a target module in a model of `shape`. */
-export function moduleDims(shape: LlamaShape, module: TargetModule): [number, number] {
-  const headDim = shape.hidden / shape.heads;
-  const kv = shape.kvHeads * headDim;
-  switch (module) {
+/** The widths a block's linear layers follow (a LLaMA config has them). */
+export interface BlockWidths {
+  /** Model width. */
+  dim: number;
+  /** SwiGLU hidden width. */
+  hiddenDim: number;
+  /** Query heads. */
+  heads: number;
+  /** Key/value heads. */
+  kvHeads: number;
+}
+
+/** The block widths of a named shape. */
+export function shapeWidths(shape: LlamaShape): BlockWidths {
+  return {
+    dim: shape.hidden,
+    hiddenDim: shape.intermediate,
+    heads: shape.heads,
+    kvHeads: shape.kvHeads,
+  };
+}
+
+/** [dIn, dOut] of a block's linear layer (the one place these widths are written down). */
+export function linearDims(c: BlockWidths, m: TargetModule): [number, number] {
+  const kv = (c.dim / c.heads) * c.kvHeads;
+  switch (m) {
     case "q":
     case "o":
-      return [shape.hidden, shape.hidden];
+      return [c.dim, c.dim];
     case "k":
     case "v":
-      return [shape.hidden, kv];
+      return [c.dim, kv];
     case "gate":
     case "up":
-      return [shape.hidden, shape.intermediate];
+      return [c.dim, c.hiddenDim];
     case "down":
-      return [shape.intermediate, shape.hidden];
+      return [c.hiddenDim, c.dim];
   }
 }

@@ -16,7 +16,7 @@
  * with B's rows and the magnitude permuted, which is exact; LoKr on q/k cannot be (a row
  * permutation of a Kronecker product is not one) and is refused.
  */
-import { z } from "zod";
+import { z } from "../deps/zod.ts";
 import type { AdapterSet } from "./adapters/io.ts";
 import type { Params } from "./adapters/adapter.ts";
 import type { DoraConfig } from "./adapters/dora/config.ts";

@@ -4,7 +4,7 @@ import type { AdapterSet } from "./adapters/io.ts";
 import { type AdapterConfig, createAdapter } from "./adapters/registry.ts";
 import { randomizeParams } from "./adapters/testing.ts";
 import { loadHfLlama, openHfSource, permuteRope } from "./hf.ts";
-import type { Llama2cCheckpoint } from "./llama2c.ts";
+import type { LlamaWeights } from "./llama/weights.ts";
 import { fromLlama2c, linearDims, LLAMA2C_WEIGHT, type LlamaConfig } from "./llama/config.ts";
 import { type CpuAdapters, CpuLlama } from "./llama/cpu/model.ts";
 import { hostSource } from "./llama/source.ts";
@@ -23,7 +23,7 @@ const HF_TINY: LlamaConfig = {
 };
 const IDS = [1, 17, 250, 3, 99, 42, 7, 280];
 
-async function tinyHfFolder(): Promise<{ dir: string; weights: Llama2cCheckpoint }> {
+async function tinyHfFolder(): Promise<{ dir: string; weights: LlamaWeights }> {
   const dir = await Deno.makeTempDir();
   await writeSyntheticHf(dir, { config: HF_TINY, specials: "llama2" }, {
     seed: 9,
@@ -33,7 +33,7 @@ async function tinyHfFolder(): Promise<{ dir: string; weights: Llama2cCheckpoint
   return { dir, weights: (await loadHfLlama(dir)).weights };
 }
 
-const weightOf = (w: Llama2cCheckpoint, key: string) => {
+const weightOf = (w: LlamaWeights, key: string) => {
   const [l, m] = key.split(".");
   return w.layers[Number(l)][LLAMA2C_WEIGHT[m as TargetModule]];
 };
@@ -41,7 +41,7 @@ const weightOf = (w: Llama2cCheckpoint, key: string) => {
 /** Adapters of `spec(key)` on `keys`, with random (nonzero) parameters. */
 function makeAdapters(
   c: LlamaConfig,
-  w: Llama2cCheckpoint,
+  w: LlamaWeights,
   keys: string[],
   spec: (key: string) => unknown,
 ): AdapterSet {

@@ -8,7 +8,7 @@
  * without holes or overlaps (as the format requires). A truncated or corrupt file is rejected
  * with the file name and the offending entry; nothing is half-loaded.
  */
-import { z } from "zod";
+import { z } from "../deps/zod.ts";
 
 /** Element types this kit reads (decoded to f32) and writes. */
 export type SafetensorsDType = "F32" | "F16" | "BF16";

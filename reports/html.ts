@@ -4,8 +4,8 @@
  */
 import { COMMONSENSE_ORDER } from "../tasks/commonsense/data.ts";
 import { meanSd, wilsonInterval } from "../evals/stats.ts";
-import { configRows, type MetricSpec, noiseVerdicts, type SeedStat } from "./grid/aggregate.ts";
-import type { RunReport, SelfCheckReport } from "./schema.ts";
+import { configRows, type MetricSpec, noiseVerdicts, type SeedStat } from "../grid/aggregate.ts";
+import type { RunReport, SelfCheckReport } from "../grid/schema.ts";
 import { escapeXml as esc, renderLinePlot } from "./svg.ts";
 
 const STYLE =
@@ -24,10 +24,10 @@ function page(title: string, body: string): string {
 
 const pct = (x: number | undefined) => (x === undefined ? "—" : (100 * x).toFixed(1));
 
-/** The published anchors of `../shared/PAPER.md`, with their provenance, shown beside ours. */
+/** The published anchors of the paper (arXiv 2508.03527), with their provenance, shown beside ours. */
 export const PUBLISHED = {
-  provenance: "../shared/PAPER.md: DoRA README (confirmed) for the commonsense rows; secondary " +
-    "sources on arXiv 2508.03527 for the MoKA headline (targets to compare against, not facts).",
+  provenance: "Commonsense rows: DoRA's README (confirmed); the MoKA headline: secondary sources " +
+    "on arXiv 2508.03527 (targets to compare against, not facts).",
   commonsense: [
     ["LLaMA2-7B", "LoRA", [69.8, 79.9, 79.5, 83.6, 82.6, 79.8, 64.7, 81.0, 77.6]],
     ["LLaMA2-7B", "DoRA", [71.8, 83.7, 76.0, 89.1, 82.6, 83.7, 68.2, 82.4, 79.7]],

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { configRows, noiseVerdicts } from "./grid/aggregate.ts";
+import { configRows, noiseVerdicts } from "../grid/aggregate.ts";
 import { renderGridPage, renderRunPage } from "./html.ts";
-import { type RunReport, RunReportSchema } from "./schema.ts";
+import { type RunReport, RunReportSchema } from "../grid/schema.ts";
 
 /** A commonsense run report with held-out loss, multiple choice and generation metrics. */
 function report(

@@ -9,18 +9,29 @@
  * Run ids are validated against the report id pattern before any file is touched, so no request
  * can read outside `<reports>/runs/`; unknown ids are 404 (JSON under /api, HTML otherwise).
  */
-import { Hono } from "hono";
-import { z } from "zod";
+import { Hono } from "../deps/hono.ts";
+import { z } from "../deps/zod.ts";
 import { renderGridPage, renderRunPage } from "./html.ts";
-import { FAMILIES } from "./grid/config.ts";
-import { collectReports } from "./grid/summary.ts";
+import { FAMILIES } from "../grid/config.ts";
+import { collectReports } from "../grid/summary.ts";
 import {
   parseRunReport,
   parseSelfCheckReport,
   type RunReport,
   type SelfCheckReport,
-} from "./schema.ts";
+} from "../grid/schema.ts";
 import { escapeXml } from "./svg.ts";
+
+/**
+ * The report server as a fetch handler (a Hono app): `Deno.serve(app.fetch)`, or a serverless
+ * host's fetch entry; `request` answers a path in-process (tests).
+ */
+export interface ReportApp {
+  /** Answer one HTTP request. */
+  fetch(request: Request): Response | Promise<Response>;
+  /** Answer a request for a path or URL without a network. */
+  request(input: string | Request | URL, init?: RequestInit): Response | Promise<Response>;
+}
 
 /** Options of {@link createReportApp}. */
 export interface ReportAppOptions {
@@ -62,7 +73,7 @@ function notFoundPage(what: string): string {
 }
 
 /** Build the Hono app serving `options.reportsDir`. */
-export function createReportApp(options: ReportAppOptions): Hono {
+export function createReportApp(options: ReportAppOptions): ReportApp {
   const dir = options.reportsDir;
   const app = new Hono();
   app.get("/health", (c) => c.json({ ok: true }));

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createReportApp } from "./server.ts";
-import { parseRunReport, parseSelfCheckReport } from "./schema.ts";
+import { parseRunReport, parseSelfCheckReport } from "../grid/schema.ts";
 
 const report = {
   kind: "selfcheck",

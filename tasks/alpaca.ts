@@ -2,7 +2,7 @@
  * The Alpaca-style prompts of the commonsense and instruction-tuning protocols, exactly as the
  * upstream scripts build them, and the training examples they make.
  */
-import { z } from "zod";
+import { z } from "../deps/zod.ts";
 import type { Schema } from "../models/schema.ts";
 import type { Example } from "../models/llama/train.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";

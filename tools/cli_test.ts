@@ -17,7 +17,7 @@ import {
 import { SPEC as SERVE_SPEC } from "./serve.ts";
 import { SPEC as SETUP_SPEC } from "./setup.ts";
 import { SPEC as PERF_SPEC } from "../bench/perf.ts";
-import type { GridConfig } from "../reports/grid/config.ts";
+import type { GridConfig } from "../grid/config.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const TASKS: Record<string, string> = JSON.parse(

@@ -22,10 +22,10 @@ import { loadAdapters } from "../models/adapters/io.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { openModel } from "../models/llama/open.ts";
 import { isPeftFolder, loadPeft } from "../models/peft.ts";
-import { dataDir, defaultModelPath } from "../models/paths.ts";
+import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
-import { runCommonsense, runMmlu } from "../tasks/pipeline.ts";
+import { runCommonsense, runMmlu } from "../grid/pipeline.ts";
 import {
   choiceOption,
   type CommandSpec,

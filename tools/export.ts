@@ -6,7 +6,7 @@
 import { type AdapterSet, loadAdapters } from "../models/adapters/io.ts";
 import { openModel } from "../models/llama/open.ts";
 import { writeMergedHf } from "../models/merged.ts";
-import { defaultModelPath } from "../models/paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { llama2cToTokenizerJson } from "../models/tokenizer/hf.ts";
 import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
 import { checkAdaptersFit, isPeftFolder, loadPeft, savePeft } from "../models/peft.ts";

@@ -9,7 +9,7 @@ import { loadLlama2c } from "../models/llama2c.ts";
 import { fromLlama2c, linearDims, LLAMA2C_WEIGHT } from "../models/llama/config.ts";
 import { CpuLlama } from "../models/llama/cpu/model.ts";
 import type { TargetModule } from "../models/llama_shapes.ts";
-import { defaultModelPath } from "../models/paths.ts";
+import { defaultModelPath } from "../testing/paths.ts";
 import { loadPeft } from "../models/peft.ts";
 import { HfTokenizer } from "../models/tokenizer/hf.ts";
 

@@ -11,15 +11,15 @@
 import { adaptersForBudget, fitTarget } from "../evals/expressiveness.ts";
 import { kronRearrange, singularValues, truncationError } from "../evals/svd.ts";
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
-import { kronMaterializeCpu } from "../models/adapters/kron_cpu.ts";
+import { kronMaterializeCpu } from "../kernels/adapters/kron_cpu.ts";
 import { loadLlama2c } from "../models/llama2c.ts";
-import { defaultModelPath } from "../models/paths.ts";
-import { gaussianArray } from "../models/random.ts";
+import { defaultModelPath } from "../testing/paths.ts";
+import { gaussianArray } from "../kernels/cpu/random.ts";
 import {
   type ExpressivenessReport,
   ExpressivenessReportSchema,
   type ExpressivenessRow,
-} from "../reports/schema.ts";
+} from "../grid/schema.ts";
 import { renderLinePlot } from "../reports/svg.ts";
 import {
   type CommandSpec,

@@ -11,7 +11,7 @@
  */
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { selfCheck } from "../kernels/selfcheck.ts";
-import { dataDir, defaultModelPath } from "../models/paths.ts";
+import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import {
   type GridConfig,
   parseGridConfig,
@@ -21,9 +21,9 @@ import {
   profile,
   PROFILES,
   shardRuns,
-} from "../reports/grid/config.ts";
-import { executeRun, loadGridModel } from "../reports/grid/runner.ts";
-import { collectReports, mergeShards, writeGridSummary } from "../reports/grid/summary.ts";
+} from "../grid/config.ts";
+import { executeRun, loadGridModel } from "../grid/runner.ts";
+import { collectReports, mergeShards, writeGridSummary } from "../grid/summary.ts";
 import { writeStaticPages } from "../reports/html.ts";
 import { ensureSystem } from "./setup.ts";
 import { parseTask } from "../tasks/commonsense/data.ts";
@@ -318,7 +318,7 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
   if (failed.length) return 1;
   if (plan.onlySelfcheck) return 0;
 
-  const model = await loadGridModel(rt, grid);
+  const model = await loadGridModel(rt, grid, defaultModelPath("stories260K.bin"));
   console.log(
     `grid ${grid.profile}: ${runs.length} of ${all.length} runs on ${model.path} (${grid.base} base)`,
   );

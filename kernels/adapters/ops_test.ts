@@ -3,8 +3,8 @@
  * cover them again in context). f32 tolerance: TOLERANCE.f32 relative.
  */
 import assert from "node:assert/strict";
-import { kronMaterializeCpu, softmax } from "../../models/adapters/kron_cpu.ts";
-import { dropoutKeep } from "../../models/random.ts";
+import { kronMaterializeCpu, softmax } from "./kron_cpu.ts";
+import { dropoutKeep } from "../cpu/random.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import { gradMatmul, gradMatmulSlots } from "./grad_matmul.ts";
 import {

@@ -10,7 +10,7 @@
  * Memory is the inputs, the outputs and two floats per query row, whatever the length: a 4096-token
  * sequence needs no more per head than a short one. q [rows, heads·hs], k/v [rows, kvHeads·hs],
  * rows = sequences × seq; query head h reads KV head ⌊h / (heads / kvHeads)⌋. The float64 twin is
- * `models/llama/cpu/attention.ts`.
+ * `kernels/llama/cpu/attention.ts`.
  */
 import type { Batch } from "../runtime/batch.ts";
 import { flatIndexWgsl, launch } from "../runtime/launch.ts";

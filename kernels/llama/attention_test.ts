@@ -4,10 +4,7 @@
  * NaN-poisoned outputs.
  */
 import assert from "node:assert/strict";
-import {
-  attentionBackward as attBwdCpu,
-  attentionForward as attFwdCpu,
-} from "../../models/llama/cpu/attention.ts";
+import { attentionBackward as attBwdCpu, attentionForward as attFwdCpu } from "./cpu/attention.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 

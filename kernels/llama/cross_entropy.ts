@@ -9,7 +9,7 @@
  *      which the caller multiplies back through the classifier block.
  *
  * Masked rows (target −1) get loss 0 and a zero gradient. The float64 reference is
- * `models/llama/cpu/cross_entropy.ts` on the whole row.
+ * `kernels/llama/cpu/cross_entropy.ts` on the whole row.
  */
 import type { Batch } from "../runtime/batch.ts";
 import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";

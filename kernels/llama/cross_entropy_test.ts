@@ -4,7 +4,7 @@
  * outputs.
  */
 import assert from "node:assert/strict";
-import { crossEntropy } from "../../models/llama/cpu/cross_entropy.ts";
+import { crossEntropy } from "./cpu/cross_entropy.ts";
 import { randomF32, relativeError, testRuntime } from "../testing/mod.ts";
 import { ceFinish, ceGrad, ceStats } from "./cross_entropy.ts";
 

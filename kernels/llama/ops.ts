@@ -150,7 +150,7 @@ ${MAIN}
 
 /**
  * Rotate [rows, heads·headSize] in place by the position tables; `inverse` for the backward;
- * `layout` pairs elements as the checkpoint does (`models/llama/cpu/rope.ts`).
+ * `layout` pairs elements as the checkpoint does (`kernels/llama/cpu/rope.ts`).
  */
 export async function rope(
   rt: GpuRuntime,

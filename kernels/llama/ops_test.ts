@@ -3,16 +3,10 @@
  * (f32 tolerance: TOLERANCE.f32 relative). Shapes: 3 sequences of 7 tokens, GQA 4 heads / 2 KV.
  */
 import assert from "node:assert/strict";
-import { attentionForward as attFwdCpu } from "../../models/llama/cpu/attention.ts";
-import {
-  rmsnormBackward as rmsBwdCpu,
-  rmsnormForward as rmsFwdCpu,
-} from "../../models/llama/cpu/rmsnorm.ts";
-import { ropeApply } from "../../models/llama/cpu/rope.ts";
-import {
-  swigluBackward as swiBwdCpu,
-  swigluForward as swiFwdCpu,
-} from "../../models/llama/cpu/swiglu.ts";
+import { attentionForward as attFwdCpu } from "./cpu/attention.ts";
+import { rmsnormBackward as rmsBwdCpu, rmsnormForward as rmsFwdCpu } from "./cpu/rmsnorm.ts";
+import { ropeApply } from "./cpu/rope.ts";
+import { swigluBackward as swiBwdCpu, swigluForward as swiFwdCpu } from "./cpu/swiglu.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import {
   attentionDecode,

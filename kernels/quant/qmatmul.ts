@@ -2,12 +2,13 @@
  * Host side of the frozen-weight kernels (4-bit NF4/int4, and f32/bf16/f16 with the same tiling):
  * upload a weight, run y = x·Wᵀ and dx = dy·W.
  */
-import { type QuantizedWeight, validateQuantized } from "../../models/quant/format.ts";
+import { type QuantizedWeight, validateQuantized } from "./format.ts";
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import {
   isHalfFormat,
+  QUANT_PARAMS,
   type QuantBackwardConfig,
   quantBackwardWgsl,
   type QuantForwardConfig,
@@ -254,23 +255,22 @@ export function quantParams(
   ldo: number,
   oOff: number,
 ): ArrayBuffer {
-  const buf = new ArrayBuffer(64);
-  const u = new Uint32Array(buf);
-  const f = new Float32Array(buf);
-  u[0] = tokens;
-  u[1] = w.rows;
-  u[2] = w.cols;
-  u[3] = Math.ceil(w.cols / 8);
-  u[4] = Math.ceil(w.cols / w.blockSize);
-  u[5] = w.blockSize;
-  u[6] = Math.ceil(u[4] / 8);
-  u[7] = w.dqGroup;
-  f[8] = w.dqOffset;
-  f[9] = alpha;
-  f[10] = beta;
-  u[11] = ldo;
-  u[12] = oOff;
-  return buf;
+  const bpr = Math.ceil(w.cols / w.blockSize);
+  return QUANT_PARAMS.pack({
+    M: tokens,
+    N: w.rows,
+    K: w.cols,
+    wpr: Math.ceil(w.cols / 8),
+    bpr,
+    blockSize: w.blockSize,
+    zpr: Math.ceil(bpr / 8),
+    dqGroup: w.dqGroup,
+    dqOffset: w.dqOffset,
+    alpha,
+    beta,
+    ldo,
+    oOff,
+  });
 }
 
 /** Options of {@link quantMatmul} and {@link quantMatmulBackward}. */

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { matmulCpu } from "../cpu/matmul.ts";
 import { randomF32, relativeError, rng, testRuntime, TOLERANCE } from "../testing/mod.ts";
-import { dequantizeNf4, quantizeNf4 } from "../../models/quant/nf4.ts";
-import { dequantizeInt4, quantizeInt4 } from "../../models/quant/int4.ts";
-import type { QuantizedWeight } from "../../models/quant/format.ts";
+import { dequantizeNf4, quantizeNf4 } from "./nf4.ts";
+import { dequantizeInt4, quantizeInt4 } from "./int4.ts";
+import type { QuantizedWeight } from "./format.ts";
 import {
   QUANT_DECODE,
   QUANT_PREFILL,

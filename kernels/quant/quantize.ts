@@ -6,11 +6,11 @@
  * to f32, and a big model loads at the speed of the disk and the device, as bitsandbytes does on
  * CUDA.
  *
- * The float64 quantizers in `models/quant/` are the reference: the same rules, evaluated in f32
+ * The float64 quantizers (`nf4.ts`, `int4.ts`) are the reference: the same rules, evaluated in f32
  * here, so a value within an f32 rounding of a decision threshold may take the neighbouring code
  * (the tests bound how often). Every kernel also flags a non-finite input value.
  */
-import { NF4_LEVELS, NF4_ZERO_CODE } from "../../models/quant/nf4.ts";
+import { NF4_LEVELS, NF4_ZERO_CODE } from "./nf4.ts";
 import type { Batch } from "../runtime/batch.ts";
 import { FLAT_INDEX_WGSL, grid1d, packUniform } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";

@@ -14,8 +14,9 @@
  * The output-side tensor (y forward, dy backward) may be a column window of a wider one: row
  * stride `ldo`, first column `oOff` — a weight stored in row blocks writes (reads) its columns.
  */
-import { NF4_LEVELS } from "../../models/quant/nf4.ts";
+import { NF4_LEVELS } from "./nf4.ts";
 import { memoWgsl } from "../runtime/memo.ts";
+import { uniformLayout } from "../runtime/launch.ts";
 
 /** Storage format of W as the kernels see it (`nf4dq`: NF4 with double-quantized absmax). */
 export type QuantKernelFormat = "nf4" | "nf4dq" | "int4" | "f32" | "bf16" | "f16";
@@ -54,13 +55,32 @@ export interface QuantBackwardConfig {
   wy: number;
 }
 
-/** Uniform block shared with the host (16 × 4 bytes). */
-export const QUANT_PARAMS_WGSL = `struct Params {
-  M: u32, N: u32, K: u32,
-  wpr: u32, bpr: u32, blockSize: u32, zpr: u32, dqGroup: u32,
-  dqOffset: f32, alpha: f32, beta: f32, ldo: u32,
-  oOff: u32, pad0: u32, pad1: u32, pad2: u32,
-}`;
+/**
+ * The uniform block of the quantized matmuls, declared once for WGSL and the host: M tokens, N
+ * weight rows, K columns, words / blocks / zero-point words per row, the block size, the
+ * double-quantization group and offset, α, β, the output's leading dimension and first row.
+ */
+export const QUANT_PARAMS = uniformLayout(
+  "Params",
+  [
+    ["M", "u32"],
+    ["N", "u32"],
+    ["K", "u32"],
+    ["wpr", "u32"],
+    ["bpr", "u32"],
+    ["blockSize", "u32"],
+    ["zpr", "u32"],
+    ["dqGroup", "u32"],
+    ["dqOffset", "f32"],
+    ["alpha", "f32"],
+    ["beta", "f32"],
+    ["ldo", "u32"],
+    ["oOff", "u32"],
+  ] as const,
+);
+
+/** The WGSL struct of {@link QUANT_PARAMS}. */
+export const QUANT_PARAMS_WGSL: string = QUANT_PARAMS.wgsl;
 
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i);

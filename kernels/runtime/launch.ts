@@ -26,6 +26,34 @@ export function grid1d(rt: GpuRuntime, n: number, wg = WG): [number, number] {
   return [Math.ceil(groups / y), y];
 }
 
+/** A uniform block declared once: its WGSL struct and the host packing that matches it. */
+export interface UniformLayout<K extends string> {
+  /** `struct <name> { ... }` with the fields in order (padded to 16 bytes). */
+  wgsl: string;
+  /** The block's bytes from a value per field. */
+  pack(values: Record<K, number>): ArrayBuffer;
+}
+
+/**
+ * Declare a uniform block by its fields (u32 or f32, 4 bytes each, in order): the WGSL struct
+ * and the packing come from this one list, so they cannot disagree.
+ */
+export function uniformLayout<K extends string>(
+  name: string,
+  fields: readonly (readonly [K, "u32" | "f32"])[],
+): UniformLayout<K> {
+  const pads = (4 - (fields.length % 4)) % 4;
+  const members = [
+    ...fields.map(([f, t]) => `${f}: ${t}`),
+    ...Array.from({ length: pads }, (_, i) => `_pad${i}: u32`),
+  ];
+  return {
+    wgsl: `struct ${name} {\n  ${members.join(",\n  ")},\n}`,
+    pack: (values) =>
+      packUniform(fields.map(([f, t]) => (t === "u32" ? { u: values[f] } : { f: values[f] }))),
+  };
+}
+
 /** A uniform block from a list of u32 and f32 fields, in order (all 4 bytes). */
 export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));

@@ -6,7 +6,7 @@
  */
 import { GpuRuntime } from "../runtime/runtime.ts";
 import { sharedGpu } from "../runtime/device.ts";
-import { rng } from "../../models/random.ts";
+import { rng } from "../cpu/random.ts";
 
 export { rng };
 

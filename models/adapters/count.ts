@@ -4,9 +4,10 @@
  * paper's tables (e.g. LoRA r=32 on q,k,v,up,down of LLaMA-3-8B = 56,623,104).
  */
 import {
+  linearDims,
   type LlamaShape,
-  moduleDims,
   parseTargetModule,
+  shapeWidths,
   type TargetModule,
 } from "../llama_shapes.ts";
 import {
@@ -40,7 +41,7 @@ export function countTrainableParams(
   for (const t of targets) {
     const m = parseTargetModule(t);
     const config = parseAdapterConfig(configForModule(adapter, m));
-    const [dIn, dOut] = moduleDims(model, m);
+    const [dIn, dOut] = linearDims(shapeWidths(model), m);
     try {
       perModule[m] = trainableParams(config, dIn, dOut);
     } catch (e) {

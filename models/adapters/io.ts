@@ -4,7 +4,7 @@
  * its version and, per layer, the adapter config and the layer's dIn/dOut as JSON. Loading checks
  * all of it (version, config, shapes, the exact set of tensors) before returning anything.
  */
-import { z } from "zod";
+import { z } from "../../deps/zod.ts";
 import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import type { Adapter } from "./adapter.ts";
 import {

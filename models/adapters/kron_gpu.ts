@@ -42,7 +42,7 @@ import { isCpuAdapter, matmul } from "../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import { type GpuTensor, rowAlignment } from "../../kernels/runtime/tensor.ts";
-import type { KronShape } from "./kron_cpu.ts";
+import type { KronShape } from "../../kernels/adapters/kron_cpu.ts";
 
 /** One component's tensors: factors, and where their gradients go (null: not wanted). */
 export interface KronComponentTensors {

@@ -2,7 +2,7 @@
  * One entry point for every adapter: a zod discriminated union of the configs, and a factory.
  * Parameter counts come from the config alone (no tensors), so whole-model counts are instant.
  */
-import { z } from "zod";
+import { z } from "../../deps/zod.ts";
 import type { Schema } from "../schema.ts";
 import type { Adapter, AdapterStart, BaseRowNorms, Params } from "./adapter.ts";
 import { type DoraConfig, DoraConfigSchemaObject, doraTrainableParams } from "./dora/config.ts";

@@ -1,10 +1,31 @@
-/** The LLaMA architecture's hyper-parameters, from a llama2.c header or a HF config.json. */
+/**
+ * The LLaMA architecture's hyper-parameters, one type whatever file they come from (a llama2.c
+ * header through {@link fromLlama2c}, a Hugging Face config.json through the HF reader).
+ */
 import type { Llama2cConfig } from "../llama2c.ts";
-import type { TargetModule } from "../llama_shapes.ts";
-import type { RopeLayout } from "./cpu/rope.ts";
+import { linearDims, type TargetModule } from "../llama_shapes.ts";
+import type { RopeLayout } from "../../kernels/llama/cpu/rope.ts";
+
+export { linearDims };
 
 /** Dimensions and constants of a LLaMA model. */
-export interface LlamaConfig extends Llama2cConfig {
+export interface LlamaConfig {
+  /** Model width (hidden_size). */
+  dim: number;
+  /** SwiGLU hidden width (intermediate_size). */
+  hiddenDim: number;
+  /** Transformer blocks. */
+  layers: number;
+  /** Query heads. */
+  heads: number;
+  /** Key/value heads (GQA when < heads). */
+  kvHeads: number;
+  /** Vocabulary size. */
+  vocab: number;
+  /** Positions (max_position_embeddings, or the context a run uses). */
+  seqLen: number;
+  /** The classifier is the token embedding (tie_word_embeddings). */
+  sharedClassifier: boolean;
   /** RoPE base θ (10000 for LLaMA-2 and llama2.c, 500000 for LLaMA-3). */
   ropeTheta: number;
   /** RMSNorm ε. */
@@ -29,23 +50,6 @@ export function headSize(c: LlamaConfig): number {
 /** Width of the K and V projections. */
 export function kvDim(c: LlamaConfig): number {
   return headSize(c) * c.kvHeads;
-}
-
-/** [dIn, dOut] of a block's linear layer. */
-export function linearDims(c: LlamaConfig, m: TargetModule): [number, number] {
-  switch (m) {
-    case "q":
-    case "o":
-      return [c.dim, c.dim];
-    case "k":
-    case "v":
-      return [c.dim, kvDim(c)];
-    case "gate":
-    case "up":
-      return [c.dim, c.hiddenDim];
-    case "down":
-      return [c.hiddenDim, c.dim];
-  }
 }
 
 /** The llama2.c field holding a module's weight. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { testRuntime } from "../../kernels/testing/mod.ts";
 import { loadLlama2c } from "../llama2c.ts";
-import { defaultModelPath } from "../paths.ts";
+import { defaultModelPath } from "../../testing/paths.ts";
 import { Llama2cTokenizer } from "../tokenizer/llama2c.ts";
 import { fromLlama2c } from "./config.ts";
 import { CpuLlama } from "./cpu/model.ts";

@@ -1,5 +1,5 @@
 /** `reference.json` of the embedded model: expected greedy ids and teacher-forced logits. */
-import { z } from "zod";
+import { z } from "../../deps/zod.ts";
 
 const ReferenceZod = z.object({
   greedy_from_bos: z.object({ ids: z.array(z.number().int().nonnegative()) }).loose(),

@@ -11,7 +11,7 @@
  * (`config.ropeLayout`).
  */
 import { decodeToF32, type RawTensorBytes, type SafetensorsDType } from "../safetensors.ts";
-import type { Llama2cCheckpoint } from "../llama2c.ts";
+import type { LlamaWeights } from "./weights.ts";
 import { TARGET_MODULES, type TargetModule } from "../llama_shapes.ts";
 import { linearDims, LLAMA2C_WEIGHT, type LlamaConfig } from "./config.ts";
 
@@ -61,7 +61,7 @@ export function tensorNames(c: LlamaConfig): LlamaTensorName[] {
 }
 
 /** The f32 array of a tensor in an in-memory llama2.c-layout checkpoint. */
-export function hostTensor(w: Llama2cCheckpoint, name: LlamaTensorName): Float32Array {
+export function hostTensor(w: LlamaWeights, name: LlamaTensorName): Float32Array {
   if (name === "embed") return w.tokenEmbedding;
   if (name === "classifier") return w.classifier;
   if (name === "final_norm") return w.finalNorm;
@@ -75,7 +75,7 @@ export function hostTensor(w: Llama2cCheckpoint, name: LlamaTensorName): Float32
 /** Weights already in memory (a llama2.c checkpoint, a test model) as a source of F32 rows. */
 export function hostSource(
   config: LlamaConfig,
-  weights: Llama2cCheckpoint,
+  weights: LlamaWeights,
   description = "weights in memory",
 ): LlamaSource {
   return {
@@ -99,7 +99,7 @@ export function hostSource(
  * Every tensor of a source widened to f32 in host memory (the float64 reference and tests; the GPU
  * model never does this). Non-finite values are refused with the tensor's origin.
  */
-export async function readAllWeights(source: LlamaSource): Promise<Llama2cCheckpoint> {
+export async function readAllWeights(source: LlamaSource): Promise<LlamaWeights> {
   const c = source.config;
   const get = async (name: LlamaTensorName) => {
     const [rows] = tensorShape(c, name);
@@ -128,7 +128,6 @@ export async function readAllWeights(source: LlamaSource): Promise<Llama2cCheckp
   }
   const tokenEmbedding = await get("embed");
   return {
-    config: c,
     tokenEmbedding,
     layers,
     finalNorm: await get("final_norm"),

@@ -1,5 +1,5 @@
 /** A tiny random LLaMA (llama2.c layout) for tests that need a whole model, and batch helpers. */
-import { gaussianArray } from "../random.ts";
+import { gaussianArray } from "../../kernels/cpu/random.ts";
 import type { Llama2cCheckpoint, Llama2cConfig } from "../llama2c.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 

@@ -7,7 +7,7 @@
  * Examples are token ids with per-position targets (−1 = no loss, e.g. prompt tokens); each
  * micro-batch packs `batchSize` examples padded to `seq` tokens.
  */
-import { z } from "zod";
+import { z } from "../../deps/zod.ts";
 import { dotInto } from "../../kernels/adapters/ops.ts";
 import { addInto } from "../../kernels/llama/ops.ts";
 import { type AdamWStep, adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
@@ -16,7 +16,7 @@ import { TensorArena } from "../../kernels/runtime/arena.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
-import { hash32, rng } from "../random.ts";
+import { hash32, rng } from "../../kernels/cpu/random.ts";
 import type { Schema } from "../schema.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama } from "./gpu/model.ts";

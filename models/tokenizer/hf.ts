@@ -4,8 +4,8 @@
  * Tokenizers pipeline (normalizer, pre-tokenizer, model, decoder): our tests hold it to llama2.c's
  * own encoder on the embedded vocabulary and to hand-computed byte-level merges.
  */
-import { Tokenizer } from "@huggingface/tokenizers";
-import { z } from "zod";
+import { Tokenizer } from "../../deps/tokenizers.ts";
+import { z } from "../../deps/zod.ts";
 import type { Llama2cTokenizer } from "./llama2c.ts";
 import type { TextTokenizer } from "./tokenizer.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { defaultModelPath } from "../paths.ts";
+import { defaultModelPath } from "../../testing/paths.ts";
 import { loadModelReference } from "../llama/reference.ts";
 import { bytesToUnicode } from "./byte_level.ts";
 import { HfTokenizer, llama2cToTokenizerJson } from "./hf.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { defaultModelPath } from "../paths.ts";
+import { defaultModelPath } from "../../testing/paths.ts";
 import { loadModelReference } from "../llama/reference.ts";
 import { ByteFallbackTokenizer, Llama2cTokenizer, loadLlama2cTokenizer } from "./llama2c.ts";
 

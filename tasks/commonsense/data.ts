@@ -4,7 +4,7 @@
  * Files are read whole and every record validated before any is returned: a bad record names the
  * file and its index, and a failing file never leaves a partial dataset in use.
  */
-import { z } from "zod";
+import { z } from "../../deps/zod.ts";
 import { type InstructionRecord, InstructionRecordObject } from "../alpaca.ts";
 
 /** The tasks, with the answer words their extraction looks for (LLM-Adapters' extract_answer). */

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dataDir } from "../../models/paths.ts";
+import { dataDir } from "../../testing/paths.ts";
 import { evaluationPrompt, PROTOCOL, trainingExample, trainingText } from "../alpaca.ts";
 import {
   COMMONSENSE_ORDER,

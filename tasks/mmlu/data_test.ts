@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { dataDir } from "../../models/paths.ts";
+import { dataDir } from "../../testing/paths.ts";
 import { parseCsv } from "../csv.ts";
 import {
   formatQuestion,

@@ -3,7 +3,7 @@
  * s·B·A·x), the norm per output feature (row of W [dOut, dIn]) and, by default, detached from the
  * graph as the paper's §4.3 and PEFT do. m starts at ‖W‖ so the layer is unchanged at step 0.
  */
-import { z } from "zod";
+import { z } from "../../../deps/zod.ts";
 import type { Schema } from "../../schema.ts";
 import { LOW_RANK_FIELDS } from "../lora/config.ts";
 

@@ -1,7 +1,7 @@
 /** KronA (arXiv 2212.10650): one Kronecker product parallel to W, ΔW = s·(A ⊗ B). */
-import { z } from "zod";
+import { z } from "../../../deps/zod.ts";
 import type { Schema } from "../../schema.ts";
-import { checkKronShape, type KronShape } from "../kron_cpu.ts";
+import { checkKronShape, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 
 const size = z.number().int().positive();
 

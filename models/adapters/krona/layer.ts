@@ -2,7 +2,7 @@
 import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
-import { hash32, kaimingUniform } from "../../random.ts";
+import { hash32, kaimingUniform } from "../../../kernels/cpu/random.ts";
 import {
   Adapter,
   type AdapterMath,
@@ -15,7 +15,11 @@ import {
   type ParamSpec,
   uploadParams,
 } from "../adapter.ts";
-import { kronBackwardCpu, kronForwardCpu, type KronShape } from "../kron_cpu.ts";
+import {
+  kronBackwardCpu,
+  kronForwardCpu,
+  type KronShape,
+} from "../../../kernels/adapters/kron_cpu.ts";
 import { KronMixtureGpu } from "../kron_gpu.ts";
 import { type KronaConfig, KronaConfigSchema, kronaShape } from "./config.ts";
 import { kronaMerged } from "./merge.ts";

@@ -1,5 +1,5 @@
 /** KronA merge: W' = W + s·(A ⊗ B). */
-import { kronMaterializeCpu, type KronShape } from "../kron_cpu.ts";
+import { kronMaterializeCpu, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 
 /** The merged weight in float64. */
 export function kronaMerged(

@@ -4,7 +4,7 @@
  * w2 [out_k, in_n]; w2 is low-rank w2_a·w2_b when r < max(out_k, in_n)/2, and w1 likewise when
  * `decomposeBoth` and r < max(out_l, in_m)/2.
  */
-import { z } from "zod";
+import { z } from "../../../deps/zod.ts";
 import type { Schema } from "../../schema.ts";
 
 const LokrConfigSchemaZod = z.object({

@@ -8,7 +8,7 @@ import { matmul } from "../../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
-import { hash32, kaimingUniform } from "../../random.ts";
+import { hash32, kaimingUniform } from "../../../kernels/cpu/random.ts";
 import {
   Adapter,
   type AdapterMath,
@@ -22,7 +22,7 @@ import {
   type ParamSpec,
   uploadParams,
 } from "../adapter.ts";
-import { kronBackwardCpu, kronForwardCpu } from "../kron_cpu.ts";
+import { kronBackwardCpu, kronForwardCpu } from "../../../kernels/adapters/kron_cpu.ts";
 import { KronMixtureGpu } from "../kron_gpu.ts";
 import { type LokrConfig, LokrConfigSchema, type LokrLayout, lokrLayout } from "./config.ts";
 import { lokrFactors, lokrMerged, lokrShape } from "./merge.ts";

@@ -1,6 +1,6 @@
 /** LoKr merge: W' = W + (α/r)·(w1 ⊗ w2), w1 and w2 rebuilt from their low-rank parts. */
 import type { F64Params } from "../adapter.ts";
-import { kronMaterializeCpu, type KronShape } from "../kron_cpu.ts";
+import { kronMaterializeCpu, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 import type { LokrLayout } from "./config.ts";
 
 /** a [m, r] · b [r, n] in float64. */

@@ -1,5 +1,5 @@
 /** LoRA (Hu et al.; PEFT defaults): ΔW = (α/r)·B·A, A [r, dIn] Kaiming-uniform, B [dOut, r] zero. */
-import { z } from "zod";
+import { z } from "../../../deps/zod.ts";
 import type { Schema } from "../../schema.ts";
 
 /** Fields LoRA and DoRA share (zod shape). */

@@ -11,7 +11,7 @@ import type { Batch } from "../../../kernels/runtime/batch.ts";
 import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
-import { dropoutKeep, gaussianArray, hash32, kaimingUniform } from "../../random.ts";
+import { dropoutKeep, gaussianArray, hash32, kaimingUniform } from "../../../kernels/cpu/random.ts";
 import {
   Adapter,
   type AdapterMath,

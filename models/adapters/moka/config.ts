@@ -1,10 +1,10 @@
 /**
- * MoKA configuration: ΔW = s·Σᵢ softmax(g)ᵢ·(Aᵢ ⊗ Bᵢ) (`../shared/PAPER.md`). Items the paper
+ * MoKA configuration: ΔW = s·Σᵢ softmax(g)ᵢ·(Aᵢ ⊗ Bᵢ) (arXiv 2508.03527). Items the paper
  * leaves open (static gate, which factor starts at zero, MoKA_s's identity factor) are options.
  */
-import { z } from "zod";
+import { z } from "../../../deps/zod.ts";
 import type { Schema } from "../../schema.ts";
-import { checkKronShape, type KronShape } from "../kron_cpu.ts";
+import { checkKronShape, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 
 const size = z.number().int().positive();
 

@@ -5,7 +5,7 @@
 import type { FrozenMatrix } from "../../../kernels/quant/frozen.ts";
 import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../../kernels/runtime/tensor.ts";
-import { hash32, kaimingUniform } from "../../random.ts";
+import { hash32, kaimingUniform } from "../../../kernels/cpu/random.ts";
 import {
   Adapter,
   type AdapterMath,
@@ -20,7 +20,12 @@ import {
   type ParamSpec,
   uploadParams,
 } from "../adapter.ts";
-import { kronBackwardCpu, kronForwardCpu, type KronShape, softmax } from "../kron_cpu.ts";
+import {
+  kronBackwardCpu,
+  kronForwardCpu,
+  type KronShape,
+  softmax,
+} from "../../../kernels/adapters/kron_cpu.ts";
 import { KronMixtureGpu } from "../kron_gpu.ts";
 import { type MokaConfig, MokaConfigSchema, mokaShapes } from "./config.ts";
 import { mokaMerged } from "./merge.ts";

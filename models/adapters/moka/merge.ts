@@ -1,6 +1,6 @@
 /** MoKA merge: W' = W + s·Σᵢ softmax(g)ᵢ·(Aᵢ ⊗ Bᵢ), in float64. */
 import type { F64Params } from "../adapter.ts";
-import { kronMaterializeCpu, type KronShape, softmax } from "../kron_cpu.ts";
+import { kronMaterializeCpu, type KronShape, softmax } from "../../../kernels/adapters/kron_cpu.ts";
 
 /** ΔW = s·Σᵢ αᵢ (Aᵢ ⊗ Bᵢ) as a dense [dOut, dIn] matrix (added into `out` when given). */
 export function kronMixtureDelta(

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../../../kernels/testing/mod.ts";
-import { kronForwardCpu, kronMaterializeCpu } from "../kron_cpu.ts";
+import { kronForwardCpu, kronMaterializeCpu } from "../../../kernels/adapters/kron_cpu.ts";
 import { finiteDifferenceError, gpuVsCpu, randomizeParams } from "../testing.ts";
 import { MokaConfigSchema } from "./config.ts";
 import { MokaAdapter } from "./layer.ts";

@@ -6,7 +6,7 @@ import { TARGET_MODULES } from "../../llama_shapes.ts";
 import { fromLlama2c, linearDims } from "../config.ts";
 import { randomCheckpoint, TINY_CONFIG } from "../testing.ts";
 import { adapterKey, type CpuAdapters, CpuLlama } from "./model.ts";
-import type { RopeLayout } from "./rope.ts";
+import type { RopeLayout } from "../../../kernels/llama/cpu/rope.ts";
 
 function checkGradients(layout: RopeLayout, keys: string[]) {
   const config = { ...fromLlama2c(TINY_CONFIG), ropeLayout: layout };

@@ -6,14 +6,14 @@
 import type { Adapter, F64Params } from "../../adapters/adapter.ts";
 import { baseBackward, baseForward } from "../../adapters/adapter.ts";
 import type { AdapterConfig } from "../../adapters/registry.ts";
-import type { Llama2cCheckpoint } from "../../llama2c.ts";
+import type { LlamaWeights } from "../weights.ts";
 import type { TargetModule } from "../../llama_shapes.ts";
 import { headSize, linearDims, LLAMA2C_WEIGHT, type LlamaConfig } from "../config.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
-import { crossEntropy } from "./cross_entropy.ts";
-import { rmsnormBackward, rmsnormForward } from "./rmsnorm.ts";
-import { ropeApply } from "./rope.ts";
-import { swigluBackward, swigluForward } from "./swiglu.ts";
+import { attentionBackward, attentionForward } from "../../../kernels/llama/cpu/attention.ts";
+import { crossEntropy } from "../../../kernels/llama/cpu/cross_entropy.ts";
+import { rmsnormBackward, rmsnormForward } from "../../../kernels/llama/cpu/rmsnorm.ts";
+import { ropeApply } from "../../../kernels/llama/cpu/rope.ts";
+import { swigluBackward, swigluForward } from "../../../kernels/llama/cpu/swiglu.ts";
 
 /** Adapters keyed `${layer}.${module}` (e.g. `0.q`), with their float64 parameters. */
 export type CpuAdapters = Map<string, { adapter: Adapter<AdapterConfig>; params: F64Params }>;
@@ -27,11 +27,11 @@ export function adapterKey(layer: number, module: TargetModule): string {
 export class CpuLlama {
   /** Architecture. */
   readonly config: LlamaConfig;
-  readonly #w: Llama2cCheckpoint;
+  readonly #w: LlamaWeights;
   readonly #f64 = new Map<Float32Array, Float64Array>();
 
   /** Wrap a loaded checkpoint. */
-  constructor(config: LlamaConfig, weights: Llama2cCheckpoint) {
+  constructor(config: LlamaConfig, weights: LlamaWeights) {
     this.config = config;
     this.#w = weights;
   }

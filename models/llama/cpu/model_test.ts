@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { loadLlama2c } from "../../llama2c.ts";
-import { defaultModelPath } from "../../paths.ts";
+import { defaultModelPath } from "../../../testing/paths.ts";
 import { fromLlama2c } from "../config.ts";
 import { loadModelReference } from "../reference.ts";
 import { CpuLlama } from "./model.ts";

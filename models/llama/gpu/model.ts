@@ -52,10 +52,10 @@ import type {
   PassOptions,
 } from "../../adapters/adapter.ts";
 import type { AdapterConfig } from "../../adapters/registry.ts";
-import type { Llama2cCheckpoint } from "../../llama2c.ts";
+import type { LlamaWeights } from "../weights.ts";
 import { TARGET_MODULES, type TargetModule } from "../../llama_shapes.ts";
 import { TensorArena } from "../../../kernels/runtime/arena.ts";
-import { hash32 } from "../../random.ts";
+import { hash32 } from "../../../kernels/cpu/random.ts";
 import { headSize, kvDim, linearDims, type LlamaConfig } from "../config.ts";
 import { adapterKey } from "../cpu/model.ts";
 import { hostSource, type LlamaSource } from "../source.ts";
@@ -204,7 +204,7 @@ export class GpuLlama {
   static create(
     rt: GpuRuntime,
     config: LlamaConfig,
-    ckpt: Llama2cCheckpoint,
+    ckpt: LlamaWeights,
     options: GpuLlamaOptions = {},
   ): Promise<GpuLlama> {
     return GpuLlama.load(rt, hostSource(config, ckpt), options);

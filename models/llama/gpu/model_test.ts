@@ -5,7 +5,7 @@ import type { AdapterConfig } from "../../adapters/registry.ts";
 import { randomizeParams } from "../../adapters/testing.ts";
 import { loadLlama2c } from "../../llama2c.ts";
 import { TARGET_MODULES } from "../../llama_shapes.ts";
-import { defaultModelPath } from "../../paths.ts";
+import { defaultModelPath } from "../../../testing/paths.ts";
 import { fromLlama2c, linearDims, LLAMA2C_WEIGHT } from "../config.ts";
 import { adapterKey, type CpuAdapters, CpuLlama } from "../cpu/model.ts";
 import { loadModelReference } from "../reference.ts";

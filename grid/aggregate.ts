@@ -3,8 +3,8 @@
  * behind them, and plain sentences on whether adapters differ from the base model and from each
  * other by more than seed noise.
  */
-import { beyondSeedNoise, meanSd } from "../../evals/stats.ts";
-import type { RunReport } from "../schema.ts";
+import { beyondSeedNoise, meanSd } from "../evals/stats.ts";
+import type { RunReport } from "./schema.ts";
 
 /** Mean, sample sd and the number of seeds of one metric. */
 export interface SeedStat {

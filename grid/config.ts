@@ -4,10 +4,10 @@
  * `full` is the paper's protocol (LLM-Adapters / DoRA commonsense; Alpaca → MMLU 5-shot) for a GPU
  * and a real LLaMA checkpoint given by path.
  */
-import { z } from "zod";
-import { parseAdapterSpec } from "../../models/adapters/registry.ts";
-import { COMMONSENSE_ORDER } from "../../tasks/commonsense/data.ts";
-import type { Schema } from "../../models/schema.ts";
+import { z } from "../deps/zod.ts";
+import { parseAdapterSpec } from "../models/adapters/registry.ts";
+import { COMMONSENSE_ORDER } from "../tasks/commonsense/data.ts";
+import type { Schema } from "../models/schema.ts";
 
 const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
   if (v === null) return; // the base model alone

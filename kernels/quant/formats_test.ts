@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { rng } from "../../kernels/testing/mod.ts";
+import { rng } from "../testing/mod.ts";
 import { blocksPerRow, getCode, packCodes, quantizedBytes, unpackCodes } from "./format.ts";
 import { dequantizeNf4, NF4_LEVELS, nf4Absmax, normalFloatLevels, quantizeNf4 } from "./nf4.ts";
 import { dequantizeInt4, quantizeInt4 } from "./int4.ts";

@@ -2,7 +2,7 @@
  * Report schemas (zod). Reports are validated when written and again when served, so a hand-edited
  * or truncated file is refused with the field that is wrong.
  */
-import { z } from "zod";
+import { z } from "../deps/zod.ts";
 import type { ChoiceScore } from "../evals/choice.ts";
 import type { Schema } from "../models/schema.ts";
 

@@ -1,10 +1,10 @@
-import { planArena, TensorArena } from "./arena.ts";
+import { planArena, TensorArena } from "./runtime/arena.ts";
 import assert from "node:assert/strict";
-import { acquireGpu, GpuUnavailableError } from "./device.ts";
-import { bucketSize } from "./buffer_pool.ts";
-import { GpuRuntime } from "./runtime.ts";
-import { randomF32, testRuntime } from "../testing/mod.ts";
-import { matmul } from "../matmul/matmul.ts";
+import { acquireGpu, GpuUnavailableError } from "./runtime/device.ts";
+import { bucketSize } from "./runtime/buffer_pool.ts";
+import { GpuRuntime } from "./runtime/runtime.ts";
+import { randomF32, testRuntime } from "./testing/mod.ts";
+import { matmul } from "./matmul/matmul.ts";
 
 Deno.test("runtime: an adapter is available (CI must have one: this test never skips)", async () => {
   const rt = await testRuntime();
@@ -129,7 +129,7 @@ Deno.test(
     // navigator.gpu request in the same setting loads it: the negative control.
     const probe = async (viaAcquire: boolean) => {
       const code = viaAcquire
-        ? `import { acquireGpu } from "${new URL("./device.ts", import.meta.url)}";
+        ? `import { acquireGpu } from "${new URL("./runtime/device.ts", import.meta.url)}";
          const gpu = await acquireGpu();
          console.log(JSON.stringify({ backend: gpu.backend, xdg: Deno.env.get("XDG_RUNTIME_DIR") ?? null,
            egl: Deno.readTextFileSync("/proc/self/maps").includes("libEGL") }));`

@@ -1,16 +1,16 @@
 /**
  * GPU quantization from stored bytes, and row-blocked frozen matrices, against the host
- * references: the float64 quantizers of models/quant on the decoded values, dense matmuls on the
+ * references: the float64 quantizers of kernels/quant on the decoded values, dense matmuls on the
  * dequantized weights, and plain row copies. Odd column counts, partial scale blocks and blocks
  * that divide nothing.
  */
 import assert from "node:assert/strict";
-import { quantizeInt4 } from "../../models/quant/int4.ts";
-import { dequantizeNf4, NF4_LEVELS, quantizeNf4 } from "../../models/quant/nf4.ts";
-import { unpackCodes } from "../../models/quant/format.ts";
-import { decodeToF32, encodeSafetensors, parseSafetensors } from "../../models/safetensors.ts";
-import { matmulCpu } from "../cpu/matmul.ts";
-import { randomF32, relativeError, rng, testRuntime, TOLERANCE } from "../testing/mod.ts";
+import { quantizeInt4 } from "../kernels/quant/int4.ts";
+import { dequantizeNf4, NF4_LEVELS, quantizeNf4 } from "../kernels/quant/nf4.ts";
+import { unpackCodes } from "../kernels/quant/format.ts";
+import { decodeToF32, encodeSafetensors, parseSafetensors } from "./safetensors.ts";
+import { matmulCpu } from "../kernels/cpu/matmul.ts";
+import { randomF32, relativeError, rng, testRuntime, TOLERANCE } from "../kernels/testing/mod.ts";
 import {
   frozenBlockBackward,
   frozenBlockMatmul,
@@ -21,10 +21,10 @@ import {
   FrozenMatrix,
   frozenRowNorms,
   planRowBlocks,
-} from "./frozen.ts";
-import type { GpuQuantWeight, StorageFormat } from "./qmatmul.ts";
-import { quantizeRows, type StoredDType } from "./quantize.ts";
-import type { GpuRuntime } from "../runtime/runtime.ts";
+} from "../kernels/quant/frozen.ts";
+import type { GpuQuantWeight, StorageFormat } from "../kernels/quant/qmatmul.ts";
+import { quantizeRows, type StoredDType } from "../kernels/quant/quantize.ts";
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 
 /** Gaussian-ish weights with a wide range of magnitudes. */
 function weights(n: number, seed: number): Float32Array {

@@ -5,38 +5,37 @@
  * last. A run whose report exists with the same config hash is skipped; a run interrupted after
  * a training checkpoint resumes from it (`ckpt.safetensors` in the run folder).
  */
-import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
-import { encodeAdapters } from "../../models/adapters/io.ts";
-import { adaptersForModel } from "../../models/llama/attach.ts";
-import type { LlamaConfig } from "../../models/llama/config.ts";
-import { GpuLlama } from "../../models/llama/gpu/model.ts";
-import { openModel } from "../../models/llama/open.ts";
-import { progressLine, Trainer } from "../../models/llama/train.ts";
-import { defaultModelPath } from "../../models/paths.ts";
-import type { TextTokenizer } from "../../models/tokenizer/tokenizer.ts";
-import { majorityBaseline, wilsonInterval } from "../../evals/stats.ts";
-import { type InstructionRecord, PROTOCOL } from "../../tasks/alpaca.ts";
+import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { encodeAdapters } from "../models/adapters/io.ts";
+import { adaptersForModel } from "../models/llama/attach.ts";
+import type { LlamaConfig } from "../models/llama/config.ts";
+import { GpuLlama } from "../models/llama/gpu/model.ts";
+import { openModel } from "../models/llama/open.ts";
+import { progressLine, Trainer } from "../models/llama/train.ts";
+import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
+import { majorityBaseline, wilsonInterval } from "../evals/stats.ts";
+import { type InstructionRecord, PROTOCOL } from "../tasks/alpaca.ts";
 import {
   COMMONSENSE_TASKS,
   type CommonsenseTask,
   loadCommonsense,
   loadRecordFile,
   parseTask,
-} from "../../tasks/commonsense/data.ts";
+} from "../tasks/commonsense/data.ts";
 import {
   commonsenseTrainRecords,
   evaluateHeldOut,
   runCommonsense,
   runMmlu,
   toExamples,
-} from "../../tasks/pipeline.ts";
+} from "./pipeline.ts";
 import {
   type ChoiceAccuracy,
   parseRunReport,
   type RunReport,
   RunReportSchema,
   type TaskAccuracy,
-} from "../schema.ts";
+} from "./schema.ts";
 import { canonicalJson, type GridConfig, type PlannedRun, runConfig, sha256 } from "./config.ts";
 
 /** The grid's base model on the GPU and its tokenizer, shared by the runs of one process. */
@@ -51,12 +50,16 @@ export interface LoadedModel {
   tok: TextTokenizer;
 }
 
-/** Load the grid's model (llama2.c file or HF folder) onto the GPU once, in the grid's base format. */
-export async function loadGridModel(rt: GpuRuntime, c: GridConfig): Promise<LoadedModel> {
-  const opened = await openModel(
-    c.model ?? defaultModelPath("stories260K.bin"),
-    c.tokenizer ?? undefined,
-  );
+/**
+ * Load the grid's model (llama2.c file or HF folder) onto the GPU once, in the grid's base
+ * format: `c.model`, or `fallback` (the CLI's embedded default) when the config names none.
+ */
+export async function loadGridModel(
+  rt: GpuRuntime,
+  c: GridConfig,
+  fallback: string,
+): Promise<LoadedModel> {
+  const opened = await openModel(c.model ?? fallback, c.tokenizer ?? undefined);
   try {
     const gpu = await GpuLlama.load(rt, opened.source, { base: c.base });
     return { path: opened.path, config: opened.source.config, gpu, tok: opened.tok };

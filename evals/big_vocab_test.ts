@@ -4,15 +4,15 @@
  * MMLU scoring, and its loss, gradients and next-token logits equal the float64 reference.
  */
 import assert from "node:assert/strict";
-import { relativeError, testRuntime } from "../../../kernels/testing/mod.ts";
-import type { Adapter } from "../../adapters/adapter.ts";
-import type { AdapterConfig } from "../../adapters/registry.ts";
-import { randomizeParams } from "../../adapters/testing.ts";
-import { ByteFallbackTokenizer } from "../../tokenizer/llama2c.ts";
-import { scoreMmlu } from "../../../evals/mmlu.ts";
-import { adaptersForModel } from "../attach.ts";
-import { fromLlama2c } from "../config.ts";
-import { type CpuAdapters, CpuLlama } from "../cpu/model.ts";
+import { relativeError, testRuntime } from "../kernels/testing/mod.ts";
+import type { Adapter } from "../models/adapters/adapter.ts";
+import type { AdapterConfig } from "../models/adapters/registry.ts";
+import { randomizeParams } from "../models/adapters/testing.ts";
+import { ByteFallbackTokenizer } from "../models/tokenizer/llama2c.ts";
+import { scoreMmlu } from "./mmlu.ts";
+import { adaptersForModel } from "../models/llama/attach.ts";
+import { fromLlama2c } from "../models/llama/config.ts";
+import { type CpuAdapters, CpuLlama } from "../models/llama/cpu/model.ts";
 import {
   cpuLogitsAt,
   cpuScorer,
@@ -20,9 +20,9 @@ import {
   gpuScorer,
   logitsAt,
   nextTokenLogits,
-} from "../generate.ts";
-import { cpuBatchLossAndGrads, randomCheckpoint } from "../testing.ts";
-import { GpuLlama } from "./model.ts";
+} from "../models/llama/generate.ts";
+import { cpuBatchLossAndGrads, randomCheckpoint } from "../models/llama/testing.ts";
+import { GpuLlama } from "../models/llama/gpu/model.ts";
 
 const BIG = {
   dim: 1024,

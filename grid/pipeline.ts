@@ -13,9 +13,18 @@ import { logitsAt } from "../models/llama/generate.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
 import { type Example, type StepLog, Trainer } from "../models/llama/train.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
-import { type InstructionRecord, PROTOCOL, type Protocol, trainingExample } from "./alpaca.ts";
-import { type CommonsenseTask, loadCommonsense, loadRecordFile } from "./commonsense/data.ts";
-import { loadMmlu, MMLU_SUBJECTS } from "./mmlu/data.ts";
+import {
+  type InstructionRecord,
+  PROTOCOL,
+  type Protocol,
+  trainingExample,
+} from "../tasks/alpaca.ts";
+import {
+  type CommonsenseTask,
+  loadCommonsense,
+  loadRecordFile,
+} from "../tasks/commonsense/data.ts";
+import { loadMmlu, MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
 
 /**
  * Token examples from instruction records under `protocol` (cut to `maxLen` tokens as upstream's

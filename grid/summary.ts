@@ -1,5 +1,5 @@
 /** Collect run reports into the grid summary (`grid.json`), and merge shard outputs. */
-import { parseRunReport, type RunReport } from "../schema.ts";
+import { parseRunReport, type RunReport } from "./schema.ts";
 
 /** Every valid `runs/<id>/report.json` under `out` (sorted by id). */
 export async function collectReports(out: string): Promise<RunReport[]> {

@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { testRuntime } from "../../kernels/testing/mod.ts";
-import { dataDir } from "../../models/paths.ts";
-import { parseRunReport } from "../schema.ts";
+import { testRuntime } from "../kernels/testing/mod.ts";
+import { dataDir, defaultModelPath } from "../testing/paths.ts";
+import { parseRunReport } from "./schema.ts";
 import { parseGridConfig, parseShard, planGrid, profile, PROFILES, shardRuns } from "./config.ts";
-import { countTrainableParams } from "../../models/adapters/count.ts";
-import { LLAMA2_7B, LLAMA3_8B } from "../../models/llama_shapes.ts";
+import { countTrainableParams } from "../models/adapters/count.ts";
+import { LLAMA2_7B, LLAMA3_8B } from "../models/llama_shapes.ts";
 import { executeRun, loadGridModel } from "./runner.ts";
 import { collectReports, mergeShards } from "./summary.ts";
 
@@ -66,7 +66,7 @@ Deno.test("grid: profiles parse, plans are stable, shards are disjoint and cover
 Deno.test("grid: runs write valid reports, are skipped when done, reproduce exactly, and shards merge", async () => {
   const rt = await testRuntime();
   const grid = parseGridConfig(TINY);
-  const model = await loadGridModel(rt, grid);
+  const model = await loadGridModel(rt, grid, defaultModelPath("stories260K.bin"));
   const runs = planGrid(grid);
   const [a, b, merged] = [
     await Deno.makeTempDir(),
@@ -103,7 +103,7 @@ Deno.test("grid: runs write valid reports, are skipped when done, reproduce exac
       await Deno.readTextFile(`${[a, b][runs.indexOf(run) % 2]}/runs/${run.id}/report.json`),
       "report",
     );
-    const fresh = await loadGridModel(rt, grid);
+    const fresh = await loadGridModel(rt, grid, defaultModelPath("stories260K.bin"));
     const alone = await Deno.makeTempDir();
     const own = (await executeRun(rt, grid, run, fresh, opts(alone))).report;
     fresh.gpu.release();

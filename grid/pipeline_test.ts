@@ -7,9 +7,9 @@ import { CpuLlama } from "../models/llama/cpu/model.ts";
 import { cpuLogitsAt, logitsAt } from "../models/llama/generate.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
-import { dataDir, defaultModelPath } from "../models/paths.ts";
+import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
-import { loadMmlu } from "./mmlu/data.ts";
+import { loadMmlu } from "../tasks/mmlu/data.ts";
 import { runCommonsense, runInstructionTuning } from "./pipeline.ts";
 
 async function stories() {
