@@ -8,7 +8,7 @@
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { searchManyOnGpu } from "../models/llama/generate.ts";
 import { kvDim } from "../models/llama/config.ts";
-import type { GpuLlama } from "../models/llama/gpu/model.ts";
+import { type GpuLlama, KvCache } from "../models/llama/gpu/model.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 import {
   evaluationPrompt,
@@ -118,14 +118,15 @@ export async function evaluateCommonsense(
       }
       return prompt;
     });
+    // The per-layer KV cache of questions [from, to): as searchManyOnGpu sizes it.
+    const cacheBytes = (from: number, to: number) => {
+      const longest = Math.max(...prompts.slice(from, to).map((p) => p.length));
+      return KvCache.layerBytes((to - from) * beams, Math.min(seqLen, longest + maxNew), kvWidth);
+    };
     const texts: string[] = [];
     for (let start = 0; start < prompts.length;) {
       // As many questions as fit one batch: their beams' KV cache within one binding.
       let end = start + 1;
-      const cacheBytes = (from: number, to: number) => {
-        const longest = Math.max(...prompts.slice(from, to).map((p) => p.length));
-        return (to - from) * beams * Math.min(seqLen, longest + maxNew) * kvWidth * 4;
-      };
       while (
         end < prompts.length && end - start < perBatch && cacheBytes(start, end + 1) <= bindLimit
       ) end++;

@@ -262,10 +262,12 @@ export async function searchManyOnGpu(
   const wanted = prompts.map((p) =>
     options.fitContext ? Math.min(maxNew, seqLen - p.length) : maxNew
   );
-  if (wanted.some((w) => w < 1) && maxNew > 0) {
-    const q = wanted.findIndex((w) => w < 1);
+  const filled = maxNew > 0 ? wanted.findIndex((w) => w < 1) : -1;
+  if (filled >= 0) {
     throw new RangeError(
-      `generate: prompt ${q} of ${prompts[q].length} tokens fills the model's ${seqLen} positions`,
+      `generate: prompt ${filled} of ${
+        prompts[filled].length
+      } tokens fills the model's ${seqLen} positions`,
     );
   }
   if (maxNew === 0) return prompts.map(() => ({ ids: [], score: NaN }));

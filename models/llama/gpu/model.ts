@@ -439,36 +439,34 @@ export class GpuLlama {
       const dims = { seq, heads: c.heads, kvHeads: c.kvHeads, headSize: hs };
       await attentionForward(rt, batch, { out: attOut, lse, q, k, v, dims });
     } else {
+      // The cache of layer l at this step, as both decode kernels see it.
+      const { cache } = attend;
+      const step = {
+        kc: cache.k[l],
+        vc: cache.v[l],
+        heads: c.heads,
+        kvHeads: c.kvHeads,
+        headSize: hs,
+        pos: attend.pos,
+        maxSeq: cache.maxSeq,
+        offsets: cache.offsets,
+      };
       // RoPE of q and k and the cache write of k and v in one dispatch.
       await ropeDecode(rt, batch, {
+        ...step,
         q,
         k,
         v,
-        kc: attend.cache.k[l],
-        vc: attend.cache.v[l],
         cos: this.#cos,
         sin: this.#sin,
-        heads: c.heads,
-        kvHeads: c.kvHeads,
-        headSize: hs,
-        pos: attend.pos,
-        maxSeq: attend.cache.maxSeq,
-        offsets: attend.cache.offsets,
         layout: c.ropeLayout,
       });
       await attentionDecode(rt, batch, {
+        ...step,
         out: attOut,
         scores: attend.scores,
         q,
-        kc: attend.cache.k[l],
-        vc: attend.cache.v[l],
-        table: attend.cache.table,
-        heads: c.heads,
-        kvHeads: c.kvHeads,
-        headSize: hs,
-        pos: attend.pos,
-        maxSeq: attend.cache.maxSeq,
-        offsets: attend.cache.offsets,
+        table: cache.table,
       });
     }
     done(q, k, v);
@@ -939,9 +937,14 @@ export class KvCache {
   readonly #rt: GpuRuntime;
   readonly #width: number;
 
+  /** Bytes of one layer's keys (or values): what must fit one storage binding. */
+  static layerBytes(slots: number, maxSeq: number, width: number): number {
+    return slots * maxSeq * width * 4;
+  }
+
   /** Allocate (contents undefined until written). */
   constructor(rt: GpuRuntime, layers: number, slots: number, maxSeq: number, width: number) {
-    const bytes = slots * maxSeq * width * 4;
+    const bytes = KvCache.layerBytes(slots, maxSeq, width);
     if (bytes > rt.device.limits.maxStorageBufferBindingSize) {
       throw new RangeError(
         `a KV cache of ${slots} slots × ${maxSeq} positions × ${width} needs ${bytes} bytes per ` +
@@ -989,10 +992,10 @@ export class KvCache {
       throw new RangeError(`fill: ${n} sequences of ${seq} for ${this.slots} slots`);
     }
     for (let s = 0; s < this.slots; s++) {
-      const from = k.byteOffset + Math.floor(s / (this.slots / n)) * bytes;
+      const from = Math.floor(s / (this.slots / n)) * bytes;
       const at = s * this.maxSeq * this.#width * 4;
-      batch.copy(k.buffer, from, this.k[layer].buffer, at, bytes);
-      batch.copy(v.buffer, from - k.byteOffset + v.byteOffset, this.v[layer].buffer, at, bytes);
+      batch.copy(k.buffer, k.byteOffset + from, this.k[layer].buffer, at, bytes);
+      batch.copy(v.buffer, v.byteOffset + from, this.v[layer].buffer, at, bytes);
     }
   }
 
