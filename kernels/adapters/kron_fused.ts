@@ -1,6 +1,6 @@
 /**
  * A gated mixture of Kronecker products, ΔW = Σᵢ cᵢ·(Aᵢ ⊗ Bᵢ) with cᵢ = s·softmax(g)ᵢ, in a
- * handful of dispatches for all components together: two for the forward, two for the backward
+ * handful of dispatches for all components together: two for the forward, three for the backward
  * (plus one for the gate's gradient). Where a layer's work is small (a decoding step, a small
  * model) the cost of a step is the number of dispatches, not FLOPs; the matmul route of
  * `models/adapters/kron_gpu.ts` records 3 dispatches per component forward and 8 backward.
@@ -10,11 +10,17 @@
  *   forward   W = A·X                [ma, nb]   (kernel 1, every component)
  *             y += Σᵢ cᵢ·W·Bᵀ         [ma, mb]   (kernel 2)
  *   backward  K = Aᵀ·dY              [na, mb]   and, when dA is wanted, U = dY·B [ma, nb] (kernel 3)
- *             dx = Σᵢ cᵢ·K·B;  dB = cᵢ·Σ_t Kᵀ·X;  dA = cᵢ·Σ_t U·Xᵀ   (kernel 4: one dispatch whose
- *                                                   invocations are dx elements, then gradient
- *                                                   elements, each a dot product)
- *             dg_j = u_j − α_j·Σ uᵢ, uᵢ = ⟨Bᵢ, dBᵢ⟩  (kernel 5, one workgroup)
+ *             dx = Σᵢ cᵢ·K·B                                    (kernel 4)
+ *             dB = cᵢ·Σ_t Kᵀ·X;  dA = cᵢ·Σ_t U·Xᵀ                (kernel 5, every factor)
+ *             dg_j = u_j − α_j·Σ uᵢ, uᵢ = ⟨Bᵢ, dBᵢ⟩  (kernel 6, one workgroup)
  * An identity A (MoKA_s) skips kernel 1 and K (X and dY are used directly) and has no dA.
+ *
+ * Every shader is generated for its layer's shapes (sizes and per-token offsets are literals;
+ * only the factors' offsets in the parameter buffer come from the uniform descriptor), and the
+ * products are register-tiled: an invocation computes a block of outputs (4×4 of a factor's
+ * gradient; TT tokens × TO outputs of y and dx, TO dividing every component's width), loading
+ * TM + TN values per step of the reduction for TM·TN multiply-adds instead of two loads per
+ * multiply-add (what bounds a kernel on a CPU rasteriser and, less so, on a GPU).
  *
  * All of a layer's factors live in one parameter buffer and all its gradients in one gradient
  * buffer (a `TensorArena` group), so a kernel binds them once whatever the number of components;
@@ -62,7 +68,7 @@ export interface FusedKronPlan {
   forwardPerToken: number;
   /** Backward scratch floats per token (K and U). */
   backwardPerToken: number;
-  /** Gradient elements computed by kernel 4. */
+  /** Gradient elements of every factor. */
   gradElements: number;
   /** The buffer holding every factor. */
   params: GPUBuffer;
@@ -129,271 +135,611 @@ export function fusedKronPlan(
   };
 }
 
-const common = (r: number) => /* wgsl */ `
+/** The shapes a kernel is specialised for: every size and per-token/gradient offset a literal. */
+interface Geometry {
+  dIn: number;
+  dOut: number;
+  /** Forward scratch floats per token. */
+  w: number;
+  /** Backward scratch floats per token. */
+  ku: number;
+  /** Gradient elements. */
+  g: number;
+  comps: {
+    ma: number;
+    na: number;
+    mb: number;
+    nb: number;
+    /** W's offset in the forward scratch (A only). */
+    wOff: number | null;
+    /** K's and U's offsets in the backward scratch (A only; U when dA is wanted). */
+    kOff: number | null;
+    uOff: number | null;
+    /** dB's and dA's positions among the gradient elements. */
+    gB: number;
+    gA: number | null;
+  }[];
+}
+
+const geometries = new WeakMap<FusedKronPlan, Geometry>();
+
+/** A plan's geometry, built once per plan. */
+function geometryOf(plan: FusedKronPlan): Geometry {
+  let g = geometries.get(plan);
+  if (!g) geometries.set(plan, g = geometry(plan.desc));
+  return g;
+}
+
+/** The geometry in a plan's descriptor (what the kernels are compiled for). */
+function geometry(desc: Uint32Array): Geometry {
+  const field = (i: number, f: number) => {
+    const v = desc[HEADER + FIELDS * i + f];
+    return v === NONE ? null : v;
+  };
+  return {
+    dIn: desc[1],
+    dOut: desc[2],
+    w: desc[3],
+    ku: desc[4],
+    g: desc[5],
+    comps: Array.from({ length: desc[0] }, (_, i) => ({
+      ma: desc[HEADER + FIELDS * i],
+      na: desc[HEADER + FIELDS * i + 1],
+      mb: desc[HEADER + FIELDS * i + 2],
+      nb: desc[HEADER + FIELDS * i + 3],
+      wOff: field(i, 9),
+      kOff: field(i, 10),
+      uOff: field(i, 11),
+      gB: field(i, 12)!,
+      gA: field(i, 13),
+    })),
+  };
+}
+
+// The factors' absolute offsets (fields 5–8 of a component, word 6 for dgate) differ per layer,
+// so they stay in the uniform descriptor; everything else is a literal, which lets the compiler
+// turn divisions into multiplies and unroll the short loops.
+const common = (g: Geometry) => /* wgsl */ `
 struct P { tokens: u32, beta: u32, scale: f32, n: u32 }
 @group(0) @binding(0) var<uniform> p: P;
-@group(0) @binding(1) var<uniform> desc: array<vec4<u32>, ${(HEADER + FIELDS * r) / 4}>;
+@group(0) @binding(1) var<uniform> desc: array<vec4<u32>, ${
+  (HEADER + FIELDS * g.comps.length) / 4
+}>;
 ${flatIndexWgsl(WG)}
 fn word(w: u32) -> u32 { return desc[w / 4u][w % 4u]; }
 fn field(i: u32, f: u32) -> u32 { return word(${HEADER}u + ${FIELDS}u * i + f); }
-const R = ${r}u;`;
+const R = ${g.comps.length}u;
+const DIN = ${g.dIn}u;
+const DOUT = ${g.dOut}u;`;
 
-// cᵢ, for the kernels that bind the gate (auto layouts drop unused bindings).
-const COEF = /* wgsl */ `
-fn coef(i: u32) -> f32 {
-  // s·softmax(gate)[i], recomputed per invocation (r is small).
+// cᵢ = s·softmax(gate)ᵢ, once per invocation (r is small).
+const COEFS = /* wgsl */ `
+fn coefs() -> array<f32, R> {
+  var c: array<f32, R>;
   var mx = gate[0];
   for (var j = 1u; j < R; j++) { mx = max(mx, gate[j]); }
   var sum = 0.0;
-  for (var j = 0u; j < R; j++) { sum += exp(gate[j] - mx); }
-  return p.scale * exp(gate[i] - mx) / sum;
+  for (var j = 0u; j < R; j++) { c[j] = exp(gate[j] - mx); sum += c[j]; }
+  for (var j = 0u; j < R; j++) { c[j] = p.scale * c[j] / sum; }
+  return c;
 }`;
 
+/** Storage bindings from 2 on, in order. */
+function storage(list: StorageBinding[]): string {
+  return list.map(([name, access], i) =>
+    `@group(0) @binding(${i + 2}) var<storage, ${access}> ${name}: array<f32>;`
+  ).join("\n");
+}
+
+type StorageBinding = [name: string, access: "read" | "read_write"];
+
+// X is bound only with an identity A, W only with an A.
+function forwardRightBindings(g: Geometry): StorageBinding[] {
+  const x: StorageBinding[] = g.comps.some((c) => c.wOff === null) ? [["x", "read"]] : [];
+  const w: StorageBinding[] = g.w > 0 ? [["w", "read"]] : [];
+  return [["prm", "read"], ["gate", "read"], ...x, ...w, ["y", "read_write"]];
+}
+
+// dY is bound only with an identity A, K/U only with an A; the factors (B) only for dx, X and the
+// gradients only for the factors' gradients.
+function backwardBindings(g: Geometry, part: "dx" | "grad"): StorageBinding[] {
+  const dy: StorageBinding[] = g.comps.some((c) => c.kOff === null) ? [["dy", "read"]] : [];
+  const ku: StorageBinding[] = g.ku > 0 ? [["ku", "read"]] : [];
+  return part === "dx"
+    ? [["prm", "read"], ["gate", "read"], ...dy, ...ku, ["dx", "read_write"]]
+    : [["gate", "read"], ["x", "read"], ...dy, ...ku, ["grd", "read_write"]];
+}
+
+/** `if (e < end₀) { … } else if (e < end₁) { … }` over regions sorted by start. */
+function regions(list: { start: number; size: number; body: string }[]): string {
+  return [...list].sort((a, b) => a.start - b.start)
+    .map((r) => `if (e < ${r.start + r.size}u) {\n    let l = e - ${r.start}u;\n${r.body}\n  }`)
+    .join(" else ");
+}
+
 // Kernel 1: W[t, o1, j2] = Σ_j1 A[o1, j1]·X[t, j1, j2] for every component with an A.
-const forwardLeft = memoWgsl((r: number) => /* wgsl */ `
+const forwardLeft = memoWgsl((g: Geometry) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> x: array<f32>;
 @group(0) @binding(4) var<storage, read_write> w: array<f32>;
-${common(r)}
+${common(g)}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = flat(gid, nwg);
   if (idx >= p.n) { return; }
-  let per = word(3u);
-  let t = idx / per;
-  let e = idx % per;
-  let dIn = word(1u);
-  for (var i = 0u; i < R; i++) {
-    let off = field(i, 9u);
-    if (off == 0xffffffffu) { continue; }
-    let ma = field(i, 0u); let na = field(i, 1u); let nb = field(i, 3u);
-    if (e < off || e >= off + ma * nb) { continue; }
-    let o1 = (e - off) / nb;
-    let j2 = (e - off) % nb;
-    let a0 = field(i, 5u) + o1 * na;
-    var s = 0.0;
-    for (var j1 = 0u; j1 < na; j1++) { s += prm[a0 + j1] * x[t * dIn + j1 * nb + j2]; }
-    w[idx] = s;
-    return;
-  }
+  let t = idx / ${g.w}u;
+  let e = idx % ${g.w}u;
+  var s = 0.0;
+  ${
+  regions(g.comps.flatMap((c, i) =>
+    c.wOff === null ? [] : [{
+      start: c.wOff,
+      size: c.ma * c.nb,
+      body: `    let a0 = field(${i}u, 5u) + (l / ${c.nb}u) * ${c.na}u;
+    let x0 = t * DIN + l % ${c.nb}u;
+    for (var j1 = 0u; j1 < ${c.na}u; j1++) { s += prm[a0 + j1] * x[x0 + j1 * ${c.nb}u]; }`,
+    }]
+  ))
+}
+  w[idx] = s;
 }`);
 
-// Kernel 2: y[t, o] += Σᵢ cᵢ·Σ_j2 W[t, o1, j2]·B[o2, j2] (X for an identity A).
-const forwardRight = memoWgsl((r: number) => /* wgsl */ `
-@group(0) @binding(2) var<storage, read> prm: array<f32>;
-@group(0) @binding(3) var<storage, read> gate: array<f32>;
-@group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read> w: array<f32>;
-@group(0) @binding(6) var<storage, read_write> y: array<f32>;
-${common(r)}
-${COEF}
-@compute @workgroup_size(${WG})
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-  let idx = flat(gid, nwg);
-  if (idx >= p.n) { return; }
-  let dIn = word(1u);
-  let dOut = word(2u);
-  let per = word(3u);
-  let t = idx / dOut;
-  let o = idx % dOut;
-  var acc = 0.0;
-  for (var i = 0u; i < R; i++) {
-    let mb = field(i, 2u); let nb = field(i, 3u);
-    let o1 = o / mb;
-    let o2 = o % mb;
-    let b0 = field(i, 6u) + o2 * nb;
-    let off = field(i, 9u);
+// Σ_j2 (W or X)[t, o1, j2]·B[o2, j2] for output o of component i, into `s`.
+function rightProduct(c: Geometry["comps"][number], i: number): string {
+  const src = c.wOff === null ? "x" : "w";
+  const row = c.wOff === null ? "t * DIN" : `t * ${"PER"} + ${c.wOff}u`;
+  return `  {
+    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
+    let r0 = ${row} + (o / ${c.mb}u) * ${c.nb}u;
     var s = 0.0;
-    if (off == 0xffffffffu) {
-      for (var j2 = 0u; j2 < nb; j2++) { s += x[t * dIn + o1 * nb + j2] * prm[b0 + j2]; }
-    } else {
-      let w0 = t * per + off + o1 * nb;
-      for (var j2 = 0u; j2 < nb; j2++) { s += w[w0 + j2] * prm[b0 + j2]; }
-    }
-    acc += coef(i) * s;
-  }
-  y[idx] += acc;
-}`);
+    for (var j2 = 0u; j2 < ${c.nb}u; j2++) { s += ${src}[r0 + j2] * prm[b0 + j2]; }
+    acc += c[${i}] * s;
+  }`;
+}
 
 // The forward in one dispatch for small problems (a decoding step): per output,
 // y[t, o] += Σᵢ cᵢ·Σ_j1 A[o1, j1]·(Σ_j2 B[o2, j2]·X[t, j1, j2]), dIn multiply-adds per component.
-const forwardDirect = memoWgsl((r: number) => /* wgsl */ `
+const forwardDirect = memoWgsl((g: Geometry) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;
 @group(0) @binding(4) var<storage, read> x: array<f32>;
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;
-${common(r)}
-${COEF}
+${common(g)}
+${COEFS}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = flat(gid, nwg);
   if (idx >= p.n) { return; }
-  let dIn = word(1u);
-  let dOut = word(2u);
-  let t = idx / dOut;
-  let o = idx % dOut;
+  let t = idx / DOUT;
+  let o = idx % DOUT;
+  let c = coefs();
   var acc = 0.0;
-  for (var i = 0u; i < R; i++) {
-    let na = field(i, 1u); let mb = field(i, 2u); let nb = field(i, 3u);
-    let o1 = o / mb;
-    let b0 = field(i, 6u) + (o % mb) * nb;
-    let a0 = field(i, 5u);
+${
+  g.comps.map((c, i) =>
+    c.wOff === null ? rightProduct(c, i) : `  {
+    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
+    let a0 = field(${i}u, 5u) + (o / ${c.mb}u) * ${c.na}u;
     var s = 0.0;
-    if (a0 == 0xffffffffu) {
-      for (var j2 = 0u; j2 < nb; j2++) { s += x[t * dIn + o1 * nb + j2] * prm[b0 + j2]; }
-    } else {
-      for (var j1 = 0u; j1 < na; j1++) {
-        var inner = 0.0;
-        for (var j2 = 0u; j2 < nb; j2++) { inner += x[t * dIn + j1 * nb + j2] * prm[b0 + j2]; }
-        s += prm[a0 + o1 * na + j1] * inner;
-      }
+    for (var j1 = 0u; j1 < ${c.na}u; j1++) {
+      let x0 = t * DIN + j1 * ${c.nb}u;
+      var inner = 0.0;
+      for (var j2 = 0u; j2 < ${c.nb}u; j2++) { inner += x[x0 + j2] * prm[b0 + j2]; }
+      s += prm[a0 + j1] * inner;
     }
-    acc += coef(i) * s;
-  }
+    acc += c[${i}] * s;
+  }`
+  ).join("\n")
+}
   y[idx] += acc;
 }`);
 
-// Kernel 3: K[t, j1, o2] = Σ_o1 A[o1, j1]·dY[t, o1, o2];  U[t, o1, j2] = Σ_o2 dY[t, o1, o2]·B[o2, j2].
-const backwardLeft = memoWgsl((r: number) => /* wgsl */ `
+// Register tiling. On every GPU (and most on a CPU rasteriser) a kernel whose every multiply-add
+// loads two values from memory runs at load speed; an invocation that computes a TM×TN block
+// of a small product loads TM + TN values per step of the reduction for TM·TN multiply-adds.
+
+/** The largest of 4, 2, 1 dividing every `n`. */
+function commonTile(...ns: number[]): number {
+  return [4, 2, 1].find((t) => ns.every((n) => n % t === 0))!;
+}
+
+/** One TM×TN block of a product whose rows/columns may end inside the block (clamped). */
+interface Tile {
+  tm: number;
+  tn: number;
+  /** First row/column of the block. */
+  row0: string;
+  col0: string;
+  /** Rows/columns of the product (a literal or an expression). */
+  rows: string;
+  cols: string;
+  /** Whether the block can pass the last row/column (then loads clamp and stores are guarded). */
+  rowEdge: boolean;
+  colEdge: boolean;
+  /** Reduction loops, outermost first. */
+  loops: { v: string; n: string }[];
+  /** The left factor at row `r` and the right at column `c`, for the current loop indices. */
+  left: (r: string) => string;
+  right: (c: string) => string;
+  /** The statement storing `value` at (r, c). */
+  store: (r: string, c: string, value: string, i: number, j: number) => string;
+}
+
+/** The WGSL block computing and storing one tile. */
+function tile(t: Tile, indent = "  "): string {
+  const rs = Array.from({ length: t.tm }, (_, i) => i);
+  const cs = Array.from({ length: t.tn }, (_, j) => j);
+  const lines: string[] = ["{"];
+  for (const i of rs) {
+    const r = i === 0 ? t.row0 : `${t.row0} + ${i}u`;
+    lines.push(`  let r${i} = ${t.rowEdge ? `min(${r}, ${t.rows} - 1u)` : r};`);
+  }
+  for (const j of cs) {
+    const c = j === 0 ? t.col0 : `${t.col0} + ${j}u`;
+    lines.push(`  let c${j} = ${t.colEdge ? `min(${c}, ${t.cols} - 1u)` : c};`);
+  }
+  for (const i of rs) lines.push(`  var acc${i} = array<f32, ${t.tn}>();`);
+  let depth = "  ";
+  for (const l of t.loops) {
+    lines.push(`${depth}for (var ${l.v} = 0u; ${l.v} < ${l.n}; ${l.v}++) {`);
+    depth += "  ";
+  }
+  for (const i of rs) lines.push(`${depth}let l${i} = ${t.left(`r${i}`)};`);
+  for (const j of cs) lines.push(`${depth}let q${j} = ${t.right(`c${j}`)};`);
+  for (const i of rs) {
+    for (const j of cs) lines.push(`${depth}acc${i}[${j}] += l${i} * q${j};`);
+  }
+  for (const _ of t.loops) {
+    depth = depth.slice(2);
+    lines.push(`${depth}}`);
+  }
+  for (const i of rs) {
+    for (const j of cs) {
+      const guards = [
+        ...(t.rowEdge && i > 0 ? [`${t.row0} + ${i}u < ${t.rows}`] : []),
+        ...(t.colEdge && j > 0 ? [`${t.col0} + ${j}u < ${t.cols}`] : []),
+      ];
+      const store = t.store(`r${i}`, `c${j}`, `acc${i}[${j}]`, i, j);
+      lines.push(guards.length ? `  if (${guards.join(" && ")}) { ${store} }` : `  ${store}`);
+    }
+  }
+  lines.push("}");
+  return lines.map((l) => indent + l).join("\n");
+}
+
+/** Rows or columns of a block along a side of n (4, or n itself when shorter). */
+const side = (n: number) => Math.min(4, n);
+const blocks = (n: number) => Math.ceil(n / side(n));
+
+/** The per-token (or per-layer) tiles of a product region: where it starts among the tiles. */
+interface TileRegion {
+  start: number;
+  size: number;
+  /** Blocks along the columns (the block index is l / across, l % across). */
+  across: number;
+}
+
+/** How the tiled kernels split their work (all from the geometry). */
+interface Tiling {
+  /** y and dx blocks: TT tokens × TO (TJ) contiguous outputs sharing o1 (j1) in every component. */
+  outTT: number;
+  outTO: number;
+  inTT: number;
+  inTJ: number;
+  /** Kernel 3's blocks per token, and each K/U region. */
+  leftPerToken: number;
+  kRegion: (TileRegion | null)[];
+  uRegion: (TileRegion | null)[];
+  /** Kernel 4's gradient blocks, and each dB/dA region. */
+  gradTiles: number;
+  bRegion: TileRegion[];
+  aRegion: (TileRegion | null)[];
+}
+
+function tiling(g: Geometry): Tiling {
+  const outTO = commonTile(g.dOut, ...g.comps.map((c) => c.mb));
+  const inTJ = commonTile(g.dIn, ...g.comps.map((c) => c.nb));
+  let left = 0;
+  let grad = 0;
+  const region = (rows: number, cols: number, at: number): TileRegion => ({
+    start: at,
+    size: blocks(rows) * blocks(cols),
+    across: blocks(cols),
+  });
+  const kRegion: (TileRegion | null)[] = [];
+  const uRegion: (TileRegion | null)[] = [];
+  const bRegion: TileRegion[] = [];
+  const aRegion: (TileRegion | null)[] = [];
+  for (const c of g.comps) {
+    const k = c.kOff === null ? null : region(c.na, c.mb, left);
+    left += k?.size ?? 0;
+    const u = c.uOff === null ? null : region(c.ma, c.nb, left);
+    left += u?.size ?? 0;
+    kRegion.push(k);
+    uRegion.push(u);
+    const b = region(c.mb, c.nb, grad);
+    grad += b.size;
+    const a = c.gA === null ? null : region(c.ma, c.na, grad);
+    grad += a?.size ?? 0;
+    bRegion.push(b);
+    aRegion.push(a);
+  }
+  return {
+    outTT: 16 / outTO,
+    outTO,
+    inTT: 16 / inTJ,
+    inTJ,
+    leftPerToken: left,
+    kRegion,
+    uRegion,
+    gradTiles: grad,
+    bRegion,
+    aRegion,
+  };
+}
+
+const tilings = new WeakMap<Geometry, Tiling>();
+function tilingOf(g: Geometry): Tiling {
+  let t = tilings.get(g);
+  if (!t) tilings.set(g, t = tiling(g));
+  return t;
+}
+
+/** The block's row and column starts for region-local block index `l`. */
+const blockStart = (r: TileRegion, rows: number, cols: number) =>
+  `let br = (l / ${r.across}u) * ${side(rows)}u;\n    let bc = (l % ${r.across}u) * ${
+    side(cols)
+  }u;`;
+
+/** A tile over region r of a rows × cols product. */
+function regionTile(
+  r: TileRegion,
+  rows: number,
+  cols: number,
+  rest: Pick<Tile, "loops" | "left" | "right" | "store">,
+): { start: number; size: number; body: string } {
+  return {
+    start: r.start,
+    size: r.size,
+    body: `    ${blockStart(r, rows, cols)}\n` + tile({
+      tm: side(rows),
+      tn: side(cols),
+      row0: "br",
+      col0: "bc",
+      rows: `${rows}u`,
+      cols: `${cols}u`,
+      rowEdge: rows % side(rows) !== 0,
+      colEdge: cols % side(cols) !== 0,
+      ...rest,
+    }, "    "),
+  };
+}
+
+/**
+ * Output blocks of TT tokens × TO contiguous outputs (kernel 2's y, kernel 4's dx): per component,
+ * Σ_k src[t, row(o), k]·prm[…] accumulated as cᵢ·s into o{i}_{j}; the caller writes them.
+ */
+function outputBlocks(
+  tt: number,
+  to: number,
+  comps: {
+    i: number;
+    span: number; // mb (y) or nb (dx): outputs o = o1·span + o2
+    inner: number; // the reduction length
+    left: (t: string) => string; // at token t, given o1 and k
+    right: (o2: string) => string; // at column o2 of the component, given k
+  }[],
+): string {
+  const lines = [];
+  for (let i = 0; i < tt; i++) {
+    for (let j = 0; j < to; j++) lines.push(`  var o${i}_${j} = 0.0;`);
+  }
+  for (const c of comps) {
+    lines.push(`  {\n    let o1 = o0 / ${c.span}u;\n    let o20 = o0 % ${c.span}u;`);
+    lines.push(tile({
+      tm: tt,
+      tn: to,
+      row0: "t0",
+      col0: "o20",
+      rows: "p.tokens",
+      cols: `${c.span}u`,
+      rowEdge: true,
+      colEdge: false,
+      loops: [{ v: "k", n: `${c.inner}u` }],
+      left: c.left,
+      right: c.right,
+      store: (_r, _c, v, i, j) => `o${i}_${j} += cf[${c.i}] * ${v};`,
+    }, "    "));
+    lines.push("  }");
+  }
+  return lines.join("\n");
+}
+
+/** Write the output blocks: `dst[(t0 + i)·width + o0 + j] (op)= o{i}_{j}` for tokens in range. */
+function writeBlocks(tt: number, to: number, dst: string, width: string, op: string): string {
+  const lines = [];
+  for (let i = 0; i < tt; i++) {
+    const w = Array.from(
+      { length: to },
+      (_, j) => `${dst}[(t0 + ${i}u) * ${width} + o0 + ${j}u] ${op} o${i}_${j};`,
+    ).join(" ");
+    lines.push(i === 0 ? `  ${w}` : `  if (t0 + ${i}u < p.tokens) { ${w} }`);
+  }
+  return lines.join("\n");
+}
+
+/** `let a{i} = …; let b{i} = …;` (and the gradients' offsets) for every component. */
+function factorOffsets(g: Geometry, fields: { name: string; field: number }[]): string {
+  return g.comps.flatMap((_, i) =>
+    fields.map((f) => `  let ${f.name}${i} = field(${i}u, ${f.field}u);`)
+  ).join("\n");
+}
+
+// Kernel 2: y[t, o] += Σᵢ cᵢ·Σ_j2 W[t, o1, j2]·B[o2, j2] (X for an identity A), in blocks of
+// TT tokens × TO outputs.
+const forwardRight = memoWgsl((g: Geometry) => {
+  const T = tilingOf(g);
+  return /* wgsl */ `
+${storage(forwardRightBindings(g))}
+${common(g)}
+${COEFS}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let idx = flat(gid, nwg);
+  if (idx >= p.n) { return; }
+  let t0 = (idx / ${g.dOut / T.outTO}u) * ${T.outTT}u;
+  let o0 = (idx % ${g.dOut / T.outTO}u) * ${T.outTO}u;
+  let cf = coefs();
+${factorOffsets(g, [{ name: "b", field: 6 }])}
+${
+    outputBlocks(
+      T.outTT,
+      T.outTO,
+      g.comps.map((c, i) => ({
+        i,
+        span: c.mb,
+        inner: c.nb,
+        left: (t) =>
+          c.wOff === null
+            ? `x[${t} * DIN + o1 * ${c.nb}u + k]`
+            : `w[${t} * ${g.w}u + ${c.wOff}u + o1 * ${c.nb}u + k]`,
+        right: (o2) => `prm[b${i} + ${o2} * ${c.nb}u + k]`,
+      })),
+    )
+  }
+${writeBlocks(T.outTT, T.outTO, "y", "DOUT", "+=")}
+}`;
+});
+
+// Kernel 3: K[t, j1, o2] = Σ_o1 A[o1, j1]·dY[t, o1, o2];  U[t, o1, j2] = Σ_o2 dY[t, o1, o2]·B[o2, j2],
+// in 4×4 blocks per token.
+const backwardLeft = memoWgsl((g: Geometry) => {
+  const T = tilingOf(g);
+  return /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> dy: array<f32>;
 @group(0) @binding(4) var<storage, read_write> ku: array<f32>;
-${common(r)}
+${common(g)}
+const PER = ${g.ku}u;
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = flat(gid, nwg);
   if (idx >= p.n) { return; }
-  let dOut = word(2u);
-  let per = word(4u);
-  let t = idx / per;
-  let e = idx % per;
-  for (var i = 0u; i < R; i++) {
-    let ma = field(i, 0u); let na = field(i, 1u); let mb = field(i, 2u); let nb = field(i, 3u);
-    let kOff = field(i, 10u);
-    if (kOff != 0xffffffffu && e >= kOff && e < kOff + na * mb) {
-      let j1 = (e - kOff) / mb;
-      let o2 = (e - kOff) % mb;
-      let a0 = field(i, 5u);
-      var s = 0.0;
-      for (var o1 = 0u; o1 < ma; o1++) { s += prm[a0 + o1 * na + j1] * dy[t * dOut + o1 * mb + o2]; }
-      ku[idx] = s;
-      return;
-    }
-    let uOff = field(i, 11u);
-    if (uOff != 0xffffffffu && e >= uOff && e < uOff + ma * nb) {
-      let o1 = (e - uOff) / nb;
-      let j2 = (e - uOff) % nb;
-      let b0 = field(i, 6u);
-      var s = 0.0;
-      for (var o2 = 0u; o2 < mb; o2++) { s += dy[t * dOut + o1 * mb + o2] * prm[b0 + o2 * nb + j2]; }
-      ku[idx] = s;
-      return;
-    }
+  let t = idx / ${T.leftPerToken}u;
+  let e = idx % ${T.leftPerToken}u;
+${factorOffsets(g, [{ name: "a", field: 5 }, { name: "b", field: 6 }])}
+  ${
+    regions(g.comps.flatMap((c, i) => [
+      ...(T.kRegion[i] === null ? [] : [regionTile(T.kRegion[i]!, c.na, c.mb, {
+        loops: [{ v: "o1", n: `${c.ma}u` }],
+        left: (r) => `prm[a${i} + o1 * ${c.na}u + ${r}]`,
+        right: (col) => `dy[t * DOUT + o1 * ${c.mb}u + ${col}]`,
+        store: (r, col, v) => `ku[t * PER + ${c.kOff}u + ${r} * ${c.mb}u + ${col}] = ${v};`,
+      })]),
+      ...(T.uRegion[i] === null ? [] : [regionTile(T.uRegion[i]!, c.ma, c.nb, {
+        loops: [{ v: "o2", n: `${c.mb}u` }],
+        left: (r) => `dy[t * DOUT + ${r} * ${c.mb}u + o2]`,
+        right: (col) => `prm[b${i} + o2 * ${c.nb}u + ${col}]`,
+        store: (r, col, v) => `ku[t * PER + ${c.uOff}u + ${r} * ${c.nb}u + ${col}] = ${v};`,
+      })]),
+    ]))
   }
-}`);
+}`;
+});
 
-// Kernel 4: invocations [0, tokens·dIn) are dx elements, the rest gradient elements.
-const backwardOut = memoWgsl((r: number) => /* wgsl */ `
-@group(0) @binding(2) var<storage, read> prm: array<f32>;
-@group(0) @binding(3) var<storage, read> gate: array<f32>;
-@group(0) @binding(4) var<storage, read> x: array<f32>;
-@group(0) @binding(5) var<storage, read> dy: array<f32>;
-@group(0) @binding(6) var<storage, read> ku: array<f32>;
-@group(0) @binding(7) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(8) var<storage, read_write> grd: array<f32>;
-${common(r)}
-${COEF}
+/** Kernel 4's dx blocks for `tokens`. */
+function dxBlocks(g: Geometry, tokens: number): number {
+  const T = tilingOf(g);
+  return Math.ceil(tokens / T.inTT) * (g.dIn / T.inTJ);
+}
+
+/** K[t, row, k] of component c: dY for an identity A. */
+const kAt = (c: Geometry["comps"][number], t: string, row: string, k: string) =>
+  c.kOff === null
+    ? `dy[${t} * DOUT + ${row} * ${c.mb}u + ${k}]`
+    : `ku[${t} * PER + ${c.kOff}u + ${row} * ${c.mb}u + ${k}]`;
+
+// Kernel 4: dx[t, j1, j2] = Σᵢ cᵢ·Σ_o2 K[t, j1, o2]·B[o2, j2], in blocks of TT tokens × TJ inputs.
+const backwardInput = memoWgsl((g: Geometry) => {
+  const T = tilingOf(g);
+  return /* wgsl */ `
+${storage(backwardBindings(g, "dx"))}
+${common(g)}
+const PER = ${g.ku}u;
+${COEFS}
 @compute @workgroup_size(${WG})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let idx = flat(gid, nwg);
   if (idx >= p.n) { return; }
-  let dIn = word(1u);
-  let dOut = word(2u);
-  let per = word(4u);
-  let nx = p.tokens * dIn;
-  // K[t, j1, o2] is ku[t·per + kOff + j1·mb + o2], or dy[t·dOut + j1·mb + o2] for an identity A.
-  if (idx < nx) {
-    let t = idx / dIn;
-    let j = idx % dIn;
-    var acc = 0.0;
-    for (var i = 0u; i < R; i++) {
-      let mb = field(i, 2u); let nb = field(i, 3u);
-      let j1 = j / nb;
-      let j2 = j % nb;
-      let b0 = field(i, 6u) + j2;
-      let kOff = field(i, 10u);
-      var s = 0.0;
-      if (kOff == 0xffffffffu) {
-        let k0 = t * dOut + j1 * mb;
-        for (var o2 = 0u; o2 < mb; o2++) { s += dy[k0 + o2] * prm[b0 + o2 * nb]; }
-      } else {
-        let k0 = t * per + kOff + j1 * mb;
-        for (var o2 = 0u; o2 < mb; o2++) { s += ku[k0 + o2] * prm[b0 + o2 * nb]; }
-      }
-      acc += coef(i) * s;
-    }
-    dx[idx] = acc;
-    return;
+  let cf = coefs();
+${factorOffsets(g, [{ name: "b", field: 6 }])}
+  let t0 = (idx / ${g.dIn / T.inTJ}u) * ${T.inTT}u;
+  let o0 = (idx % ${g.dIn / T.inTJ}u) * ${T.inTJ}u;
+${
+    outputBlocks(
+      T.inTT,
+      T.inTJ,
+      g.comps.map((c, i) => ({
+        i,
+        span: c.nb,
+        inner: c.mb,
+        left: (t) => kAt(c, t, "o1", "k"),
+        right: (j2) => `prm[b${i} + k * ${c.nb}u + ${j2}]`,
+      })),
+    )
   }
-  let e = idx - nx;
-  for (var i = 0u; i < R; i++) {
-    let ma = field(i, 0u); let na = field(i, 1u); let mb = field(i, 2u); let nb = field(i, 3u);
-    let gB = field(i, 12u);
-    if (e >= gB && e < gB + mb * nb) {
+${writeBlocks(T.inTT, T.inTJ, "dx", "DIN", "=")}
+}`;
+});
+
+// Kernel 5: every factor's gradient in 4×4 blocks, summed over the tokens (overwritten, or added
+// when p.beta: token chunks). A separate dispatch from dx: on a CPU rasteriser the long token
+// loops in the same shader as the dx blocks slowed those down several times.
+const backwardFactors = memoWgsl((g: Geometry) => {
+  const T = tilingOf(g);
+  const accumulate = (at: string, i: number, v: string) =>
+    `{ let at = ${at}; var prev = 0.0; if (p.beta != 0u) { prev = grd[at]; } ` +
+    `grd[at] = prev + cf[${i}] * ${v}; }`;
+  return /* wgsl */ `
+${storage(backwardBindings(g, "grad"))}
+${common(g)}
+const PER = ${g.ku}u;
+${COEFS}
+@compute @workgroup_size(${WG})
+fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let e = flat(gid, nwg);
+  if (e >= p.n) { return; }
+  let cf = coefs();
+${factorOffsets(g, [{ name: "da", field: 7 }, { name: "db", field: 8 }])}
+  ${
+    regions(g.comps.flatMap((c, i) => [
       // dB[o2, j2] = cᵢ·Σ_t Σ_j1 K[t, j1, o2]·X[t, j1, j2]
-      let o2 = (e - gB) / nb;
-      let j2 = (e - gB) % nb;
-      let kOff = field(i, 10u);
-      var s = 0.0;
-      if (kOff == 0xffffffffu) {
-        for (var t = 0u; t < p.tokens; t++) {
-          let k0 = t * dOut + o2;
-          let x0 = t * dIn + j2;
-          for (var j1 = 0u; j1 < na; j1++) { s += dy[k0 + j1 * mb] * x[x0 + j1 * nb]; }
-        }
-      } else {
-        for (var t = 0u; t < p.tokens; t++) {
-          let k0 = t * per + kOff + o2;
-          let x0 = t * dIn + j2;
-          for (var j1 = 0u; j1 < na; j1++) { s += ku[k0 + j1 * mb] * x[x0 + j1 * nb]; }
-        }
-      }
-      let at = field(i, 8u) + e - gB;
-      var prev = 0.0;
-      if (p.beta != 0u) { prev = grd[at]; }
-      grd[at] = prev + coef(i) * s;
-      return;
-    }
-    let gA = field(i, 13u);
-    if (gA != 0xffffffffu && e >= gA && e < gA + ma * na) {
+      regionTile(T.bRegion[i], c.mb, c.nb, {
+        loops: [{ v: "t", n: "p.tokens" }, { v: "j1", n: `${c.na}u` }],
+        left: (r) => kAt(c, "t", "j1", r),
+        right: (col) => `x[t * DIN + j1 * ${c.nb}u + ${col}]`,
+        store: (r, col, v) => accumulate(`db${i} + ${r} * ${c.nb}u + ${col}`, i, v),
+      }),
       // dA[o1, j1] = cᵢ·Σ_t Σ_j2 U[t, o1, j2]·X[t, j1, j2]
-      let o1 = (e - gA) / na;
-      let j1 = (e - gA) % na;
-      let u0 = field(i, 11u) + o1 * nb;
-      var s = 0.0;
-      for (var t = 0u; t < p.tokens; t++) {
-        let k0 = t * per + u0;
-        let x0 = t * dIn + j1 * nb;
-        for (var j2 = 0u; j2 < nb; j2++) { s += ku[k0 + j2] * x[x0 + j2]; }
-      }
-      let at = field(i, 7u) + e - gA;
-      var prev = 0.0;
-      if (p.beta != 0u) { prev = grd[at]; }
-      grd[at] = prev + coef(i) * s;
-      return;
-    }
+      ...(T.aRegion[i] === null ? [] : [regionTile(T.aRegion[i]!, c.ma, c.na, {
+        loops: [{ v: "t", n: "p.tokens" }, { v: "j2", n: `${c.nb}u` }],
+        left: (r) => `ku[t * PER + ${c.uOff}u + ${r} * ${c.nb}u + j2]`,
+        right: (col) => `x[t * DIN + ${col} * ${c.nb}u + j2]`,
+        store: (r, col, v) => accumulate(`da${i} + ${r} * ${c.na}u + ${col}`, i, v),
+      })]),
+    ]))
   }
-}`);
+}`;
+});
 
-// Kernel 5: uᵢ = ⟨Bᵢ, dBᵢ⟩ (= αᵢ·∂L/∂αᵢ), dg_j = u_j − α_j·Σ uᵢ.
-const gateGrad = memoWgsl((r: number) => /* wgsl */ `
+// Kernel 6: uᵢ = ⟨Bᵢ, dBᵢ⟩ (= αᵢ·∂L/∂αᵢ), dg_j = u_j − α_j·Σ uᵢ.
+const gateGrad = memoWgsl((g: Geometry) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;
 @group(0) @binding(4) var<storage, read_write> grd: array<f32>;
-${common(r)}
-${COEF}
+${common(g)}
+${COEFS}
 var<workgroup> red: array<f32, ${WG}>;
-var<workgroup> u: array<f32, ${r}>;
+var<workgroup> u: array<f32, R>;
 @compute @workgroup_size(${WG})
 fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
   let t = lid.x;
@@ -413,10 +759,11 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>) {
     workgroupBarrier();
   }
   if (t == 0u) {
+    let c = coefs();
     var total = 0.0;
     for (var i = 0u; i < R; i++) { total += u[i]; }
     let dg = word(6u);
-    for (var i = 0u; i < R; i++) { grd[dg + i] = u[i] - coef(i) / p.scale * total; }
+    for (var i = 0u; i < R; i++) { grd[dg + i] = u[i] - c[i] / p.scale * total; }
   }
 }`);
 
@@ -480,7 +827,7 @@ export async function fusedKronForward(
     await record(
       rt,
       batch,
-      forwardDirect(plan.r),
+      forwardDirect(geometryOf(plan)),
       "adapter/kron-fused-fwd-direct",
       b,
       {
@@ -498,7 +845,7 @@ export async function fusedKronForward(
     await record(
       rt,
       batch,
-      forwardLeft(plan.r),
+      forwardLeft(geometryOf(plan)),
       "adapter/kron-fused-fwd-left",
       b,
       {
@@ -509,19 +856,26 @@ export async function fusedKronForward(
       grid1d(rt, n, WG),
     );
   }
-  const n = tokens * plan.dOut;
-  const scratch = w && per > 0 ? w.binding : x.binding; // unread without a W
+  const g = geometryOf(plan);
+  const tiles = tilingOf(g);
+  const n = Math.ceil(tokens / tiles.outTT) * (plan.dOut / tiles.outTO);
   await record(
     rt,
     batch,
-    forwardRight(plan.r),
+    forwardRight(g),
     "adapter/kron-fused-fwd-right",
     b,
     {
       tokens,
       n,
     },
-    [{ buffer: plan.params }, gate, x.binding, scratch, y.binding],
+    [
+      { buffer: plan.params },
+      gate,
+      ...(geometryOf(plan).comps.some((c) => c.wOff === null) ? [x.binding] : []),
+      ...(per > 0 ? [w!.binding] : []),
+      y.binding,
+    ],
     grid1d(rt, n, WG),
   );
 }
@@ -552,11 +906,11 @@ export async function fusedKronBackward(
   const gate = b.gate.binding;
   if (per > 0) {
     if (!ku || ku.size < tokens * per) throw new RangeError("fusedKronBackward: scratch");
-    const n = tokens * per;
+    const n = tokens * tilingOf(geometryOf(plan)).leftPerToken;
     await record(
       rt,
       batch,
-      backwardLeft(plan.r),
+      backwardLeft(geometryOf(plan)),
       "adapter/kron-fused-bwd-left",
       b,
       {
@@ -567,24 +921,30 @@ export async function fusedKronBackward(
       grid1d(rt, n, WG),
     );
   }
-  const n = tokens * plan.dIn + plan.gradElements;
+  const g = geometryOf(plan);
+  const dyIfRead = g.comps.some((c) => c.kOff === null) ? [dy.binding] : [];
+  const kuIfRead = per > 0 ? [ku!.binding] : [];
+  const nx = dxBlocks(g, tokens);
   await record(
     rt,
     batch,
-    backwardOut(plan.r),
-    "adapter/kron-fused-bwd-out",
+    backwardInput(g),
+    "adapter/kron-fused-bwd-dx",
     b,
-    { tokens, n, beta: a.accumulate ? 1 : 0 },
-    [
-      { buffer: plan.params },
-      gate,
-      x.binding,
-      dy.binding,
-      ku && per > 0 ? ku.binding : dy.binding,
-      dx.binding,
-      { buffer: plan.grads },
-    ],
-    grid1d(rt, n, WG),
+    { tokens, n: nx },
+    [{ buffer: plan.params }, gate, ...dyIfRead, ...kuIfRead, dx.binding],
+    grid1d(rt, nx, WG),
+  );
+  const ng = tilingOf(g).gradTiles;
+  await record(
+    rt,
+    batch,
+    backwardFactors(g),
+    "adapter/kron-fused-bwd-factors",
+    b,
+    { tokens, n: ng, beta: a.accumulate ? 1 : 0 },
+    [gate, x.binding, ...dyIfRead, ...kuIfRead, { buffer: plan.grads }],
+    grid1d(rt, ng, WG),
   );
 }
 
@@ -601,7 +961,7 @@ export async function fusedKronGateGrad(
   await record(
     rt,
     batch,
-    gateGrad(b.plan.r),
+    gateGrad(geometryOf(b.plan)),
     "adapter/kron-fused-gate-grad",
     b,
     { tokens: 0, n: b.plan.r },
