@@ -120,7 +120,8 @@ export async function evaluateCommonsense(
     });
     // The per-layer KV cache of questions [from, to): as searchManyOnGpu sizes it.
     const cacheBytes = (from: number, to: number) => {
-      const longest = Math.max(...prompts.slice(from, to).map((p) => p.length));
+      let longest = 0;
+      for (let q = from; q < to; q++) longest = Math.max(longest, prompts[q].length);
       return KvCache.layerBytes((to - from) * beams, Math.min(seqLen, longest + maxNew), kvWidth);
     };
     const texts: string[] = [];

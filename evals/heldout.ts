@@ -44,7 +44,8 @@ export async function heldOutLoss(
   let tokens = 0;
   for (let g = 0; g < examples.length; g += batch) {
     const group = examples.slice(g, g + batch);
-    const seq = Math.max(...group.map((e) => e.ids.length));
+    let seq = 0;
+    for (const e of group) seq = Math.max(seq, e.ids.length);
     const ids = new Uint32Array(group.length * seq);
     const targets = new Uint32Array(group.length * seq).fill(0xffffffff); // −1 as i32
     group.forEach((e, b) => {

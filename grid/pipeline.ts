@@ -73,7 +73,8 @@ export async function commonsenseTrainRecords(
   const out: InstructionRecord[] = [];
   for (const t of tasks) {
     try {
-      out.push(...await loadCommonsense(dataDir, t, "train", options.limit));
+      // A loop, not push(...records): a 170k-record file would overflow the call stack.
+      for (const r of await loadCommonsense(dataDir, t, "train", options.limit)) out.push(r);
     } catch (e) {
       if (!(e instanceof Deno.errors.NotFound)) throw e; // tasks without a train split are skipped
     }
@@ -164,7 +165,7 @@ export async function runCommonsense(
     const all = await loadCommonsense(run.dataDir, t, "test");
     const first = (n: number | undefined) => (n === undefined ? all : all.slice(0, n));
     data[t] = first(run.testLimit);
-    heldOutRecords.push(...first(heldOutLimit));
+    for (const r of first(heldOutLimit)) heldOutRecords.push(r);
     if (choiceLimit !== 0) {
       const { predictions: _p, logLikelihoods: _l, ...score } = await scoreChoices(
         (seqs, at) => logitsAt(rt, model, seqs, at),

@@ -168,7 +168,9 @@ function commonsenseSamples(r: CommonsenseResult, gold: Record<string, string[]>
 /** Test records of the fallback tasks (the MMLU family's held-out set when no train file). */
 async function heldOutFallback(dataDir: string, tasks: string[], limit: number) {
   const out: InstructionRecord[] = [];
-  for (const t of tasks.map(parseTask)) out.push(...await loadCommonsense(dataDir, t, "test"));
+  for (const t of tasks.map(parseTask)) {
+    for (const r of await loadCommonsense(dataDir, t, "test")) out.push(r); // no spread: size
+  }
   return out.slice(0, limit);
 }
 

@@ -14,15 +14,17 @@ import type { LlamaConfig } from "./llama/config.ts";
 import { type LlamaSource, type LlamaTensorName, readAllWeights } from "./llama/source.ts";
 import { SafetensorsReader } from "./safetensors.ts";
 
+// Maxima well above any released LLaMA, so a typo or a hostile value (num_hidden_layers: 1e8)
+// is refused by name before anything is sized from it.
 const HfConfigSchema = z.object({
   model_type: z.literal("llama").optional(),
-  hidden_size: z.number().int().positive(),
-  intermediate_size: z.number().int().positive(),
-  num_hidden_layers: z.number().int().positive(),
-  num_attention_heads: z.number().int().positive(),
-  num_key_value_heads: z.number().int().positive().optional(),
-  vocab_size: z.number().int().positive(),
-  max_position_embeddings: z.number().int().positive().default(2048),
+  hidden_size: z.number().int().positive().max(65536),
+  intermediate_size: z.number().int().positive().max(2 ** 20),
+  num_hidden_layers: z.number().int().positive().max(1024),
+  num_attention_heads: z.number().int().positive().max(1024),
+  num_key_value_heads: z.number().int().positive().max(1024).optional(),
+  vocab_size: z.number().int().positive().max(2 ** 22),
+  max_position_embeddings: z.number().int().positive().max(2 ** 22).default(2048),
   rope_theta: z.number().positive().default(10000),
   rms_norm_eps: z.number().positive().default(1e-6),
   tie_word_embeddings: z.boolean().default(false),
@@ -119,6 +121,11 @@ export function hfTensorShapes(c: LlamaConfig): Map<string, number[]> {
   return m;
 }
 
+/** How many tensors {@link hfTensorShapes} lists for `c`, without listing them. */
+export function hfTensorCount(c: LlamaConfig): number {
+  return 2 + (c.sharedClassifier ? 0 : 1) + 9 * c.layers;
+}
+
 /**
  * For each interleaved-order row of `heads` heads of size `hs`, the HF (rotate_half) row it comes
  * from: interleaved row 2i + a of a head is HF row a·hs/2 + i.
@@ -178,7 +185,11 @@ export function hfTensorName(name: LlamaTensorName, c: LlamaConfig): string {
   }
 }
 
-const IndexSchema = z.object({ weight_map: z.record(z.string(), z.string()) }).loose();
+const IndexSchema = z.object({
+  metadata: z.object({ total_size: z.number().int().nonnegative().optional() }).loose()
+    .optional(),
+  weight_map: z.record(z.string(), z.string().min(1)),
+}).loose();
 
 async function readJson(path: string): Promise<unknown> {
   const text = await Deno.readTextFile(path);
@@ -187,6 +198,21 @@ async function readJson(path: string): Promise<unknown> {
   } catch (e) {
     throw new Error(`${path}: not JSON (${(e as Error).message})`);
   }
+}
+
+/** `model.safetensors.index.json`'s parsed JSON validated; errors name `path` and the field. */
+function parseIndex(json: unknown, path: string): Record<string, string> {
+  const r = IndexSchema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0];
+    throw new Error(`${path}: field ${i.path.join(".") || "(root)"}: ${i.message}`);
+  }
+  for (const file of Object.values(r.data.weight_map)) {
+    if (file.includes("/") || file.includes("\\") || file.startsWith(".")) {
+      throw new Error(`${path}: shard name "${file}" escapes the folder`);
+    }
+  }
+  return r.data.weight_map;
 }
 
 /**
@@ -210,16 +236,8 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
       if (!(e instanceof Deno.errors.NotFound)) throw e;
     }
     if (indexJson !== null) {
-      const index = IndexSchema.safeParse(indexJson);
-      if (!index.success) {
-        throw new Error(`${dir}/model.safetensors.index.json: no valid weight_map`);
-      }
-      for (const [name, file] of Object.entries(index.data.weight_map)) {
-        if (file.includes("/") || file.includes("\\") || file.startsWith(".")) {
-          throw new Error(
-            `${dir}/model.safetensors.index.json: shard name "${file}" escapes the folder`,
-          );
-        }
+      const indexPath = `${dir}/model.safetensors.index.json`;
+      for (const [name, file] of Object.entries(parseIndex(indexJson, indexPath))) {
         if (!readers.has(file)) readers.set(file, await SafetensorsReader.open(`${dir}/${file}`));
         const reader = readers.get(file)!;
         if (!reader.entries.has(name)) {
@@ -234,7 +252,12 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
     }
     for (const [name, shape] of hfTensorShapes(config)) {
       const entry = owner.get(name)?.entries.get(name);
-      if (!entry) throw new Error(`${dir}: missing tensor ${name}`);
+      if (!entry) {
+        throw new Error(
+          `${dir}: missing tensor ${name} (config.json implies ${hfTensorCount(config)} ` +
+            `tensors, the safetensors files hold ${owner.size})`,
+        );
+      }
       if (entry.shape.join(",") !== shape.join(",")) {
         throw new Error(
           `${

@@ -203,3 +203,84 @@ Deno.test("hf: streaming reads equal the whole-file decode bit for bit (F32, F16
   await assert.rejects(openHfSource(dir), /model\.safetensors\.index\.json: not JSON/);
   await Deno.remove(dir, { recursive: true });
 });
+
+Deno.test("hf: config.json fields past sane maxima are refused at once, naming the file and field", async () => {
+  const base = {
+    hidden_size: 64,
+    intermediate_size: 128,
+    num_hidden_layers: 2,
+    num_attention_heads: 4,
+    vocab_size: 512,
+  };
+  // Positive control.
+  assert.equal(parseHfConfig(JSON.stringify(base), "ok.json").layers, 2);
+  const t0 = performance.now();
+  for (
+    const [field, value] of [
+      ["num_hidden_layers", 1e8],
+      ["hidden_size", 2 ** 17],
+      ["num_attention_heads", 4096],
+      ["num_key_value_heads", 4096],
+      ["vocab_size", 2 ** 23],
+      ["max_position_embeddings", 2 ** 23],
+      ["intermediate_size", 2 ** 21],
+    ] as const
+  ) {
+    assert.throws(
+      () => parseHfConfig(JSON.stringify({ ...base, [field]: value }), "m/config.json"),
+      new RegExp(`m/config\\.json: field ${field}: .*(<=|too big)`, "i"),
+      field,
+    );
+  }
+  // Through the folder loader: refused before any tensor list is sized from it.
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({ ...base, num_hidden_layers: 1e8 }),
+  );
+  await assert.rejects(openHfSource(dir), /config\.json: field num_hidden_layers/);
+  assert.ok(performance.now() - t0 < 1000);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("hf: a config implying more tensors than the files hold, and a bad index, name the file", async () => {
+  const c = { ...fromLlama2c(TINY_CONFIG), ropeTheta: 10000, normEps: 1e-5 };
+  const ckpt = randomCheckpoint(TINY_CONFIG, 5);
+  const dir = await Deno.makeTempDir();
+  await writeHf(dir, c, ckpt, "F32", 2);
+  // Positive control.
+  (await openHfSource(dir)).close();
+  const config = JSON.parse(await Deno.readTextFile(`${dir}/config.json`));
+  await Deno.writeTextFile(
+    `${dir}/config.json`,
+    JSON.stringify({ ...config, num_hidden_layers: 1000 }),
+  );
+  const ends = c.sharedClassifier ? 2 : 3; // embed, norm (and lm_head)
+  await assert.rejects(
+    openHfSource(dir),
+    new RegExp(
+      `missing tensor model\\.layers\\.${c.layers}\\..* \\(config\\.json implies ` +
+        `${9000 + ends} tensors, the safetensors files hold ${9 * c.layers + ends}\\)`,
+    ),
+  );
+  await Deno.writeTextFile(`${dir}/config.json`, JSON.stringify(config));
+  const index = `${dir}/model.safetensors.index.json`;
+  const good = await Deno.readTextFile(index);
+  await Deno.writeTextFile(index, good.slice(0, 40));
+  await assert.rejects(openHfSource(dir), /model\.safetensors\.index\.json: not JSON/);
+  await Deno.writeTextFile(index, JSON.stringify({ weight_map: ["a", "b"] }));
+  await assert.rejects(
+    openHfSource(dir),
+    /model\.safetensors\.index\.json: field weight_map: /,
+  );
+  await Deno.writeTextFile(index, JSON.stringify({ weight_map: { "model.norm.weight": 3 } }));
+  await assert.rejects(
+    openHfSource(dir),
+    /model\.safetensors\.index\.json: field weight_map\.model\.norm\.weight: /,
+  );
+  await Deno.writeTextFile(index, JSON.stringify({ weight_map: { "model.norm.weight": "../x" } }));
+  await assert.rejects(openHfSource(dir), /index\.json: shard name "\.\.\/x" escapes the folder/);
+  await Deno.writeTextFile(index, good);
+  (await openHfSource(dir)).close();
+  await Deno.remove(dir, { recursive: true });
+});

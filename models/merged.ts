@@ -92,7 +92,12 @@ export async function writeMergedHf(
   const dtype = options.dtype ?? source.dtype("embed");
   let config: Record<string, unknown> = hfConfigJson(c, "llama2", dtype);
   if (options.baseDir) {
-    config = JSON.parse(await Deno.readTextFile(`${options.baseDir}/config.json`));
+    const path = `${options.baseDir}/config.json`;
+    try {
+      config = JSON.parse(await Deno.readTextFile(path));
+    } catch (e) {
+      throw new Error(`${path}: ${(e as Error).message}`);
+    }
     config.torch_dtype = TORCH_DTYPE[dtype];
     for (const f of TOKENIZER_FILES) {
       try {

@@ -27,7 +27,12 @@ import { type AdapterConfig, adapterFromParams } from "./adapters/registry.ts";
 import { permuteRope } from "./hf.ts";
 import { headSize, linearDims, type LlamaConfig } from "./llama/config.ts";
 import { TARGET_MODULES, type TargetModule } from "./llama_shapes.ts";
-import { encodeSafetensors, parseSafetensors, type SafetensorsFile } from "./safetensors.ts";
+import {
+  assertFinite,
+  encodeSafetensors,
+  parseSafetensors,
+  type SafetensorsFile,
+} from "./safetensors.ts";
 
 /** PEFT's name of the module an adapter key (`3.q`) sits on: `model.layers.3.self_attn.q_proj`. */
 export function peftModuleName(key: string): string {
@@ -216,19 +221,37 @@ function compareKeys(a: string, b: string): number {
 
 /** Every adapter key names a module of `model` and the adapter's dIn/dOut are that module's. */
 export function checkAdaptersFit(adapters: AdapterSet, model: LlamaConfig): void {
+  const dims = moduleDims(model);
   for (const [key, a] of Object.entries(adapters)) {
-    peftModuleName(key);
-    const [layer, module] = key.split(".");
-    if (Number(layer) >= model.layers) {
-      throw new Error(`${key}: the model has ${model.layers} layers`);
+    let dIn: number, dOut: number;
+    try {
+      [dIn, dOut] = dims(key);
+    } catch (e) {
+      throw new Error(`${key}: ${(e as Error).message}`);
     }
-    const [dIn, dOut] = linearDims(model, module as TargetModule);
     if (a.dIn !== dIn || a.dOut !== dOut) {
       throw new Error(
-        `${key}: adapter is ${a.dIn} → ${a.dOut}, the model's ${module} is ${dIn} → ${dOut}`,
+        `${key}: adapter is ${a.dIn} → ${a.dOut}, the model's ${
+          key.split(".")[1]
+        } is ${dIn} → ${dOut}`,
       );
     }
   }
+}
+
+/**
+ * The [dIn, dOut] of the module an adapter key (`<layer>.<module>`) names in `model`; throws for
+ * a key the model lacks. What `loadAdapters` checks a file's declared dims against.
+ */
+export function moduleDims(model: LlamaConfig): (key: string) => [number, number] {
+  return (key) => {
+    peftModuleName(key);
+    const [layer, module] = key.split(".");
+    if (Number(layer) >= model.layers) {
+      throw new Error(`the model has ${model.layers} layers`);
+    }
+    return linearDims(model, module as TargetModule);
+  };
 }
 
 /** Write `adapter_config.json` and `adapter_model.safetensors` into `dir` (created). */
@@ -430,7 +453,11 @@ export function importPeft(
               `module implies [${shape}]`,
           );
         }
-        let data = weights.tensor(tensorName);
+        let data = assertFinite(
+          weights.tensor(tensorName),
+          `${source}/adapter_model.safetensors`,
+          tensorName,
+        );
         if (fromHf && (param === "B" || param === "magnitude")) {
           data = fromHf(data, param === "B" ? r : 1);
         }

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { relativeError } from "../kernels/testing/mod.ts";
-import type { AdapterSet } from "./adapters/io.ts";
+import { type AdapterSet, loadAdapters, saveAdapters } from "./adapters/io.ts";
 import { type AdapterConfig, createAdapter } from "./adapters/registry.ts";
 import { randomizeParams } from "./adapters/testing.ts";
 import { loadHfLlama, openHfSource, permuteRope } from "./hf.ts";
@@ -11,7 +11,7 @@ import { hostSource } from "./llama/source.ts";
 import { randomCheckpoint, TINY_CONFIG } from "./llama/testing.ts";
 import { TARGET_MODULES, type TargetModule } from "./llama_shapes.ts";
 import { writeMergedHf } from "./merged.ts";
-import { exportPeft, importPeft, loadPeft, savePeft } from "./peft.ts";
+import { exportPeft, importPeft, loadPeft, moduleDims, savePeft } from "./peft.ts";
 import { encodeSafetensors, parseSafetensors } from "./safetensors.ts";
 import { writeSyntheticHf } from "./synthetic.ts";
 
@@ -415,5 +415,41 @@ Deno.test("merged export: a Hugging Face checkpoint whose logits equal base + ad
   const want2 = new CpuLlama(c, w).forward(IDS, cpuAdapters(lora)).logits;
   const got2 = new CpuLlama(back.config, back.weights).forward(IDS).logits;
   assert.ok(relativeError(got2, want2) < 1e-5, `llama2.c source: ${relativeError(got2, want2)}`);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("peft: NaN in adapter_model.safetensors is refused, naming the file and tensor; moduleDims checks a moka file's dims", async () => {
+  const c = HF_TINY;
+  const w = randomCheckpoint({ ...TINY_CONFIG, vocab: 300 }, 3);
+  const weights = { layers: w.layers } as unknown as LlamaWeights;
+  const set = makeAdapters(c, weights, ["0.q", "1.up"], () => ({ kind: "lora", r: 2, alpha: 4 }));
+  const peft = exportPeft(set, c);
+  const file = (poison: boolean) => {
+    const tensors = peft.tensors.map((t) => ({ ...t, data: t.data.slice() }));
+    if (poison) tensors[1].data[0] = NaN;
+    return parseSafetensors(encodeSafetensors(tensors));
+  };
+  // Positive control.
+  assert.equal(Object.keys(importPeft(peft.config, file(false), c, "p")).length, 2);
+  assert.throws(
+    () => importPeft(peft.config, file(true), c, "p"),
+    new RegExp(
+      `p/adapter_model\\.safetensors: tensor "${
+        peft.tensors[1].name.replaceAll(".", "\\.")
+      }" holds 1 non-finite value`,
+    ),
+  );
+  // A moka adapter file is checked against the model's module dims as it loads.
+  const dir = await Deno.makeTempDir();
+  await saveAdapters(`${dir}/a.safetensors`, set);
+  assert.equal(
+    Object.keys(await loadAdapters(`${dir}/a.safetensors`, { dims: moduleDims(c) })).length,
+    2,
+  );
+  const small = { ...c, layers: 1 };
+  await assert.rejects(
+    loadAdapters(`${dir}/a.safetensors`, { dims: moduleDims(small) }),
+    /a\.safetensors: layer 1\.up: the model has 1 layers/,
+  );
   await Deno.remove(dir, { recursive: true });
 });

@@ -43,6 +43,8 @@ export interface SafetensorsFile {
 
 // Generous but finite: a header larger than this is corrupt, not a model.
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+// Largest dimension accepted (i32 indexing on the GPU; no model has a larger axis).
+const MAX_DIM = 2 ** 31;
 
 /**
  * Validate a parsed header against the size of the data section that follows it: every entry's
@@ -79,17 +81,40 @@ function validateHeader(
         `${source}: tensor "${name}": dtype ${dtype} is not supported (F32, F16, BF16)`,
       );
     }
-    const want = shape.reduce((a, b) => a * b, 1) * BYTES[dtype as SafetensorsDType];
-    if (end < begin || end - begin !== want) {
+    // Bounds before arithmetic: a few bytes of header may declare terabytes, and a product of
+    // huge dimensions is no longer exact in a double.
+    const axis = shape.findIndex((d) => d > MAX_DIM);
+    if (axis >= 0) {
       throw new Error(
-        `${source}: tensor "${name}": offsets [${begin}, ${end}] hold ${end - begin} bytes, ` +
-          `${dtype}[${shape.join(", ")}] needs ${want}`,
+        `${source}: tensor "${name}": dimension ${axis} is ${shape[axis]} (at most 2^31)`,
       );
     }
+    let elements = shape.includes(0) ? 0 : 1;
+    for (const d of shape) {
+      if (elements > dataLen) break; // too big already, whatever the rest is
+      elements *= d;
+    }
+    if (elements > dataLen) {
+      const declared = shape.reduce(
+        (n, d) => n * BigInt(d),
+        BigInt(BYTES[dtype as SafetensorsDType]),
+      );
+      throw new Error(
+        `${source}: tensor "${name}": ${dtype}[${shape.join(", ")}] declares ${declared} bytes, ` +
+          `the file's data section holds only ${dataLen}`,
+      );
+    }
+    const want = elements * BYTES[dtype as SafetensorsDType];
     if (end > dataLen) {
       throw new Error(
         `${source}: tensor "${name}" ends at byte ${end} of a ${dataLen}-byte data section ` +
           `(file truncated?)`,
+      );
+    }
+    if (end < begin || end - begin !== want) {
+      throw new Error(
+        `${source}: tensor "${name}": offsets [${begin}, ${end}] hold ${end - begin} bytes, ` +
+          `${dtype}[${shape.join(", ")}] needs ${want}`,
       );
     }
     entries.set(name, { dtype: dtype as SafetensorsDType, shape, offsets: [begin, end] });
@@ -275,6 +300,30 @@ async function readFully(
     }
     got += n;
   }
+}
+
+/**
+ * `values` unchanged when every element is finite, else an error naming `source`, the tensor, how
+ * many are NaN or ±Inf and the first: a trained adapter or optimizer state never holds them, so
+ * one that does is corrupt (or diverged) and must not be resumed from or evaluated.
+ */
+export function assertFinite(values: Float32Array, source: string, name: string): Float32Array {
+  let bad = 0;
+  let first = -1;
+  for (let i = 0; i < values.length; i++) {
+    // x − x is 0 for every finite x and NaN for NaN and ±Inf.
+    if (values[i] - values[i] !== 0) {
+      if (first < 0) first = i;
+      bad++;
+    }
+  }
+  if (bad) {
+    throw new Error(
+      `${source}: tensor "${name}" holds ${bad} non-finite value${bad > 1 ? "s" : ""} of ` +
+        `${values.length} (first: ${values[first]} at index ${first})`,
+    );
+  }
+  return values;
 }
 
 /** Widen stored elements to f32 (F16 and BF16 exactly). */

@@ -17,6 +17,7 @@ export {
   trainingText,
 } from "./alpaca.ts";
 export {
+  answerWords,
   COMMONSENSE_ORDER,
   COMMONSENSE_TASKS,
   type CommonsenseTask,

@@ -21,7 +21,7 @@ import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { loadAdapters } from "../models/adapters/io.ts";
 import { GpuLlama } from "../models/llama/gpu/model.ts";
 import { openModel } from "../models/llama/open.ts";
-import { isPeftFolder, loadPeft } from "../models/peft.ts";
+import { isPeftFolder, loadPeft, moduleDims } from "../models/peft.ts";
 import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
@@ -152,7 +152,7 @@ async function main({ values }: ParsedCli): Promise<void> {
   if (adapters) {
     const set = await isPeftFolder(adapters)
       ? await loadPeft(adapters, config)
-      : await loadAdapters(adapters);
+      : await loadAdapters(adapters, { dims: moduleDims(config) });
     await model.attach(new Map(Object.entries(set)));
     log(`attached ${Object.keys(set).length} adapters from ${adapters}`);
   }

@@ -9,7 +9,7 @@ import { writeMergedHf } from "../models/merged.ts";
 import { defaultModelPath } from "../testing/paths.ts";
 import { llama2cToTokenizerJson } from "../models/tokenizer/hf.ts";
 import { Llama2cTokenizer } from "../models/tokenizer/llama2c.ts";
-import { checkAdaptersFit, isPeftFolder, loadPeft, savePeft } from "../models/peft.ts";
+import { checkAdaptersFit, isPeftFolder, loadPeft, moduleDims, savePeft } from "../models/peft.ts";
 import { choiceOption, type CommandSpec, runCli, UsageError } from "./cli.ts";
 import { byteSize, formatBytes, progressPrinter } from "./progress.ts";
 
@@ -79,7 +79,7 @@ if (import.meta.main) {
     try {
       const adapters: AdapterSet = await isPeftFolder(values.adapters)
         ? await loadPeft(values.adapters, source.config)
-        : await loadAdapters(values.adapters);
+        : await loadAdapters(values.adapters, { dims: moduleDims(source.config) });
       // Shapes against the model before anything is written.
       checkAdaptersFit(adapters, source.config);
       const kinds = [...new Set(Object.values(adapters).map((a) => a.config.kind))];

@@ -5,13 +5,14 @@
  * all of it (version, config, shapes, the exact set of tensors) before returning anything.
  */
 import { z } from "../../deps/zod.ts";
-import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
+import { assertFinite, encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import type { Adapter } from "./adapter.ts";
 import {
   type AdapterConfig,
   adapterFromParams,
   createAdapter,
   parseAdapterConfig,
+  trainableParams,
 } from "./registry.ts";
 
 /** `__metadata__.format` of adapter files. */
@@ -23,8 +24,9 @@ const LayerMetaSchema = z.record(
   z.string(),
   z.object({
     config: z.unknown(),
-    dIn: z.number().int().positive(),
-    dOut: z.number().int().positive(),
+    // No linear layer of a supported model is wider than 2^20 (hf.ts bounds its config alike).
+    dIn: z.number().int().positive().max(2 ** 20),
+    dOut: z.number().int().positive().max(2 ** 20),
   }).strict(),
 );
 
@@ -53,8 +55,25 @@ export function encodeAdapters(
   });
 }
 
-/** Parse adapter bytes; `source` names the file in every error. */
-export function decodeAdapters(bytes: Uint8Array, source = "adapter file"): AdapterSet {
+/** What the loader checks adapter files against. */
+export interface AdapterLoadOptions {
+  /**
+   * The [dIn, dOut] of the module a layer name adapts in the model the adapters are for (throws
+   * for a name the model lacks): every layer's declared dims must equal them.
+   */
+  dims?: (layer: string) => [number, number];
+}
+
+/**
+ * Parse adapter bytes; `source` names the file in every error. Declared sizes are checked
+ * against the model (`options.dims`) and the file's own size, and every value must be finite,
+ * before anything is allocated or returned.
+ */
+export function decodeAdapters(
+  bytes: Uint8Array,
+  source = "adapter file",
+  options: AdapterLoadOptions = {},
+): AdapterSet {
   const file = parseSafetensors(bytes, source);
   const { format, version, layers } = file.metadata;
   if (format !== ADAPTER_FILE_FORMAT) {
@@ -74,10 +93,46 @@ export function decodeAdapters(bytes: Uint8Array, source = "adapter file"): Adap
   } catch (e) {
     throw new Error(`${source}: __metadata__.layers is invalid (${(e as Error).message})`);
   }
-  const out: AdapterSet = {};
-  const used = new Set<string>();
+  // Values the file holds: an upper bound on what its metadata may declare.
+  let stored = 0;
+  for (const e of file.entries.values()) stored += e.shape.reduce((a, b) => a * b, 1);
+  const configs = new Map<string, AdapterConfig>();
+  let total = 0;
   for (const [layer, { config, dIn, dOut }] of Object.entries(meta)) {
     const c = parseAdapterConfig(config, `${source}: layer ${layer} config`);
+    if (options.dims) {
+      let want: [number, number];
+      try {
+        want = options.dims(layer);
+      } catch (e) {
+        throw new Error(`${source}: layer ${layer}: ${(e as Error).message}`);
+      }
+      if (want[0] !== dIn || want[1] !== dOut) {
+        throw new Error(
+          `${source}: layer ${layer} declares ${dIn} → ${dOut}, the model's module is ` +
+            `${want[0]} → ${want[1]}`,
+        );
+      }
+    }
+    let declared: number;
+    try {
+      declared = trainableParams(c, dIn, dOut);
+    } catch (e) {
+      throw new Error(`${source}: layer ${layer}: ${(e as Error).message}`);
+    }
+    total += declared;
+    if (total > stored) {
+      throw new Error(
+        `${source}: layer ${layer} declares ${c.kind} on ${dIn} → ${dOut} with ${declared} ` +
+          `parameters (${total} so far), the file holds ${stored} values in all`,
+      );
+    }
+    configs.set(layer, c);
+  }
+  const out: AdapterSet = {};
+  const used = new Set<string>();
+  for (const [layer, { dIn, dOut }] of Object.entries(meta)) {
+    const c = configs.get(layer)!;
     // Shapes come from the config and dims; every tensor must match them exactly.
     const probe = adapterShapes(c, dIn, dOut, `${source}: layer ${layer}`);
     const params: Record<string, Float32Array> = {};
@@ -90,7 +145,7 @@ export function decodeAdapters(bytes: Uint8Array, source = "adapter file"): Adap
           `${source}: tensor "${name}" has shape [${entry.shape}], the config implies [${s.shape}]`,
         );
       }
-      params[s.name] = file.tensor(name);
+      params[s.name] = assertFinite(file.tensor(name), source, name);
       used.add(name);
     }
     out[layer] = adapterFromParams(c, dIn, dOut, params, `${source}: layer ${layer}`);
@@ -104,8 +159,9 @@ export function decodeAdapters(bytes: Uint8Array, source = "adapter file"): Adap
 
 function adapterShapes(c: AdapterConfig, dIn: number, dOut: number, what: string) {
   try {
-    // A throwaway instance only to ask for names and shapes (DoRA's init needs some weight).
-    const weight = c.kind === "dora" ? new Float32Array(dIn * dOut).fill(1) : undefined;
+    // A throwaway instance only to ask for names and shapes (DoRA's init needs row norms; not a
+    // whole weight, which would be dIn × dOut floats).
+    const weight = c.kind === "dora" ? { rowNorms: new Float32Array(dOut).fill(1) } : undefined;
     return createAdapter(c, dIn, dOut, 0, weight).specs();
   } catch (e) {
     throw new Error(`${what}: ${(e as Error).message}`);
@@ -123,7 +179,10 @@ export async function saveAdapters(
   await Deno.rename(tmp, path);
 }
 
-/** Read adapters from `path`, fully validated. */
-export async function loadAdapters(path: string): Promise<AdapterSet> {
-  return decodeAdapters(await Deno.readFile(path), path);
+/** Read adapters from `path`, fully validated (against the model when `options.dims` is given). */
+export async function loadAdapters(
+  path: string,
+  options: AdapterLoadOptions = {},
+): Promise<AdapterSet> {
+  return decodeAdapters(await Deno.readFile(path), path, options);
 }

@@ -143,3 +143,87 @@ Deno.test("safetensors: header validation and F16/BF16 decoding", () => {
     /dtype I8/,
   );
 });
+
+Deno.test("io: NaN or Inf in an adapter file is refused, naming the file and the tensor", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/adapters.safetensors`;
+  // Positive control: the clean twin loads.
+  await saveAdapters(path, sampleSet());
+  assert.equal(Object.keys(await loadAdapters(path)).length, 5);
+  for (const bad of [NaN, Infinity, -Infinity]) {
+    const set = sampleSet();
+    set["layers.0.attention.wk"].params.B[3] = bad;
+    await saveAdapters(path, set);
+    await assert.rejects(
+      loadAdapters(path),
+      new RegExp(
+        `adapters\\.safetensors: tensor "layers\\.0\\.attention\\.wk\\.B" holds 1 ` +
+          `non-finite value of 16 \\(first: ${bad} at index 3\\)`,
+      ),
+    );
+  }
+  const set = sampleSet();
+  set["layers.0.attention.wv"].params.magnitude[0] = NaN;
+  assert.throws(
+    () => decodeAdapters(encodeAdapters(set), "dora.st"),
+    /dora\.st: tensor "layers\.0\.attention\.wv\.magnitude" holds 1 non-finite/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("io: a 1 KB file declaring DoRA on 20000 × 20000 is refused at once, before any allocation", () => {
+  const file = (dIn: number, dOut: number) =>
+    encodeSafetensors([
+      { name: "x.A", shape: [2, 2], data: new Float32Array(4) },
+      { name: "x.B", shape: [2, 2], data: new Float32Array(4) },
+      { name: "x.magnitude", shape: [2], data: new Float32Array([1, 1]) },
+    ], {
+      format: "moka-adapters",
+      version: "1",
+      layers: JSON.stringify({ x: { config: { kind: "dora", r: 2, alpha: 4 }, dIn, dOut } }),
+    });
+  const bytes = file(20000, 20000);
+  assert.ok(bytes.length < 1024);
+  const rss = Deno.memoryUsage().rss;
+  const t0 = performance.now();
+  assert.throws(
+    () => decodeAdapters(bytes, "huge.st"),
+    /huge\.st: layer x declares dora on 20000 → 20000 with 100000 parameters \(100000 so far\), the file holds 10 values in all/,
+  );
+  assert.ok(performance.now() - t0 < 500, "refused at once");
+  assert.ok(Deno.memoryUsage().rss - rss < 256 * 2 ** 20, "nothing large was allocated");
+  // Positive control: the same tensors declared at the dims they fit.
+  const ok = decodeAdapters(file(2, 2), "ok.st");
+  assert.equal(ok.x.dIn, 2);
+  // Dims past any model's are refused by the metadata schema, naming the field.
+  assert.throws(
+    () => decodeAdapters(file(2 ** 21, 2), "wide.st"),
+    /wide\.st: __metadata__\.layers is invalid.*dIn/s,
+  );
+});
+
+Deno.test("io: declared dims are checked against the model's modules before anything is built", async () => {
+  const set = sampleSet();
+  const bytes = encodeAdapters(set);
+  const dims = (layer: string): [number, number] => {
+    if (!(layer in set)) throw new Error(`no module ${layer}`);
+    return [12, 8];
+  };
+  // Positive control: the model's dims match.
+  assert.equal(Object.keys(decodeAdapters(bytes, "m.st", { dims })).length, 5);
+  assert.throws(
+    () => decodeAdapters(bytes, "m.st", { dims: () => [12, 16] }),
+    /m\.st: layer layers\.0\.attention\.wq declares 12 → 8, the model's module is 12 → 16/,
+  );
+  assert.throws(
+    () => decodeAdapters(bytes, "m.st", { dims: (l) => l.endsWith("w3") ? dims("none") : [12, 8] }),
+    /m\.st: layer layers\.1\.feed_forward\.w3: no module none/,
+  );
+  const dir = await Deno.makeTempDir();
+  await saveAdapters(`${dir}/a.safetensors`, set);
+  await assert.rejects(
+    loadAdapters(`${dir}/a.safetensors`, { dims: () => [8, 12] }),
+    /a\.safetensors: layer .* declares 12 → 8, the model's module is 8 → 12/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});

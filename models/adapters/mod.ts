@@ -74,6 +74,7 @@ export {
 export {
   ADAPTER_FILE_FORMAT,
   ADAPTER_FILE_VERSION,
+  type AdapterLoadOptions,
   type AdapterSet,
   decodeAdapters,
   encodeAdapters,
@@ -86,6 +87,7 @@ export {
   importPeft,
   isPeftFolder,
   loadPeft,
+  moduleDims,
   type PeftAdapter,
   type PeftExportOptions,
   peftModuleName,

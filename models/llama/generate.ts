@@ -271,12 +271,17 @@ export async function searchManyOnGpu(
     );
   }
   if (maxNew === 0) return prompts.map(() => ({ ids: [], score: NaN }));
-  const maxSeq = Math.min(seqLen, Math.max(...prompts.map((p, q) => p.length + wanted[q])));
+  // Loops, not Math.max(...): one element per prompt, and there may be many.
+  let longest = 0;
+  prompts.forEach((p, q) => longest = Math.max(longest, p.length + wanted[q]));
+  const maxSeq = Math.min(seqLen, longest);
   // Selections a prompt can make before its next token has no cache position: past it, the
   // prompt stops as if out of steps, and the host reports the position limit.
   const limits = prompts.map((p, q) => Math.min(wanted[q], maxSeq - p.length + 1));
-  const steps = Math.max(...limits);
-  const stride = Math.max(...wanted);
+  let steps = 0;
+  for (const l of limits) steps = Math.max(steps, l);
+  let stride = 0;
+  for (const w of wanted) stride = Math.max(stride, w);
   const slots = n * beams;
   const cache = model.createCache(slots, maxSeq);
   cache.setOffsets(Array.from({ length: slots }, (_, s) => prompts[Math.floor(s / beams)].length));
@@ -350,7 +355,8 @@ export async function searchManyOnGpu(
   try {
     // The prefill: prompts right-padded to the longest (causal attention never looks right),
     // the logits of each prompt's last token, the cache filled for each prompt's beams.
-    const width = Math.max(...prompts.map((p) => p.length));
+    let width = 0;
+    for (const p of prompts) width = Math.max(width, p.length);
     const padded = new Uint32Array(n * width);
     prompts.forEach((p, q) => padded.set(p, q * width));
     const promptIds = rt.upload(padded, [padded.length], "u32");
@@ -454,7 +460,8 @@ export async function logitsAt(
 ): Promise<Float32Array[][]> {
   if (seqs.length === 0) return [];
   if (seqs.some((p) => p.length === 0)) throw new RangeError("logitsAt: empty sequence");
-  const seq = Math.max(...seqs.map((p) => p.length));
+  let seq = 0;
+  for (const p of seqs) seq = Math.max(seq, p.length);
   const vocab = model.config.vocab;
   const ids = new Uint32Array(seqs.length * seq);
   seqs.forEach((p, i) => ids.set(p, i * seq));

@@ -15,7 +15,7 @@ import type { Batch } from "../../kernels/runtime/batch.ts";
 import { TensorArena } from "../../kernels/runtime/arena.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
-import { encodeSafetensors, parseSafetensors } from "../safetensors.ts";
+import { assertFinite, encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import { hash32, rng } from "../../kernels/cpu/random.ts";
 import type { Schema } from "../schema.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
@@ -158,9 +158,86 @@ interface TrainState {
   fingerprint: string;
 }
 
+const count = z.number().int().nonnegative();
+const TrainStateSchema = z.object({
+  step: count,
+  position: z.object({ epoch: count, index: count }),
+  history: z.array(z.object({
+    step: count,
+    loss: z.number(),
+    gradNorm: z.number(),
+    lr: z.number(),
+    tokens: count,
+    seconds: z.number(),
+  })),
+  fingerprint: z.string(),
+});
+
 /** `__metadata__.format` of training checkpoints. */
 export const CHECKPOINT_FORMAT = "moka-train-checkpoint";
 const CHECKPOINT_VERSION = "1";
+
+/** A checkpoint's contents, validated: its state and the tensors in the order asked for. */
+export interface CheckpointContents {
+  /** Step, data position, history and fingerprint. */
+  state: TrainState;
+  /** The tensors of `want`, in its order. */
+  values: Float32Array[];
+}
+
+/**
+ * Parse and validate a training checkpoint (`path` names it in errors) before anything is
+ * restored: format, state (zod), fingerprint, the exact tensor set with `want`'s shapes, a step
+ * within `steps`, and finite values — a diverged run's NaNs must not resume as a finished run.
+ */
+export function readCheckpoint(
+  bytes: Uint8Array,
+  path: string,
+  expect: { fingerprint: string; steps: number; tensors: { name: string; shape: number[] }[] },
+): CheckpointContents {
+  const file = parseSafetensors(bytes, path);
+  if (
+    file.metadata.format !== CHECKPOINT_FORMAT || file.metadata.version !== CHECKPOINT_VERSION
+  ) {
+    throw new Error(`${path}: not a version-${CHECKPOINT_VERSION} training checkpoint`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(file.metadata.state ?? "");
+  } catch {
+    throw new Error(`${path}: corrupt training state (__metadata__.state is not JSON)`);
+  }
+  const parsed = TrainStateSchema.safeParse(json);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0];
+    throw new Error(`${path}: training state field ${i.path.join(".")}: ${i.message}`);
+  }
+  const state = parsed.data;
+  if (state.fingerprint !== expect.fingerprint) {
+    throw new Error(
+      `${path}: checkpoint of a different run (adapters, data or train config changed)`,
+    );
+  }
+  if (state.step > expect.steps) {
+    throw new Error(`${path}: training state field step: ${state.step} > ${expect.steps} steps`);
+  }
+  const missing = expect.tensors.filter((t) => !file.entries.has(t.name)).map((t) => t.name);
+  if (missing.length || file.entries.size !== expect.tensors.length) {
+    throw new Error(
+      `${path}: tensors do not match the attached adapters (missing ${
+        missing.slice(0, 3).join(", ")
+      })`,
+    );
+  }
+  for (const t of expect.tensors) {
+    const shape = file.entries.get(t.name)!.shape;
+    if (shape.join(",") !== t.shape.join(",")) {
+      throw new Error(`${path}: tensor "${t.name}" has shape [${shape}], expected [${t.shape}]`);
+    }
+  }
+  const values = expect.tensors.map((t) => assertFinite(file.tensor(t.name), path, t.name));
+  return { state, values };
+}
 
 /** Trains the adapters attached to a model. */
 export class Trainer {
@@ -424,37 +501,20 @@ export class Trainer {
     await Deno.rename(tmp, path);
   }
 
-  /** Restore from a checkpoint of the same run (fingerprint and tensor set checked first). */
+  /** Restore from a checkpoint of the same run (everything checked first, see readCheckpoint). */
   async resume(path: string): Promise<void> {
-    const file = parseSafetensors(await Deno.readFile(path), path);
-    if (
-      file.metadata.format !== CHECKPOINT_FORMAT || file.metadata.version !== CHECKPOINT_VERSION
-    ) {
-      throw new Error(`${path}: not a version-${CHECKPOINT_VERSION} training checkpoint`);
-    }
-    let state: TrainState;
-    try {
-      state = JSON.parse(file.metadata.state);
-    } catch {
-      throw new Error(`${path}: corrupt training state`);
-    }
-    if (state.fingerprint !== this.#fingerprint) {
-      throw new Error(
-        `${path}: checkpoint of a different run (adapters, data or train config changed)`,
-      );
-    }
-    const want = this.#state.flatMap((s) =>
-      ["param", "adam_m", "adam_v"].map((p) => `${p}.${s.key}.${s.name}`)
+    const tensors = this.#state.flatMap((s) =>
+      ["param", "adam_m", "adam_v"].map((p) => ({
+        name: `${p}.${s.key}.${s.name}`,
+        shape: [...s.param.shape],
+      }))
     );
-    const missing = want.filter((n) => !file.entries.has(n));
-    if (missing.length || file.entries.size !== want.length) {
-      throw new Error(
-        `${path}: tensors do not match the attached adapters (missing ${
-          missing.slice(0, 3).join(", ")
-        })`,
-      );
-    }
-    const values = want.map((n) => file.tensor(n)); // decode everything before touching the GPU
+    // Everything is decoded and checked before the GPU is touched.
+    const { state, values } = readCheckpoint(await Deno.readFile(path), path, {
+      fingerprint: this.#fingerprint,
+      steps: this.#config.steps,
+      tensors,
+    });
     this.#state.forEach((s, i) => {
       this.#rt.write(s.param, values[3 * i]);
       this.#rt.write(s.m, values[3 * i + 1]);

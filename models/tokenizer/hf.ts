@@ -9,12 +9,11 @@ import { z } from "../../deps/zod.ts";
 import type { Llama2cTokenizer } from "./llama2c.ts";
 import type { TextTokenizer } from "./tokenizer.ts";
 
+// Ids within the largest vocabulary a config may declare (hf.ts): the size is the top id + 1.
+const TokenId = z.number().int().nonnegative().max(2 ** 22);
 const TokenizerJsonSchema = z.object({
-  model: z.object({ type: z.string(), vocab: z.record(z.string(), z.number().int().nonnegative()) })
-    .loose(),
-  added_tokens: z.array(z.object({ id: z.number().int(), content: z.string() }).loose()).default(
-    [],
-  ),
+  model: z.object({ type: z.string(), vocab: z.record(z.string(), TokenId) }).loose(),
+  added_tokens: z.array(z.object({ id: TokenId, content: z.string() }).loose()).default([]),
 }).loose();
 
 /** A tokenizer.json-backed tokenizer. */

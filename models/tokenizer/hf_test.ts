@@ -89,3 +89,41 @@ Deno.test("hf tokenizer: byte-level BPE (LLaMA-3 style) applies ranked merges an
   );
   assert.throws(() => new HfTokenizer({ nope: 1 }, {}, "t.json"), /t\.json: field model/);
 });
+
+Deno.test("hf tokenizer: a 160k-id tokenizer.json loads without overflowing the stack", async () => {
+  const map = bytesToUnicode();
+  const vocab: Record<string, number> = {};
+  for (let b = 0; b < 256; b++) vocab[map.get(b)!] = b;
+  for (let i = 256; i < 160000; i++) vocab[`t${i}`] = i;
+  const special = (id: number, content: string) => ({ id, content, special: true });
+  const json = {
+    version: "1.0",
+    added_tokens: [special(160000, "<s>"), special(160001, "</s>")],
+    normalizer: null,
+    pre_tokenizer: {
+      type: "ByteLevel",
+      add_prefix_space: false,
+      trim_offsets: true,
+      use_regex: true,
+    },
+    post_processor: null,
+    decoder: { type: "ByteLevel" },
+    model: {
+      type: "BPE",
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: null,
+      end_of_word_suffix: null,
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: [],
+    },
+  };
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/tokenizer.json`, JSON.stringify(json));
+  const tok = await HfTokenizer.load(dir);
+  assert.equal(tok.size, 160002);
+  assert.deepEqual(tok.encode("hi", { bos: true }), [160000, 104, 105]);
+  await Deno.remove(dir, { recursive: true });
+});

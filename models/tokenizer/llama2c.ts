@@ -101,11 +101,10 @@ export class Llama2cTokenizer implements TextTokenizer {
     // BPE: merge the best-scoring adjacent pair until none is in the vocabulary (ties: the
     // leftmost, as llama2.c's scan). A heap of candidate pairs over a linked list makes this
     // O(n log n) instead of a rescan per merge; entries made stale by a merge are skipped.
+    // Not push(...merged): a long text's ids would overflow the call stack as arguments.
     const merged = this.#mergeAll(ids, options.bos ? 1 : 0);
-    ids.length = 0;
-    ids.push(...merged);
-    if (options.eos) ids.push(2);
-    return ids;
+    if (options.eos) merged.push(2);
+    return merged;
   }
 
   /** The id of the concatenation of tokens a and b, or −1 (memoised per pair). */
@@ -199,7 +198,7 @@ export class Llama2cTokenizer implements TextTokenizer {
   decode(ids: number[], prev = 1): string {
     const parts: number[] = [];
     for (const id of ids) {
-      if (id > 2) parts.push(...this.pieceBytes(prev, id));
+      if (id > 2) { for (const b of this.pieceBytes(prev, id)) parts.push(b); }
       prev = id;
     }
     return new TextDecoder().decode(new Uint8Array(parts));

@@ -92,3 +92,13 @@ Deno.test("tokenizer: the heap-ordered merges give llama2.c's rescan result on 3
   const repeated = "aaaa aaaa the the the";
   assert.deepEqual(tok.encode(repeated, { bos: true }), rescanEncode(tok, repeated));
 });
+
+Deno.test("tokenizer: a text of 300k tokens encodes and decodes without overflowing the stack", async () => {
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), 512);
+  // Bytes no merge joins: one id per byte, 300k ids through encode's and decode's loops.
+  const text = "\u00ff".repeat(150000);
+  const ids = tok.encode(text, { bos: true, eos: true });
+  assert.ok(ids.length > 300000);
+  assert.equal(ids.at(-1), 2);
+  assert.equal(tok.decode(ids), text);
+});

@@ -52,16 +52,28 @@ export function parseTask(name: string): CommonsenseTask {
   return hit;
 }
 
-/** Validate a parsed JSON array of records; errors name `source` and the record index. */
+/** The exact answer words of `task` (boolq: `true`, `false`, as the released files spell them). */
+export function answerWords(task: CommonsenseTask): string[] {
+  return COMMONSENSE_TASKS[task].source.split("|");
+}
+
+/**
+ * Validate a parsed JSON array of records; errors name `source` and the record index. With
+ * `task`, an `answer` must be exactly one of its words ({@link answerWords}). An empty array is an
+ * error: a split without records is a broken file, not an empty benchmark.
+ */
 export function parseRecords(
   json: unknown,
   source: string,
   needAnswer: boolean,
+  task?: CommonsenseTask,
 ): InstructionRecord[] {
   if (!Array.isArray(json)) throw new Error(`${source}: expected a JSON array of records`);
+  if (!json.length) throw new Error(`${source}: no records`);
   const schema = needAnswer
     ? InstructionRecordObject.extend({ answer: z.string().min(1) })
     : InstructionRecordObject;
+  const words = task ? answerWords(task) : null;
   return json.map((r, i) => {
     const p = schema.safeParse(r);
     if (!p.success) {
@@ -70,14 +82,24 @@ export function parseRecords(
         `${source}: record ${i}: field ${issue.path.join(".") || "(record)"}: ${issue.message}`,
       );
     }
+    const answer = p.data.answer;
+    if (words && answer !== undefined && !words.includes(answer)) {
+      throw new Error(
+        `${source}: record ${i}: field answer: "${answer}" is not one of ${words.join(", ")}`,
+      );
+    }
     return p.data as InstructionRecord;
   });
 }
 
-/** Read and validate one LLM-Adapters JSON file (test files need `answer`). */
+/**
+ * Read and validate one LLM-Adapters JSON file (test files need `answer`; with `task`, answers
+ * are checked against its words).
+ */
 export async function loadRecordFile(
   path: string,
   needAnswer: boolean,
+  task?: CommonsenseTask,
 ): Promise<InstructionRecord[]> {
   let json: unknown;
   try {
@@ -87,7 +109,7 @@ export async function loadRecordFile(
     if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`${path}: no such file`);
     throw new Error(`${path}: ${(e as Error).message}`);
   }
-  return parseRecords(json, path, needAnswer);
+  return parseRecords(json, path, needAnswer, task);
 }
 
 /** A task's split from `<dataDir>/commonsense/<task>/<split>.json`, first `limit` records. */
@@ -100,6 +122,7 @@ export async function loadCommonsense(
   const records = await loadRecordFile(
     `${dataDir}/commonsense/${task}/${split}.json`,
     split === "test",
+    task,
   );
   return limit === undefined ? records : records.slice(0, limit);
 }

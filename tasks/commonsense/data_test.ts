@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { dataDir } from "../../testing/paths.ts";
 import { evaluationPrompt, PROTOCOL, trainingExample, trainingText } from "../alpaca.ts";
 import {
+  answerWords,
   COMMONSENSE_ORDER,
   loadCommonsense,
   loadRecordFile,
@@ -113,4 +114,48 @@ Deno.test("protocol: the loss covers prompt and response (train_on_inputs), cuto
   assert.equal(m.targets.findIndex((t: number) => t >= 0), userLen - 1);
   assert.deepEqual(m.targets.filter((t: number) => t >= 0), [...tok.encode("hi"), tok.eosId]);
   assert.equal(trainingExample(tok, r, userLen, masking), null, "cut before the response");
+});
+
+Deno.test("commonsense: answers are exactly the task's words (boolq: true/false as the released files spell them)", async () => {
+  const rec = (answer: string) => ({ instruction: "q?", input: "", output: "x", answer });
+  assert.deepEqual(answerWords("boolq"), ["true", "false"]);
+  // Positive controls: every word of every task.
+  for (const t of COMMONSENSE_ORDER) {
+    const records = answerWords(t).map(rec);
+    assert.equal(parseRecords(records, `${t}.json`, true, t).length, records.length, t);
+  }
+  for (const bad of ["True", "FALSE", "yes", "1", " true", "true false", "truefalse"]) {
+    assert.throws(
+      () => parseRecords([rec("true"), rec(bad)], "boolq/test.json", true, "boolq"),
+      new RegExp(`boolq/test\\.json: record 1: field answer: "${bad}" is not one of true, false`),
+      bad,
+    );
+  }
+  assert.throws(
+    () => parseRecords([rec("solution3")], "piqa/test.json", true, "piqa"),
+    /piqa\/test\.json: record 0: field answer: "solution3" is not one of solution1, solution2/,
+  );
+  // Without a task (a mixed training file) any non-empty answer passes, as before.
+  assert.equal(parseRecords([rec("True")], "mix.json", true).length, 1);
+  const dir = await Deno.makeTempDir();
+  await Deno.mkdir(`${dir}/commonsense/boolq`, { recursive: true });
+  await Deno.writeTextFile(
+    `${dir}/commonsense/boolq/test.json`,
+    JSON.stringify([rec("true"), rec("yes")]),
+  );
+  await assert.rejects(
+    loadCommonsense(dir, "boolq", "test"),
+    /boolq\/test\.json: record 1: field answer: "yes"/,
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("commonsense: an empty file or an empty array is refused by name", async () => {
+  assert.throws(() => parseRecords([], "t.json", false), /t\.json: no records/);
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/empty.json`, "");
+  await assert.rejects(loadRecordFile(`${dir}/empty.json`, false), /empty\.json: /);
+  await Deno.writeTextFile(`${dir}/none.json`, "[]");
+  await assert.rejects(loadRecordFile(`${dir}/none.json`, true), /none\.json: no records/);
+  await Deno.remove(dir, { recursive: true });
 });

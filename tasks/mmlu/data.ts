@@ -109,22 +109,32 @@ export function mmluCategory(subject: string): MmluCategory {
   return CATEGORY_OF[sub];
 }
 
-/** Parse one subject file's text (either layout); errors name `source` and the line. */
+// The answer field exactly: one letter (original layout) or one digit (indexed layout). Looser
+// parses read "AB" as A, "0x2" as 2 or "1e0" as 1.
+const ANSWER_LETTERS = ["A", "B", "C", "D"];
+const ANSWER_DIGITS = ["0", "1", "2", "3"];
+
+/**
+ * Parse one subject file's text (either layout); errors name `source` and the line. A file
+ * without questions is an error too.
+ */
 export function parseMmluCsv(text: string, source: string): MmluQuestion[] {
   const rows = parseCsv(text, source).filter((r) => !(r.length === 1 && r[0] === ""));
   const header = rows[0]?.[0] === "question" && rows[0]?.[5] === "answer";
-  return rows.slice(header ? 1 : 0).map((r, i) => {
+  const questions = rows.slice(header ? 1 : 0).map((r, i): MmluQuestion => {
     const where = `${source}: line ${i + 1 + (header ? 1 : 0)}`;
     if (r.length !== 6) {
       throw new Error(`${where}: ${r.length} fields, expected 6 (question, 4 choices, answer)`);
     }
     const a = r[5].trim();
-    const answer = header ? Number(a) : "ABCD".indexOf(a);
-    if (!(Number.isInteger(answer) && answer >= 0 && answer <= 3) || a === "") {
-      throw new Error(`${where}: answer "${a}" is not ${header ? "0-3" : "A-D"}`);
+    const answer = (header ? ANSWER_DIGITS : ANSWER_LETTERS).indexOf(a);
+    if (answer < 0) {
+      throw new Error(`${where}: answer "${a}" is not one of ${header ? "0-3" : "A-D"}`);
     }
     return { question: r[0], choices: [r[1], r[2], r[3], r[4]], answer };
   });
+  if (!questions.length) throw new Error(`${source}: no questions`);
+  return questions;
 }
 
 /** A subject's split from `<dataDir>/mmlu/<split>/<subject>_<split>.csv`. */

@@ -972,7 +972,9 @@ export class KvCache {
       throw new RangeError(`setOffsets: ${offsets.length} offsets for ${this.slots} slots`);
     }
     this.#rt.write(this.offsets, Uint32Array.from(offsets));
-    this.minOffset = Math.min(...offsets);
+    let min = Infinity;
+    for (const o of offsets) min = Math.min(min, o); // one per slot: no spread
+    this.minOffset = min;
   }
 
   /** Make the table a beam step wrote the one attention reads (recorded order decides). */
