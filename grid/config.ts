@@ -6,8 +6,11 @@
  */
 import { z } from "../deps/zod.ts";
 import { parseAdapterSpec } from "../models/adapters/registry.ts";
-import { COMMONSENSE_ORDER } from "../tasks/commonsense/data.ts";
-import type { Schema } from "../models/schema.ts";
+import { parseTargetModule, type TargetModule } from "../models/llama_shapes.ts";
+import { type TrainConfig, TrainOptionsZod } from "../models/llama/train.ts";
+import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
+import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
+import { closestName, issueText, type Schema } from "../models/schema.ts";
 
 const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
   if (v === null) return; // the base model alone
@@ -17,6 +20,49 @@ const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
     ctx.addIssue({ code: "custom", message: (e as Error).message });
   }
 });
+
+/** A name `parse` accepts (aliases too), stored as the canonical name it returns. */
+function canonical<T extends string>(parse: (name: string) => T) {
+  return z.string().transform((name, ctx): T => {
+    try {
+      return parse(name);
+    } catch (e) {
+      ctx.addIssue({ code: "custom", message: (e as Error).message });
+      return z.NEVER;
+    }
+  });
+}
+
+/** A list with each name at most once (after aliases are resolved). */
+function distinct<T extends z.ZodType<string>>(item: T) {
+  return z.array(item).superRefine((names, ctx) => {
+    for (const [i, n] of names.entries()) {
+      if (names.indexOf(n) !== i) {
+        ctx.addIssue({ code: "custom", path: [i], message: `"${n}" is listed twice` });
+      }
+    }
+  });
+}
+
+const Task = canonical(parseTask);
+
+const Subject = z.string().superRefine((s, ctx) => {
+  if (MMLU_SUBJECTS.includes(s)) return;
+  const near = closestName(s, MMLU_SUBJECTS);
+  ctx.addIssue({
+    code: "custom",
+    message: `unknown MMLU subject "${s}"${
+      near ? ` (did you mean ${near}?)` : ""
+    }; the 57 names are tasks/mmlu/data.ts's MMLU_SUBJECTS`,
+  });
+});
+
+/**
+ * The trainer options a grid sets for every trained run: the trainer's own fields and checks
+ * (models/llama/train.ts), strict, without `seq` (each family's `maxLen`) and `seed` (the run's).
+ * No defaults are filled in, so the hashed config is what the file says.
+ */
+const GridTrainZod = TrainOptionsZod.omit({ seq: true, seed: true });
 
 const GridZod = z.object({
   /** Profile name (recorded in reports). */
@@ -31,19 +77,20 @@ const GridZod = z.object({
   base: z.enum(["f32", "nf4", "int4"]).default("nf4"),
   /** Adapter name → config (null: the base model, no fine-tuning). */
   adapters: z.record(z.string().regex(/^[a-z0-9_]+$/), AdapterEntry),
-  /** Modules the adapters attach to (the paper: q,k,v,up,down). */
-  targets: z.array(z.string()).min(1),
+  /** Modules the adapters attach to (the paper: q,k,v,up,down); `q_proj`, `wq` alike. */
+  targets: distinct(canonical(parseTargetModule)).min(1),
   /** Seeds (init and data order). */
   seeds: z.array(z.number().int()).min(1),
   /** The commonsense family (omit to skip it). */
   commonsense: z.object({
     /** The grid's adapters that run in this family (default: all). */
     adapters: z.array(z.string()).min(1).optional(),
-    tasks: z.array(z.string()).min(1),
+    tasks: distinct(Task).min(1),
     /** commonsense_170k-style file (null: the tasks' train splits). */
     trainFile: z.string().nullable().default(null),
     trainLimit: z.number().int().positive().optional(),
     testLimit: z.number().int().positive().optional(),
+    /** Tokens per training example; at most the model's context (checked once it is read). */
     maxLen: z.number().int().positive(),
     beams: z.number().int().positive(),
     maxNew: z.number().int().positive(),
@@ -62,10 +109,11 @@ const GridZod = z.object({
     adapters: z.array(z.string()).min(1).optional(),
     /** Alpaca-format file (null: the commonsense train splits of `fallbackTasks`, for smoke runs). */
     trainFile: z.string().nullable().default(null),
-    fallbackTasks: z.array(z.string()).default([]),
+    fallbackTasks: distinct(Task).default([]),
     trainLimit: z.number().int().positive().optional(),
+    /** Tokens per training example; at most the model's context (checked once it is read). */
     maxLen: z.number().int().positive(),
-    subjects: z.array(z.string()).nullable().default(null),
+    subjects: distinct(Subject).nullable().default(null),
     mmluLimit: z.number().int().positive().optional(),
     shots: z.number().int().nonnegative(),
     /**
@@ -74,8 +122,8 @@ const GridZod = z.object({
      */
     heldOutLimit: z.number().int().nonnegative().default(32),
   }).strict().optional(),
-  /** Trainer settings shared by the runs (steps, lr, warmup, batchSize, gradAccum, ...). */
-  train: z.record(z.string(), z.unknown()),
+  /** Trainer settings shared by the trained runs (steps, lr, warmup, batchSize, gradAccum, ...). */
+  train: GridTrainZod,
   /** The paper's trainable-parameter counts by adapter name, shown beside each run's. */
   paperParams: z.record(z.string(), z.number().positive()).default({}),
 }).strict().superRefine((c, ctx) => {
@@ -92,6 +140,14 @@ const GridZod = z.object({
   }
 });
 
+/**
+ * Trainer settings of a grid: {@link TrainConfig}'s fields less `seq` and `seed`, with `steps`,
+ * `lr` and `batchSize` required and the trainer's defaults for the others.
+ */
+export type GridTrainOptions =
+  & Pick<TrainConfig, "steps" | "lr" | "batchSize">
+  & Partial<Omit<TrainConfig, "steps" | "lr" | "batchSize" | "seq" | "seed">>;
+
 /** A validated grid configuration (see the zod schema above for each field's meaning). */
 export interface GridConfig {
   /** Profile name. */
@@ -106,14 +162,14 @@ export interface GridConfig {
   base: "f32" | "nf4" | "int4";
   /** Adapter name → config (null: base model). */
   adapters: Record<string, unknown>;
-  /** Target modules. */
-  targets: string[];
+  /** Target modules, canonical names. */
+  targets: TargetModule[];
   /** Seeds. */
   seeds: number[];
   /** Commonsense family settings. */
   commonsense?: {
     adapters?: string[];
-    tasks: string[];
+    tasks: CommonsenseTask[];
     trainFile: string | null;
     trainLimit?: number;
     testLimit?: number;
@@ -129,7 +185,7 @@ export interface GridConfig {
   mmlu?: {
     adapters?: string[];
     trainFile: string | null;
-    fallbackTasks: string[];
+    fallbackTasks: CommonsenseTask[];
     trainLimit?: number;
     maxLen: number;
     subjects: string[] | null;
@@ -138,13 +194,19 @@ export interface GridConfig {
     heldOutLimit: number;
   };
   /** Trainer settings. */
-  train: Record<string, unknown>;
+  train: GridTrainOptions;
   /** The paper's trainable-parameter counts by adapter name. */
   paperParams: Record<string, number>;
 }
 
 /** zod schema of {@link GridConfig}. */
 export const GridConfigSchema: Schema<GridConfig> = GridZod;
+
+// The interface above is written out for the documentation (zod's inferred types are not part of
+// the public API); both directions are checked here, so it cannot drift from the schema.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _gridConfigMatchesSchema: Same<GridConfig, z.output<typeof GridZod>> = true;
+const _trainMatchesSchema: Same<GridTrainOptions, z.output<typeof GridTrainZod>> = true;
 
 const MOKA_SMOKE = { kind: "moka", components: [[4, 4], [2, 2]] };
 
@@ -287,7 +349,33 @@ export function profile(name: string): unknown {
   return (PROFILES as Record<string, unknown>)[key];
 }
 
-/** Parse a grid config (a profile name or an object); the error names the field. */
+/** The object keys the schema allows at `path` (for "did you mean" hints), else none. */
+function keysAt(path: PropertyKey[]): string[] {
+  let schema: unknown = GridZod;
+  for (const key of path) {
+    schema = unwrap(schema);
+    if (!(schema instanceof z.ZodObject)) return [];
+    schema = (schema.shape as Record<string, unknown>)[String(key)];
+  }
+  schema = unwrap(schema);
+  return schema instanceof z.ZodObject ? Object.keys(schema.shape) : [];
+}
+
+/** The schema inside optional, nullable and default wrappers. */
+function unwrap(schema: unknown): unknown {
+  while (
+    schema instanceof z.ZodOptional || schema instanceof z.ZodNullable ||
+    schema instanceof z.ZodDefault
+  ) {
+    schema = schema.unwrap();
+  }
+  return schema;
+}
+
+/**
+ * Parse a grid config (a profile name or an object). The error names `source` and the full path
+ * of each bad field (`train.stpes: unrecognized key (did you mean steps?)`).
+ */
 export function parseGridConfig(value: unknown, source = "grid config"): GridConfig {
   // `instruction`, the MMLU family's former name, is still read.
   if (value && typeof value === "object" && "instruction" in value && !("mmlu" in value)) {
@@ -295,11 +383,24 @@ export function parseGridConfig(value: unknown, source = "grid config"): GridCon
     value = { ...rest, mmlu: instruction };
   }
   const r = GridZod.safeParse(value);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new Error(`${source}: field ${i.path.join(".") || "(root)"}: ${i.message}`);
-  }
+  if (!r.success) throw new Error(`${source}: ${issueText(r.error.issues, keysAt)}`);
   return r.data;
+}
+
+/**
+ * Check the families' `maxLen` against the model's context (`seqLen` positions): a longer example
+ * could not be trained on or evaluated. The error names the field, the value and the context.
+ */
+export function checkContext(c: GridConfig, seqLen: number, source = "grid config"): void {
+  for (const family of FAMILIES) {
+    const maxLen = c[family]?.maxLen;
+    if (maxLen !== undefined && maxLen > seqLen) {
+      throw new RangeError(
+        `${source}: field ${family}.maxLen: ${maxLen} exceeds the model's context of ${seqLen} ` +
+          `tokens`,
+      );
+    }
+  }
 }
 
 /** One cell of the grid. */

@@ -1,7 +1,7 @@
 /**
  * The reproduction grid: configs (profiles, zod-validated), the run plan and shards, the
- * train → evaluate pipelines, the runner (resumable runs, one report per run), the run report
- * schema and the aggregation the pages show.
+ * train → evaluate pipelines, the runner (resumable runs, one report per run, claimed so that
+ * processes can share an output folder), the run report schema and the aggregation the pages show.
  *
  * @module
  */
@@ -24,10 +24,12 @@ export {
 } from "./schema.ts";
 export {
   canonicalJson,
+  checkContext,
   FAMILIES,
   type Family,
   type GridConfig,
   GridConfigSchema,
+  type GridTrainOptions,
   parseGridConfig,
   parseShard,
   planGrid,
@@ -46,7 +48,22 @@ export {
   noiseVerdicts,
   type SeedStat,
 } from "./aggregate.ts";
-export { executeRun, finishedReport, type LoadedModel, loadGridModel } from "./runner.ts";
+export {
+  executeRun,
+  finishedReport,
+  type LoadedModel,
+  loadGridModel,
+  type RunOptions,
+  type RunOutcome,
+} from "./runner.ts";
+export {
+  CLAIM_FILE,
+  type ClaimResult,
+  claimRun,
+  type RunClaim,
+  tempPath,
+  writeFileAtomic,
+} from "./claim.ts";
 export {
   collectReports,
   type GridRow,

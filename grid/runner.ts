@@ -3,7 +3,8 @@
  * (seeded; detached again after the run), fine-tune
  * and evaluate through the task pipelines, save the adapter file, write `report.json` (validated)
  * last. A run whose report exists with the same config hash is skipped; a run interrupted after
- * a training checkpoint resumes from it (`ckpt.safetensors` in the run folder).
+ * a training checkpoint resumes from it (`ckpt.safetensors` in the run folder). Each run is
+ * claimed first (grid/claim.ts), so processes sharing an output folder split the runs.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { encodeAdapters } from "../models/adapters/io.ts";
@@ -36,7 +37,15 @@ import {
   RunReportSchema,
   type TaskAccuracy,
 } from "./schema.ts";
-import { canonicalJson, type GridConfig, type PlannedRun, runConfig, sha256 } from "./config.ts";
+import {
+  canonicalJson,
+  checkContext,
+  type GridConfig,
+  type PlannedRun,
+  runConfig,
+  sha256,
+} from "./config.ts";
+import { claimRun, type RunClaim, writeFileAtomic } from "./claim.ts";
 
 /** The grid's base model on the GPU and its tokenizer, shared by the runs of one process. */
 export interface LoadedModel {
@@ -52,7 +61,8 @@ export interface LoadedModel {
 
 /**
  * Load the grid's model (llama2.c file or HF folder) onto the GPU once, in the grid's base
- * format: `c.model`, or `fallback` (the CLI's embedded default) when the config names none.
+ * format: `c.model`, or `fallback` (the CLI's embedded default) when the config names none. The
+ * families' `maxLen` is checked against the model's context before the weights go to the GPU.
  */
 export async function loadGridModel(
   rt: GpuRuntime,
@@ -61,6 +71,7 @@ export async function loadGridModel(
 ): Promise<LoadedModel> {
   const opened = await openModel(c.model ?? fallback, c.tokenizer ?? undefined);
   try {
+    checkContext(c, opened.source.config.seqLen, `grid ${c.profile}`);
     const gpu = await GpuLlama.load(rt, opened.source, { base: c.base });
     return { path: opened.path, config: opened.source.config, gpu, tok: opened.tok };
   } finally {
@@ -174,20 +185,89 @@ async function heldOutFallback(dataDir: string, tasks: string[], limit: number) 
   return out.slice(0, limit);
 }
 
-/** Execute one run (or return its existing report). `log` gets progress lines. */
+/** Options of {@link executeRun}. */
+export interface RunOptions {
+  /** Output folder (the run writes `runs/<id>/`). */
+  out: string;
+  /** Data folder. */
+  dataDir: string;
+  /** Progress lines. */
+  log: (m: string) => void;
+  /**
+   * Called once for each run this process finishes, after its `report.json` is in place (renamed
+   * from its temp file), with the report and the run folder: the place to publish a result. Not
+   * called for runs found already done or left to another process. An error it throws fails the
+   * run's call (the report stays written, so a rerun skips the run and does not call it again).
+   */
+  onRunFinished?: (report: RunReport, runDir: string) => Promise<void>;
+}
+
+/** What {@link executeRun} did with a run. */
+export type RunOutcome =
+  | {
+    /** "ran": finished in this process; "done": its report was already there. */
+    status: "ran" | "done";
+    /** The run's report. */
+    report: RunReport;
+    /** Whether the run was already done (status "done"). */
+    skipped: boolean;
+  }
+  | {
+    /** Another process holds the run's claim: left to it. */
+    status: "claimed";
+    /** The holder (null: its lock is unreadable). */
+    heldBy: RunClaim | null;
+    /** The lock file. */
+    lock: string;
+  };
+
+/**
+ * Execute one run, or return its existing report, or leave it to the process that has claimed
+ * it. `log` gets progress lines (and a line when a stale claim is taken over).
+ */
 export async function executeRun(
   rt: GpuRuntime,
   c: GridConfig,
   run: PlannedRun,
   model: LoadedModel,
-  options: { out: string; dataDir: string; log: (m: string) => void },
-): Promise<{ report: RunReport; skipped: boolean }> {
+  options: RunOptions,
+): Promise<RunOutcome> {
   const dir = `${options.out}/runs/${run.id}`;
   const config = runConfig(c, run);
   const configHash = await sha256(canonicalJson(config));
   const done = await finishedReport(dir, configHash);
-  if (done) return { report: done, skipped: true };
-  await Deno.mkdir(dir, { recursive: true });
+  if (done) return { status: "done", report: done, skipped: true };
+  const claim = await claimRun(dir);
+  if (!claim.claimed) return { status: "claimed", heldBy: claim.heldBy, lock: claim.lock };
+  try {
+    if (claim.tookOver) {
+      const t = claim.tookOver;
+      options.log(
+        `${run.id}: took over the claim of pid ${t.pid} (since ${t.started}), gone from this host`,
+      );
+    }
+    // Finished by another process between the check above and the claim.
+    const finished = await finishedReport(dir, configHash);
+    if (finished) return { status: "done", report: finished, skipped: true };
+    const report = await trainAndEvaluate(rt, c, run, model, options, dir, config, configHash);
+    await options.onRunFinished?.(report, dir);
+    return { status: "ran", report, skipped: false };
+  } finally {
+    await claim.release();
+  }
+}
+
+/** The run itself, in its claimed folder: train, evaluate, write the adapters and the report. */
+async function trainAndEvaluate(
+  rt: GpuRuntime,
+  c: GridConfig,
+  run: PlannedRun,
+  model: LoadedModel,
+  options: RunOptions,
+  dir: string,
+  config: Record<string, unknown>,
+  configHash: string,
+): Promise<RunReport> {
   const adapterConfig = c.adapters[run.adapter] as Record<string, unknown> | null;
   const gpu = model.gpu;
   const resolve = (p: string) => (p.startsWith("/") ? p : `${options.dataDir}/${p}`);
@@ -205,7 +285,7 @@ export async function executeRun(
     if (adapters) await gpu.attach(adapters);
     const train = adapterConfig ? { ...c.train, seed: run.seed } : undefined;
     const progress = (log: Parameters<typeof progressLine>[0], eta: number) =>
-      options.log(`${run.id}: ${progressLine(log, Number(c.train.steps), eta)}`);
+      options.log(`${run.id}: ${progressLine(log, c.train.steps, eta)}`);
     const metrics: RunReport["metrics"] = {};
     let samples: RunReport["samples"] = undefined;
     let heldOutRecords: InstructionRecord[] | null = null;
@@ -312,7 +392,7 @@ export async function executeRun(
         adapters.get(key)!.setParams(await layer.download(), `${run.id} ${key}`);
       }
       const bytes = encodeAdapters(Object.fromEntries(adapters), { run: run.id });
-      await Deno.writeFile(`${dir}/adapters.safetensors`, bytes);
+      await writeFileAtomic(`${dir}/adapters.safetensors`, bytes);
       adapterChecksum = await sha256(bytes);
     }
     const report: RunReport = RunReportSchema.parse({
@@ -344,10 +424,9 @@ export async function executeRun(
       adapterChecksum,
       date: new Date().toISOString(),
     });
-    const tmp = `${dir}/report.json.tmp`;
-    await Deno.writeTextFile(tmp, JSON.stringify(report, null, 2) + "\n");
-    await Deno.rename(tmp, `${dir}/report.json`); // last: its presence means the run is complete
-    return { report, skipped: false };
+    // Last: its presence means the run is complete.
+    await writeFileAtomic(`${dir}/report.json`, JSON.stringify(report, null, 2) + "\n");
+    return report;
   } finally {
     gpu.detach();
   }

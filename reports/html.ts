@@ -6,6 +6,7 @@ import { COMMONSENSE_ORDER } from "../tasks/commonsense/data.ts";
 import { meanSd, wilsonInterval } from "../evals/stats.ts";
 import { configRows, type MetricSpec, noiseVerdicts, type SeedStat } from "../grid/aggregate.ts";
 import type { RunReport, SelfCheckReport } from "../grid/schema.ts";
+import { writeFileAtomic } from "../grid/claim.ts";
 import { escapeXml as esc, renderLinePlot } from "./svg.ts";
 
 const STYLE =
@@ -463,12 +464,13 @@ export async function writeStaticPages(
   reports: RunReport[],
   selfcheck?: SelfCheckReport | null,
 ) {
-  await Deno.writeTextFile(
+  // Temp file + rename: processes sharing `out` may write the same pages.
+  await writeFileAtomic(
     `${out}/index.html`,
     renderGridPage(reports, { runHref: (id) => `runs/${id}/index.html`, selfcheck }),
   );
   for (const r of reports) {
-    await Deno.writeTextFile(
+    await writeFileAtomic(
       `${out}/runs/${r.id}/index.html`,
       renderRunPage(r, { gridHref: "../../index.html" }),
     );

@@ -220,10 +220,32 @@ Deno.test("deno task reproduce: a missing or invalid --config stops before the s
       JSON.stringify({ profile: "x", adapters: { a: { kind: "nope" } } }),
     );
     await Deno.writeTextFile(`${dir}/broken.json`, "{ not json");
+    // Valid but for one field each; maxLen is checked against stories260K's header (512).
+    const tiny = {
+      profile: "tiny",
+      adapters: { base: null, lora: { kind: "lora", r: 2, alpha: 4 } },
+      targets: ["q", "v"],
+      seeds: [1],
+      mmlu: { fallbackTasks: ["openbookqa"], maxLen: 320, subjects: ["marketing"], shots: 0 },
+      train: { steps: 2, lr: 0.005, batchSize: 2 },
+    };
+    const variants: Record<string, unknown> = {
+      "typo.json": { ...tiny, train: { ...tiny.train, stpes: 3 } },
+      "steps.json": { ...tiny, train: { ...tiny.train, steps: "10" } },
+      "module.json": { ...tiny, targets: ["q", "qkv"] },
+      "long.json": { ...tiny, mmlu: { ...tiny.mmlu, maxLen: 4096 } },
+    };
+    for (const [file, config] of Object.entries(variants)) {
+      await Deno.writeTextFile(`${dir}/${file}`, JSON.stringify(config));
+    }
     const cases: [string, RegExp][] = [
       ["missing.json", /--config \S*missing\.json: not found/],
       ["bad.json", /--config \S*bad\.json: field adapters\.a: /],
       ["broken.json", /--config \S*broken\.json: not JSON/],
+      ["typo.json", /typo\.json: field train\.stpes: unrecognized key \(did you mean steps\?\)$/],
+      ["steps.json", /steps\.json: field train\.steps: Invalid input: expected number, received/],
+      ["module.json", /module\.json: field targets\.1: unknown target module "qkv"; use q, k, v/],
+      ["long.json", /long\.json: field mmlu\.maxLen: 4096 exceeds the model's context of 512 /],
     ];
     const runs = await Promise.all(
       cases.map(([file]) => runTask("reproduce", ["--out", dir, "--config", `${dir}/${file}`])),
@@ -237,7 +259,115 @@ Deno.test("deno task reproduce: a missing or invalid --config stops before the s
     }
     assert.deepEqual(await Deno.readFile(`${dir}/selfcheck.json`), sentinel);
     const entries = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-    assert.deepEqual(entries, ["bad.json", "broken.json", "selfcheck.json"]);
+    assert.deepEqual(
+      entries,
+      [
+        "bad.json",
+        "broken.json",
+        ...Object.keys(variants),
+        "selfcheck.json",
+      ].sort(),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task reproduce: an --out that cannot be written stops before the self-check", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moka-cli-" });
+  try {
+    // A folder under a regular file cannot be created, even by root.
+    await Deno.writeTextFile(`${dir}/file`, "");
+    const outs = [`${dir}/file/out`];
+    // A read-only folder (root ignores permissions: not tested as root).
+    if (Deno.uid() !== 0) {
+      await Deno.mkdir(`${dir}/ro`, { mode: 0o555 });
+      outs.push(`${dir}/ro`);
+    }
+    // Negative control: a writable, fresh --out passes the check (--only-selfcheck with a bad
+    // --data stops right after it, before any GPU work).
+    const control = await runTask("reproduce", [
+      "--out",
+      `${dir}/ok`,
+      "--only-selfcheck",
+      "--data",
+      `${dir}/nodata`,
+    ]);
+    assertUsageError(control, "control");
+    assert.match(control.stderr, /--data \S*nodata: not found/);
+    for (const out of outs) {
+      const r = await runTask("reproduce", ["--out", out, "--only-selfcheck"]);
+      const lines = assertUsageError(r, out);
+      assert.equal(lines.length, 2);
+      assert.match(
+        lines[0],
+        new RegExp(
+          `^deno task reproduce: --out ${out}: not a writable folder \\([^()]+\\(os error \\d+\\)\\)$`,
+        ),
+      );
+    }
+    if (Deno.uid() !== 0) assert.deepEqual([...Deno.readDirSync(`${dir}/ro`)], []);
+  } finally {
+    await Deno.chmod(`${dir}/ro`, 0o755).catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("deno task reproduce merge: a missing shard and a conflict are named, nothing is written", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "moka-cli-" });
+  try {
+    const missing = await runTask("reproduce", ["merge", "--out", `${dir}/out`, `${dir}/nope`]);
+    const lines = assertUsageError(missing, "missing shard");
+    assert.equal(lines[0], `deno task reproduce: merge: shard folder ${dir}/nope: not found`);
+    // Two shards with the same run and different reports.
+    const report = (loss: number) => ({
+      kind: "run",
+      id: "x-mmlu-s1",
+      profile: "t",
+      adapter: "x",
+      adapterConfig: null,
+      family: "mmlu",
+      seed: 1,
+      configHash: "c".repeat(64),
+      config: {},
+      git: "abc",
+      deno: "2.9.6",
+      device: "d",
+      model: "m",
+      base: "nf4",
+      trainableParams: 0,
+      paperTrainableParams: null,
+      metrics: { heldOut: { loss, tokens: 10, examples: 2 } },
+      lossCurve: [],
+      timings: { trainSeconds: 0, evalSeconds: 1, trainTokensPerSecond: null },
+      adapterChecksum: null,
+      date: "2024-01-01T00:00:00.000Z",
+    });
+    for (const [shard, loss] of [["a", 1], ["b", 2]] as const) {
+      await Deno.mkdir(`${dir}/${shard}/runs/x-mmlu-s1`, { recursive: true });
+      await Deno.writeTextFile(
+        `${dir}/${shard}/runs/x-mmlu-s1/report.json`,
+        JSON.stringify(report(loss)),
+      );
+    }
+    const conflict = await runTask("reproduce", [
+      "merge",
+      "--out",
+      `${dir}/out`,
+      `${dir}/a`,
+      `${dir}/b`,
+    ]);
+    assert.equal(conflict.code, 1, conflict.stderr);
+    assert.equal(
+      conflict.stderr.trim(),
+      `deno task reproduce: error: merge: run x-mmlu-s1 conflicts between shard folders ${dir}/a ` +
+        `and ${dir}/b (same config, different metrics)`,
+    );
+    assert.deepEqual([...Deno.readDirSync(`${dir}/out`)], []);
+    // Negative control: one shard merges.
+    const ok = await runTask("reproduce", ["merge", "--out", `${dir}/out`, `${dir}/a`]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.ok(Deno.statSync(`${dir}/out/grid.json`).isFile);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -13,6 +13,7 @@ import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { selfCheck } from "../kernels/selfcheck.ts";
 import { dataDir, defaultModelPath } from "../testing/paths.ts";
 import {
+  checkContext,
   type GridConfig,
   parseGridConfig,
   parseShard,
@@ -23,11 +24,11 @@ import {
   shardRuns,
 } from "../grid/config.ts";
 import { executeRun, loadGridModel } from "../grid/runner.ts";
+import { describeClaim, tempPath, writeFileAtomic } from "../grid/claim.ts";
+import { readModelConfig } from "../models/llama/open.ts";
 import { collectReports, mergeShards, writeGridSummary } from "../grid/summary.ts";
 import { writeStaticPages } from "../reports/html.ts";
 import { ensureSystem } from "./setup.ts";
-import { parseTask } from "../tasks/commonsense/data.ts";
-import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
 import {
   choiceOption,
   type CommandSpec,
@@ -83,14 +84,21 @@ export const SPEC: CommandSpec = {
   },
   notes: [
     "Order: the options, the --config file (read, parsed as JSON, validated field by field), the",
-    "shard, the --data folder and the model path are all checked first; only then does the GPU",
-    "start, for the self-check (written to DIR/selfcheck.json) and the grid.",
+    "shard, the model path, a test write into --out, the --data folder and maxLen against the",
+    "model's context (its header) are all checked first; only then does the GPU start, for the",
+    "self-check (written to DIR/selfcheck.json) and the grid.",
+    "",
+    "Several processes may share one --out: each run is claimed (runs/<id>/run.lock) by the",
+    "first to reach it, the others go on to the next run and list at the end the runs they left.",
+    "A claim whose process is gone from this host is taken over.",
     "",
     "Exit codes: 0 done; 2 a bad option, an unreadable, non-JSON or invalid --config (the message",
     "names the file and the field) or a missing path, found before any GPU work, so an existing",
     "selfcheck.json is left as it is; 1 a failed self-check or a failed run.",
     "",
-    "merge: copy the runs of every SHARD_DIR into --out, then write grid.json and the HTML pages.",
+    "merge: check every SHARD_DIR (each must hold finished runs) and what --out holds, then copy",
+    "the runs into --out and write grid.json and the HTML pages. A run id found twice must have",
+    "equal reports; a conflict is named and nothing is written.",
   ].join("\n"),
   examples: [
     "deno task reproduce --out /tmp/smoke",
@@ -146,8 +154,9 @@ async function configPath(source: string, field: string, path: string): Promise<
 }
 
 /**
- * Check the arguments, the grid config and the paths, in that order, without touching the GPU
- * or --out; every problem is a {@link UsageError} naming the option, file or field.
+ * Check the arguments, the grid config, the model paths, that --out can be written (creating
+ * it), the data paths and the families' maxLen against the model's header, in that order, without
+ * touching the GPU; every problem is a {@link UsageError} naming the option, file or field.
  */
 export async function planReproduction(values: ParsedCli["values"]): Promise<ReproducePlan> {
   const out = values.out as string;
@@ -175,27 +184,13 @@ export async function planReproduction(values: ParsedCli["values"]): Promise<Rep
   if ((grid.profile === "full" || grid.profile.startsWith("full-")) && !grid.model) {
     throw new UsageError(`the ${grid.profile} profile needs --model PATH (a LLaMA checkpoint)`);
   }
-  // Names the runner would reject only when it reaches the run.
-  const field = (name: string, check: () => void) => {
-    try {
-      check();
-    } catch (e) {
-      throw new UsageError(`${source}: field ${name}: ${(e as Error).message}`);
-    }
-  };
-  field("commonsense.tasks", () => grid.commonsense?.tasks.forEach(parseTask));
-  field("mmlu.fallbackTasks", () => grid.mmlu?.fallbackTasks.forEach(parseTask));
-  field("mmlu.subjects", () => {
-    for (const s of grid.mmlu?.subjects ?? []) {
-      if (!MMLU_SUBJECTS.includes(s)) throw new RangeError(`unknown MMLU subject "${s}"`);
-    }
-  });
-
   const all = planGrid(grid);
   const runs = shard ? shardRuns(all, shard) : all;
   if (model !== undefined) await pathOption("model", model);
   else if (grid.model) await configPath(source, "model", grid.model);
   if (grid.tokenizer) await configPath(source, "tokenizer", grid.tokenizer);
+  // Before the data checks: a run must not get far only to find it cannot write its results.
+  await writableFolder(out);
   const data = (values.data as string | undefined) ?? dataDir();
   // The self-check alone reads no data: a missing default folder does not stop it.
   if (values.data !== undefined || !onlySelfcheck) await pathOption("data", data, "dir");
@@ -216,8 +211,44 @@ export async function planReproduction(values: ParsedCli["values"]): Promise<Rep
     if (mmluFile && trained.some((r) => r.family === "mmlu")) {
       await configPath(source, "mmlu.trainFile", resolve(mmluFile));
     }
+    // The header alone (a .bin's first bytes, a folder's config.json): no weights are read.
+    const modelPath = grid.model ?? embedded;
+    let seqLen: number;
+    try {
+      seqLen = (await readModelConfig(modelPath)).seqLen;
+    } catch (e) {
+      throw new UsageError(`${modelPath}: ${(e as Error).message.replace(/\s*\n\s*/g, " ")}`);
+    }
+    try {
+      checkContext(grid, seqLen, source);
+    } catch (e) {
+      throw new UsageError(`${(e as Error).message} (${modelPath})`);
+    }
   }
   return { out, grid, all, runs, dataDir: data, onlySelfcheck };
+}
+
+/**
+ * `--out DIR` can be written: created if missing, then a file created and removed in it (and in
+ * its runs/ folder when there is one); else one {@link UsageError} line naming the folder.
+ */
+export async function writableFolder(out: string): Promise<void> {
+  const probe = async (dir: string) => {
+    const path = tempPath(`${dir}/.write-check`);
+    await Deno.writeTextFile(path, "", { createNew: true });
+    await Deno.remove(path);
+  };
+  try {
+    await Deno.mkdir(out, { recursive: true });
+    await probe(out);
+    if (await Deno.stat(`${out}/runs`).then((i) => i.isDirectory, () => false)) {
+      await probe(`${out}/runs`);
+    }
+  } catch (e) {
+    // Deno's messages end in the call and the path (ours, with a temp name): the reason is enough.
+    const why = (e as Error).message.split(/: (?:open|mkdir|remove|stat) /)[0];
+    throw new UsageError(`--out ${out}: not a writable folder (${why})`);
+  }
 }
 
 /** A run of the base model alone: the `base` adapter or a null adapter config (no training). */
@@ -273,10 +304,20 @@ export function formatDuration(seconds: number): string {
   return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
 }
 
-/** `merge --out DIR SHARD_DIR...`: the shard folders are checked before anything is copied. */
+/**
+ * `merge --out DIR SHARD_DIR...`: the shard folders and --out are checked, then the runs merged
+ * all or nothing ({@link mergeShards}).
+ */
 async function merge(out: string, shards: string[]): Promise<void> {
   if (shards.length === 0) throw new UsageError("merge needs at least one SHARD_DIR");
-  for (const dir of shards) await pathOption("merge", dir, "dir");
+  for (const dir of shards) {
+    try {
+      await pathOption("merge", dir, "dir");
+    } catch (e) {
+      throw new UsageError((e as Error).message.replace(/^--merge /, "merge: shard folder "));
+    }
+  }
+  await writableFolder(out);
   const n = await mergeShards(out, shards);
   await writeStaticPages(out, await collectReports(out));
   console.log(`merged ${n} runs from ${shards.length} shard folders into ${out}/grid.json`);
@@ -296,7 +337,7 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
     console.log(`FAIL ${r.kernel} ${JSON.stringify(r.spec)} rel.err ${r.relativeError}`);
   }
   await Deno.mkdir(out, { recursive: true });
-  await Deno.writeTextFile(
+  await writeFileAtomic(
     `${out}/selfcheck.json`,
     JSON.stringify(
       {
@@ -323,13 +364,20 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
     `grid ${grid.profile}: ${runs.length} of ${all.length} runs on ${model.path} (${grid.base} base)`,
   );
   const measured: MeasuredRun[] = [];
+  const leftToOthers: string[] = [];
   for (const [i, run] of runs.entries()) {
     const t = performance.now();
-    const { report, skipped } = await executeRun(rt, grid, run, model, {
+    const outcome = await executeRun(rt, grid, run, model, {
       out,
       dataDir: plan.dataDir,
       log: (m) => console.log(`  ${m}`),
     });
+    if (outcome.status === "claimed") {
+      leftToOthers.push(`${run.id} (${describeClaim(outcome.heldBy)}; ${outcome.lock})`);
+      console.log(`[${i + 1}/${runs.length}] ${run.id}: claimed by another process, skipped`);
+      continue;
+    }
+    const { report, skipped } = outcome;
     const seconds = (performance.now() - t) / 1000;
     // A skipped run took no time and says nothing about how long the others take.
     if (!skipped) measured.push({ kinds: runKinds(grid, run), seconds });
@@ -359,6 +407,11 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
   console.log(
     `wrote ${out}/grid.json and index.html (${rows.length} runs), runs/<id>/{report.json,index.html}`,
   );
+  if (leftToOthers.length) {
+    // Not a failure: the holders write those reports; rerun (or merge) once they are done.
+    console.log(`${leftToOthers.length} runs left to other processes:`);
+    for (const line of leftToOthers) console.log(`  ${line}`);
+  }
   return 0;
 }
 

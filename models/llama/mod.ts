@@ -83,7 +83,7 @@ export {
   tensorNames,
   tensorShape,
 } from "./source.ts";
-export { type OpenedModel, openModel } from "./open.ts";
+export { type OpenedModel, openModel, readModelConfig } from "./open.ts";
 export {
   type LoadedWeights,
   loadWeights,

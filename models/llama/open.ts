@@ -3,12 +3,12 @@
  * `tokenizer.json`) or a llama2.c `.bin` file (read into memory; its `tok<vocab>.bin` or
  * `tokenizer.bin` beside it, or byte-level tokens when neither exists).
  */
-import { openHfSource } from "../hf.ts";
-import { loadLlama2c } from "../llama2c.ts";
+import { openHfSource, parseHfConfig } from "../hf.ts";
+import { loadLlama2c, parseLlama2cHeader } from "../llama2c.ts";
 import { HfTokenizer } from "../tokenizer/hf.ts";
 import { loadLlama2cTokenizer } from "../tokenizer/llama2c.ts";
 import type { TextTokenizer } from "../tokenizer/tokenizer.ts";
-import { fromLlama2c } from "./config.ts";
+import { fromLlama2c, type LlamaConfig } from "./config.ts";
 import { hostSource, type LlamaSource } from "./source.ts";
 
 /** A model's weights (to stream to the GPU) and its tokenizer. */
@@ -53,4 +53,30 @@ export async function openModel(path: string, tokenizer?: string): Promise<Opene
   }
   const tok = await loadLlama2cTokenizer(tokPath ?? `${dir}tokenizer.bin`, config.vocab);
   return { path, source: hostSource(config, ckpt, path), tok };
+}
+
+/**
+ * The architecture of the model at `path` without reading its weights: a folder's `config.json`
+ * or a llama2.c file's 28-byte header. Lets a caller check settings against the model (its
+ * context, say) before the weights load.
+ */
+export async function readModelConfig(path: string): Promise<LlamaConfig> {
+  const info = await Deno.stat(path);
+  if (info.isDirectory) {
+    const file = `${path}/config.json`;
+    return parseHfConfig(await Deno.readTextFile(file), file);
+  }
+  const f = await Deno.open(path, { read: true });
+  try {
+    const header = new Uint8Array(28);
+    let n = 0;
+    while (n < header.length) {
+      const got = await f.read(header.subarray(n));
+      if (got === null) break;
+      n += got;
+    }
+    return fromLlama2c(parseLlama2cHeader(header.subarray(0, n), path));
+  } finally {
+    f.close();
+  }
 }

@@ -17,7 +17,7 @@ import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { assertFinite, encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import { hash32, rng } from "../../kernels/cpu/random.ts";
-import type { Schema } from "../schema.ts";
+import { issueText, type Schema } from "../schema.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama } from "./gpu/model.ts";
 
@@ -48,6 +48,24 @@ const TrainConfigZod = z.object({
   /** Save a checkpoint every N optimizer steps (0: never). */
   checkpointEvery: z.number().int().nonnegative().default(0),
 }).strict();
+
+/** Each schema of a shape with its `.default()` removed (the field optional instead). */
+type WithoutDefaults<S> = {
+  [K in keyof S]: S[K] extends z.ZodDefault<infer I> ? z.ZodOptional<I> : S[K];
+};
+
+/**
+ * The trainer options as a config file writes them: the same fields and checks, strict, but no
+ * defaults filled in, so what is hashed is what the file says (defaults added later would change
+ * every finished run's hash).
+ */
+export const TrainOptionsZod = z.object(
+  Object.fromEntries(
+    Object.entries(TrainConfigZod.shape).map((
+      [k, s],
+    ) => [k, s instanceof z.ZodDefault ? s.unwrap().optional() : s]),
+  ) as WithoutDefaults<typeof TrainConfigZod.shape>,
+).strict();
 
 /** Validated training configuration. */
 export interface TrainConfig {
@@ -284,8 +302,8 @@ export class Trainer {
     this.#model = model;
     const parsed = TrainConfigZod.safeParse(config);
     if (!parsed.success) {
-      const i = parsed.error.issues[0];
-      throw new Error(`train config: field ${i.path.join(".")}: ${i.message}`);
+      const known = () => Object.keys(TrainConfigZod.shape);
+      throw new Error(`train config: ${issueText(parsed.error.issues, known)}`);
     }
     this.#config = parsed.data;
     if (data.length === 0) throw new Error("train: no examples");
@@ -496,9 +514,17 @@ export class Trainer {
       version: CHECKPOINT_VERSION,
       state: JSON.stringify(state),
     });
-    const tmp = `${path}.tmp-${Deno.pid}`;
-    await Deno.writeFile(tmp, bytes);
-    await Deno.rename(tmp, path);
+    // Unique per process and call: two writers never share a temp file.
+    const tmp = `${path}.${Deno.pid}-${
+      crypto.getRandomValues(new Uint32Array(1))[0].toString(36)
+    }.tmp`;
+    try {
+      await Deno.writeFile(tmp, bytes);
+      await Deno.rename(tmp, path);
+    } catch (e) {
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
   }
 
   /** Restore from a checkpoint of the same run (everything checked first, see readCheckpoint). */
