@@ -5,3 +5,5 @@
  * @module
  */
 export { Hono } from "npm:hono@4.13.19";
+export { HTTPException } from "npm:hono@4.13.19/http-exception";
+export { timeout } from "npm:hono@4.13.19/timeout";

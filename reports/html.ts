@@ -275,8 +275,21 @@ function lossPlot(reports: RunReport[]): string {
  */
 export function renderGridPage(
   reports: RunReport[],
-  options: { runHref: (id: string) => string; selfcheck?: SelfCheckReport | null },
+  options: {
+    runHref: (id: string) => string;
+    selfcheck?: SelfCheckReport | null;
+    /** Entries of the reports store that are not valid runs, with the reason. */
+    invalid?: readonly { entry: string; reason: string }[];
+  },
 ): string {
+  const invalid = options.invalid?.length
+    ? `<table class="invalid"><caption>Invalid entries (not shown above)</caption><thead><tr><th>entry</th><th>reason</th></tr></thead><tbody>${
+      options.invalid.map((e) =>
+        `<tr><td><code>${esc(e.entry)}</code></td><td>${esc(e.reason)}</td></tr>`
+      )
+        .join("")
+    }</tbody></table>`
+    : "";
   const sc = options.selfcheck
     ? `<p class="note">Kernel self-check: ${
       options.selfcheck.results.filter((r) => r.ok).length
@@ -285,7 +298,7 @@ export function renderGridPage(
   if (reports.length === 0) {
     return page(
       "moka reproduction grid",
-      `<p>No runs yet. Run <code>deno task reproduce</code>.</p>${sc}${publishedHtml()}`,
+      `<p>No runs yet. Run <code>deno task reproduce</code>.</p>${sc}${invalid}${publishedHtml()}`,
     );
   }
   const chance = reports.find((r) => r.metrics.commonsense?.chanceAverage !== undefined)?.metrics
@@ -347,7 +360,7 @@ export function renderGridPage(
   ];
   return page(
     "moka reproduction grid",
-    `${banner(reports)}${sc}${familySection("commonsense", reports, options.runHref)}${
+    `${banner(reports)}${sc}${invalid}${familySection("commonsense", reports, options.runHref)}${
       familySection("mmlu", reports, options.runHref)
     }<section id="plots"><h2>Plots</h2>${
       plots.filter(([, svg]) => svg).map(([id, svg]) => `<figure id="${id}">${svg}</figure>`).join(

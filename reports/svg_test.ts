@@ -492,3 +492,19 @@ Deno.test("markers only on series of ≤ 40 points; the existing call shape stil
   assert.equal((sparse.body.match(/<circle/g) ?? []).length, 2);
   assert.equal(dense.body.match(/<rect|<circle|Z"/g), null);
 });
+
+Deno.test("renderLinePlot: 14 series of 31,900 points render without a stack overflow", () => {
+  const series = Array.from({ length: 14 }, (_, s) => ({
+    name: `run ${s}`,
+    points: Array.from(
+      { length: 31_900 },
+      (_, i) => [i + 1, 3 * Math.exp(-i / 5000) + s / 10] as [number, number],
+    ),
+  }));
+  const svg = renderLinePlot({ title: "loss", xLabel: "step", yLabel: "loss", series });
+  const paths = [...svg.matchAll(/<path d="(M[^"]*)" fill="none"/g)];
+  assert.equal(paths.length, 14);
+  for (const p of paths) assert.ok(p[1].split("L").length <= 1000);
+  // The x axis spans the whole curve: its last tick is near 31,900 (not a fallback range).
+  assert.match(svg, />30k</);
+});

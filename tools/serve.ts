@@ -1,8 +1,12 @@
 /**
- * `deno task serve [--port N] [--reports DIR]`: publish the reports folder over HTTP.
- * `PORT` in the environment is honoured when `--port` is not given.
+ * `deno task serve [--port N] [--reports DIR | --kv PATH]`: serve the reports folder (or a Deno
+ * KV database) over HTTP. `PORT` in the environment is honoured when `--port` is not given;
+ * `MOKA_PUBLISH_TOKEN` enables publishing (POST /api/runs with that bearer token).
  */
 import { createReportApp } from "../reports/server.ts";
+import { openFolderStore } from "../reports/store/folder.ts";
+import { openKvStore } from "../reports/store/kv.ts";
+import type { ReportStore } from "../reports/store/store.ts";
 import { type CommandSpec, intOption, runCli, UsageError } from "./cli.ts";
 
 /** The command-line interface of `deno task serve`. */
@@ -21,9 +25,20 @@ export const SPEC: CommandSpec = {
       default: "reports/out",
       description: "Folder that deno task reproduce writes.",
     },
+    kv: {
+      type: "string",
+      value: "PATH",
+      description: "Serve a Deno KV database at PATH instead of the reports folder.",
+    },
   },
-  notes: "Environment: PORT is used when --port is not given.",
-  examples: ["deno task serve", "deno task serve --port 8080 --reports /tmp/smoke"],
+  notes: "Environment: PORT is used when --port is not given; MOKA_PUBLISH_TOKEN, when set, " +
+    "lets clients with that bearer token publish reports (POST /api/runs); without it the " +
+    "server is read-only.",
+  examples: [
+    "deno task serve",
+    "deno task serve --port 8080 --reports /tmp/smoke",
+    "MOKA_PUBLISH_TOKEN=secret deno task serve --kv /tmp/reports.kv",
+  ],
 };
 
 /** The port: --port, else $PORT, else 8000; a UsageError names where a bad one came from. */
@@ -40,8 +55,12 @@ function port(option: unknown): number {
 
 if (import.meta.main) {
   await runCli(SPEC, async ({ values }) => {
-    const app = createReportApp({ reportsDir: values.reports as string });
-    const server = Deno.serve({ port: port(values.port), hostname: "127.0.0.1" }, app.fetch);
+    const p = port(values.port);
+    const store: ReportStore = values.kv !== undefined
+      ? await openKvStore(values.kv as string)
+      : openFolderStore(values.reports as string);
+    const app = createReportApp({ store, publishToken: Deno.env.get("MOKA_PUBLISH_TOKEN") });
+    const server = Deno.serve({ port: p, hostname: "127.0.0.1" }, app.fetch);
     // runCli exits when this returns: serve until the server stops.
     await server.finished;
   });
