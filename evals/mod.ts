@@ -4,6 +4,20 @@
  * acc_norm), held-out loss, Wilson intervals and seed-noise statistics, the expressiveness
  * experiment and its SVD floors.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { extractAnswer, scoreAnswers, wilsonInterval } from "./mod.ts";
+ * // The first answer word after "### Response:" is the prediction ("" when there is none).
+ * const generation = "### Instruction:\nIs water wet?\n\n### Response:\nthe answer is true";
+ * assert.equal(extractAnswer("boolq", generation), "true");
+ * const score = scoreAnswers(["true", "", "false"], ["true", "true", "true"]);
+ * assert.deepEqual(score, { accuracy: 1 / 3, correct: 1, total: 3, unparseable: 1 });
+ * // 8 of 10 right: a 95 % Wilson interval of about [0.49, 0.94].
+ * const [lo, hi] = wilsonInterval(8, 10);
+ * assert.ok(Math.abs(lo - 0.4902) < 1e-4 && Math.abs(hi - 0.9433) < 1e-4);
+ * ```
+ *
  * @module
  */
 export { cpuHeldOutLoss, type HeldOutLoss, heldOutLoss } from "./heldout.ts";

@@ -10,7 +10,7 @@ import { parseTargetModule, type TargetModule } from "../models/llama_shapes.ts"
 import { type TrainConfig, TrainOptionsZod } from "../models/llama/train.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
-import { closestName, issueText, type Schema } from "../models/schema.ts";
+import { closestName, issueText, type Same, type Schema } from "../models/schema.ts";
 
 const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
   if (v === null) return; // the base model alone
@@ -204,7 +204,6 @@ export const GridConfigSchema: Schema<GridConfig> = GridZod;
 
 // The interface above is written out for the documentation (zod's inferred types are not part of
 // the public API); both directions are checked here, so it cannot drift from the schema.
-type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
 const _gridConfigMatchesSchema: Same<GridConfig, z.output<typeof GridZod>> = true;
 const _trainMatchesSchema: Same<GridTrainOptions, z.output<typeof GridTrainZod>> = true;
 

@@ -4,7 +4,7 @@
  */
 import { z } from "../deps/zod.ts";
 import type { ChoiceScore } from "../evals/choice.ts";
-import type { Schema } from "../models/schema.ts";
+import type { Same, Schema } from "../models/schema.ts";
 
 /** A zod schema as the public API sees it (see `models/schema.ts`). */
 export type ReportSchema<T> = Schema<T>;
@@ -56,8 +56,7 @@ const SelfCheckRowZod = z.object({
 /** Schema of {@link SelfCheckRow}. */
 export const SelfCheckRowSchema: ReportSchema<SelfCheckRow> = SelfCheckRowZod;
 
-/** Schema of {@link SelfCheckReport}. */
-export const SelfCheckReportSchema: ReportSchema<SelfCheckReport> = z.object({
+const SelfCheckReportZod = z.object({
   kind: z.literal("selfcheck"),
   date: z.string(),
   adapter: z.string(),
@@ -66,6 +65,9 @@ export const SelfCheckReportSchema: ReportSchema<SelfCheckReport> = z.object({
   seconds: z.number().nonnegative(),
   results: z.array(SelfCheckRowZod),
 });
+
+/** Schema of {@link SelfCheckReport}. */
+export const SelfCheckReportSchema: ReportSchema<SelfCheckReport> = SelfCheckReportZod;
 
 /** Parse a report file's text with `schema`; the error names the file and the failing field. */
 export function parseReportText<T>(schema: ReportSchema<T>, text: string, file: string): T {
@@ -141,8 +143,7 @@ const ExpressivenessRowZod = z.object({
   seconds: z.number().nonnegative(),
 });
 
-/** Schema of {@link ExpressivenessReport}. */
-export const ExpressivenessReportSchema: ReportSchema<ExpressivenessReport> = z.object({
+const ExpressivenessReportZod = z.object({
   kind: z.literal("expressiveness"),
   date: z.string(),
   adapter: z.string(),
@@ -153,6 +154,10 @@ export const ExpressivenessReportSchema: ReportSchema<ExpressivenessReport> = z.
   lowRankFloor: z.record(z.string(), z.array(z.tuple([z.number(), z.number()]))),
   rows: z.array(ExpressivenessRowZod),
 });
+
+/** Schema of {@link ExpressivenessReport}. */
+export const ExpressivenessReportSchema: ReportSchema<ExpressivenessReport> =
+  ExpressivenessReportZod;
 
 /** One run of the reproduction grid (`reports/out/runs/<id>/report.json`). */
 export interface RunReport {
@@ -265,8 +270,7 @@ const Accuracy = z.object({
   total: z.number().int().nonnegative(),
 });
 
-/** Schema of {@link RunReport}. */
-export const RunReportSchema: ReportSchema<RunReport> = z.object({
+const RunReportZod = z.object({
   kind: z.literal("run"),
   id: z.string().regex(/^[a-z0-9_]+-(commonsense|mmlu|instruction)-s-?\d+$/),
   profile: z.string(),
@@ -344,6 +348,17 @@ export const RunReportSchema: ReportSchema<RunReport> = z.object({
   adapterChecksum: z.string().regex(/^[0-9a-f]{64}$/).nullable(),
   date: z.string(),
 });
+
+/** Schema of {@link RunReport}. */
+export const RunReportSchema: ReportSchema<RunReport> = RunReportZod;
+
+// The report interfaces are written out for the documentation; each is checked both ways against
+// what its schema outputs, so they cannot drift apart.
+const _selfCheckRow: Same<SelfCheckRow, z.output<typeof SelfCheckRowZod>> = true;
+const _selfCheck: Same<SelfCheckReport, z.output<typeof SelfCheckReportZod>> = true;
+const _expressivenessRow: Same<ExpressivenessRow, z.output<typeof ExpressivenessRowZod>> = true;
+const _expressiveness: Same<ExpressivenessReport, z.output<typeof ExpressivenessReportZod>> = true;
+const _run: Same<RunReport, z.output<typeof RunReportZod>> = true;
 
 /** Parse a run report's text; the error names the file and the field. */
 export function parseRunReport(text: string, file: string): RunReport {

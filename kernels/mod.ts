@@ -116,5 +116,5 @@ export { ropeApply, type RopeLayout } from "./llama/cpu/rope.ts";
 export { beamSelect, type BeamStateLayout, beamStateLayout, greedySelect } from "./llama/select.ts";
 /** The LLaMA layer kernels (forward and backward), each tested against `models/llama/cpu/`. */
 export * as llamaKernels from "./llama/ops.ts";
-export { FLAT_INDEX_WGSL, launch } from "./runtime/launch.ts";
+export { FLAT_INDEX_WGSL, launch, type UniformLayout, uniformLayout } from "./runtime/launch.ts";
 export { attentionBackward, type AttentionDims, attentionForward } from "./llama/attention.ts";

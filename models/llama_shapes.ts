@@ -4,7 +4,7 @@
  * meta-llama/Meta-Llama-3-8B) and of llama2.c's stories260K header.
  */
 import { z } from "../deps/zod.ts";
-import type { Schema } from "./schema.ts";
+import type { Same, Schema } from "./schema.ts";
 
 const LlamaShapeSchemaZod = z.object({
   name: z.string(),
@@ -44,6 +44,9 @@ export interface LlamaShape {
 
 /** zod schema of {@link LlamaShape} (errors name the field). */
 export const LlamaShapeSchema: Schema<LlamaShape> = LlamaShapeSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<LlamaShape, z.output<typeof LlamaShapeSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const LlamaShapeSchemaObject = LlamaShapeSchemaZod;

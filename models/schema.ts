@@ -13,6 +13,14 @@ export interface Schema<T> {
     | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
 }
 
+/**
+ * `true` when A and B are assignable both ways, else `false`. A hand-written interface beside a
+ * zod schema is checked with it at compile time, so the two cannot drift apart:
+ * `const _check: Same<Config, z.output<typeof ConfigZod>> = true;` fails to type check as soon as
+ * a field is added, removed, renamed, retyped or made optional on one side only.
+ */
+export type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+
 /** The part of a zod issue {@link issueText} reads. */
 export interface IssueLike {
   /** Where: keys and indices from the root. */

@@ -3,7 +3,7 @@
  * upstream scripts build them, and the training examples they make.
  */
 import { z } from "../deps/zod.ts";
-import type { Schema } from "../models/schema.ts";
+import type { Same, Schema } from "../models/schema.ts";
 import type { Example } from "../models/llama/train.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 
@@ -17,6 +17,8 @@ export interface InstructionRecord {
   output: string;
   /** The gold answer word (commonsense records only). */
   answer?: string;
+  /** Any other field of the file, kept as read (the schema lets extra fields through). */
+  [field: string]: unknown;
 }
 
 /** The zod object of one record (extra fields are ignored); extended by the loaders. */
@@ -29,6 +31,9 @@ export const InstructionRecordObject = z.object({
 
 /** zod schema of {@link InstructionRecord}. */
 export const InstructionRecordSchema: Schema<InstructionRecord> = InstructionRecordObject;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<InstructionRecord, z.output<typeof InstructionRecordObject>> = true;
 
 /** The named protocols: whose scripts the prompts, loss mask and extraction follow. */
 export const PROTOCOLS = ["llm-adapters", "dora"] as const;

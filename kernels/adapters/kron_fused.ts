@@ -27,7 +27,7 @@
  * a uniform descriptor gives each factor's offset and shape.
  */
 import type { Batch, Binding } from "../runtime/batch.ts";
-import { flatIndexWgsl, grid1d, packUniform } from "../runtime/launch.ts";
+import { flatIndexWgsl, grid1d, uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
@@ -196,11 +196,16 @@ function geometry(desc: Uint32Array): Geometry {
   };
 }
 
+const PARAMS = uniformLayout(
+  "P",
+  [["tokens", "u32"], ["beta", "u32"], ["scale", "f32"], ["n", "u32"]] as const,
+);
+
 // The factors' absolute offsets (fields 5–8 of a component, word 6 for dgate) differ per layer,
 // so they stay in the uniform descriptor; everything else is a literal, which lets the compiler
 // turn divisions into multiplies and unroll the short loops.
 const common = (g: Geometry) => /* wgsl */ `
-struct P { tokens: u32, beta: u32, scale: f32, n: u32 }
+${PARAMS.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<uniform> desc: array<vec4<u32>, ${
   (HEADER + FIELDS * g.comps.length) / 4
@@ -791,12 +796,12 @@ async function record(
   batch.dispatch(
     pipeline,
     [
-      batch.uniform(packUniform([
-        { u: fields.tokens },
-        { u: fields.beta ?? 0 },
-        { f: b.scale },
-        { u: fields.n },
-      ])),
+      batch.uniform(PARAMS.pack({
+        tokens: fields.tokens,
+        beta: fields.beta ?? 0,
+        scale: b.scale,
+        n: fields.n,
+      })),
       batch.uniform(b.plan.desc),
       ...buffers,
     ],

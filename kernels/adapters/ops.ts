@@ -10,9 +10,9 @@
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
-import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";
+import { FLAT_INDEX_WGSL, launch, uniformLayout } from "../runtime/launch.ts";
 
-export { grid1d, packUniform } from "../runtime/launch.ts";
+export { grid1d } from "../runtime/launch.ts";
 
 const WG = 256;
 
@@ -28,8 +28,13 @@ fn gateWeight(i: u32, r: u32) -> f32 {
   return exp(gate[i] - mx) / sum;
 }`;
 
+const GATED_AXPY_P = uniformLayout(
+  "P",
+  [["n", "u32"], ["comp", "u32"], ["r", "u32"], ["scale", "f32"], ["beta", "f32"]] as const,
+);
+
 const GATED_AXPY_WGSL = /* wgsl */ `
-struct P { n: u32, comp: u32, r: u32, scale: f32, beta: f32 }
+${GATED_AXPY_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> gate: array<f32>;
 @group(0) @binding(2) var<storage, read> src: array<f32>;
@@ -70,14 +75,16 @@ export async function gatedAxpy(
     rt,
     batch,
     { code: GATED_AXPY_WGSL, label: "adapter/gated-axpy" },
-    [{ u: n }, { u: comp }, { u: gate.size }, { f: scale }, { f: beta }],
+    GATED_AXPY_P.pack({ n, comp, r: gate.size, scale, beta }),
     [gate, src, dst],
     n,
   );
 }
 
+const TRANSPOSE_P = uniformLayout("P", [["n", "u32"], ["rows", "u32"], ["cols", "u32"]] as const);
+
 const TRANSPOSE_WGSL = /* wgsl */ `
-struct P { n: u32, rows: u32, cols: u32 }
+${TRANSPOSE_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -110,14 +117,16 @@ export async function transposeBatched(
     rt,
     batch,
     { code: TRANSPOSE_WGSL, label: "adapter/transpose" },
-    [{ u: n }, { u: rows }, { u: cols }],
+    TRANSPOSE_P.pack({ n, rows, cols }),
     [src, dst],
     n,
   );
 }
 
+const DOT_P = uniformLayout("P", [["n", "u32"], ["index", "u32"]] as const);
+
 const DOT_WGSL = /* wgsl */ `
-struct P { n: u32, index: u32 }
+${DOT_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -145,15 +154,20 @@ export async function dotInto(
   const { out, index, a, b } = args;
   if (a.size !== b.size) throw new RangeError(`dot: ${a.size} vs ${b.size} elements`);
   if (index >= out.size) throw new RangeError(`dot: index ${index} of ${out.size}`);
-  await launch(rt, batch, { code: DOT_WGSL, label: "adapter/dot" }, [{ u: a.size }, { u: index }], [
-    a,
-    b,
-    out,
-  ], "one");
+  await launch(
+    rt,
+    batch,
+    { code: DOT_WGSL, label: "adapter/dot" },
+    DOT_P.pack({ n: a.size, index }),
+    [a, b, out],
+    "one",
+  );
 }
 
+const GATE_GRAD_P = uniformLayout("P", [["r", "u32"]] as const);
+
 const GATE_GRAD_WGSL = /* wgsl */ `
-struct P { r: u32 }
+${GATE_GRAD_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> gate: array<f32>;
 @group(0) @binding(2) var<storage, read> u: array<f32>;
@@ -183,14 +197,19 @@ export async function gateBackward(
     rt,
     batch,
     { code: GATE_GRAD_WGSL, label: "adapter/gate-grad" },
-    [{ u: gate.size }],
+    GATE_GRAD_P.pack({ r: gate.size }),
     [gate, u, dg],
     "one",
   );
 }
 
+const DROPOUT_P = uniformLayout(
+  "P",
+  [["n", "u32"], ["seed", "u32"], ["p", "f32"], ["scale", "f32"]] as const,
+);
+
 const DROPOUT_WGSL = /* wgsl */ `
-struct P { n: u32, seed: u32, p: f32, scale: f32 }
+${DROPOUT_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -226,7 +245,7 @@ export async function dropout(
     rt,
     batch,
     { code: DROPOUT_WGSL, label: "adapter/dropout" },
-    [{ u: src.size }, { u: seed >>> 0 }, { f: p }, { f: 1 / (1 - p) }],
+    DROPOUT_P.pack({ n: src.size, seed: seed >>> 0, p, scale: 1 / (1 - p) }),
     [src, dst],
     src.size,
   );
@@ -234,8 +253,10 @@ export async function dropout(
 
 // n_o = ‖W_o + s·(B·A)_o‖ from ‖W_o‖², C = A·Wᵀ [r, dOut] and G = A·Aᵀ [r, r]:
 // ‖W_o‖² + 2s·Σ_k B_ok·C_ko + s²·Σ_jk B_oj·G_jk·B_ok — the norm of V without forming V.
+const DORA_NORMS_P = uniformLayout("P", [["rows", "u32"], ["r", "u32"], ["scale", "f32"]] as const);
+
 const DORA_NORMS_WGSL = /* wgsl */ `
-struct P { rows: u32, r: u32, scale: f32 }
+${DORA_NORMS_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> wsq: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -285,7 +306,7 @@ export async function doraNorms(
     rt,
     batch,
     { code: DORA_NORMS_WGSL, label: "dora/norms" },
-    [{ u: rows }, { u: r }, { f: scale }],
+    DORA_NORMS_P.pack({ rows, r, scale }),
     [wsq, b, c, g, norm],
     rows,
   );
@@ -294,8 +315,13 @@ export async function doraNorms(
 // y = W·x + (c − 1)·W·xd + c·s·(B·A·xd), c = m/‖W + s·B·A‖ per column (NVlabs/DoRA's form; it is
 // c·(W·x + s·B·A·x) without dropout, where xd = x). y holds W·x on entry; with dropout `pre` holds
 // W·xd, without it pre's content is unused. pre = W·xd + s·lora is kept for the magnitude's gradient.
+const DORA_FORWARD_P = uniformLayout(
+  "P",
+  [["n", "u32"], ["cols", "u32"], ["scale", "f32"], ["dropped", "u32"]] as const,
+);
+
 const DORA_FORWARD_WGSL = /* wgsl */ `
-struct P { n: u32, cols: u32, scale: f32, dropped: u32 }
+${DORA_FORWARD_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> lora: array<f32>;
 @group(0) @binding(2) var<storage, read> magnitude: array<f32>;
@@ -343,14 +369,16 @@ export async function doraForward(
     rt,
     batch,
     { code: DORA_FORWARD_WGSL, label: "dora/forward" },
-    [{ u: y.size }, { u: cols }, { f: scale }, { u: args.dropped ? 1 : 0 }],
+    DORA_FORWARD_P.pack({ n: y.size, cols, scale, dropped: args.dropped ? 1 : 0 }),
     [lora, magnitude, norm, pre, y],
     y.size,
   );
 }
 
+const DORA_BACKWARD_P = uniformLayout("P", [["tokens", "u32"], ["cols", "u32"]] as const);
+
 const DORA_BACKWARD_WGSL = /* wgsl */ `
-struct P { tokens: u32, cols: u32 }
+${DORA_BACKWARD_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> dy: array<f32>;
 @group(0) @binding(2) var<storage, read> pre: array<f32>;
@@ -396,7 +424,7 @@ export async function doraBackward(
     rt,
     batch,
     { code: DORA_BACKWARD_WGSL, label: "dora/backward" },
-    [{ u: dy.size / cols }, { u: cols }],
+    DORA_BACKWARD_P.pack({ tokens: dy.size / cols, cols }),
     [dy, pre, magnitude, norm, dm, dyScaled],
     cols,
   );
@@ -405,8 +433,13 @@ export async function doraBackward(
 // Through a non-detached norm, dV = c ⊙ V per row with c_o = −m_o·dm_o/n_o². With V = W + s·B·A
 // never formed: dB += s·dV·Aᵀ = s·c_o·(Cᵀ + s·B·G)[o, k], and for dA the caller needs
 // E = s·(c ⊙ B)ᵀ [r, dOut] (dA += E·W + s·(E·B)·A).
+const DORA_NORM_GRAD_P = uniformLayout(
+  "P",
+  [["rows", "u32"], ["r", "u32"], ["scale", "f32"]] as const,
+);
+
 const DORA_NORM_GRAD_WGSL = /* wgsl */ `
-struct P { rows: u32, r: u32, scale: f32 }
+${DORA_NORM_GRAD_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> b: array<f32>;
 @group(0) @binding(2) var<storage, read> c: array<f32>;
@@ -460,14 +493,28 @@ export async function doraNormGrad(
     rt,
     batch,
     { code: DORA_NORM_GRAD_WGSL, label: "dora/norm-grad" },
-    [{ u: rows }, { u: r }, { f: scale }],
+    DORA_NORM_GRAD_P.pack({ rows, r, scale }),
     [b, c, g, coef, db, e],
     rows * r,
   );
 }
 
+const KRON_EXPAND_P = uniformLayout(
+  "P",
+  [
+    ["rows", "u32"],
+    ["cols", "u32"],
+    ["mb", "u32"],
+    ["nb", "u32"],
+    ["comp", "u32"],
+    ["r", "u32"],
+    ["scale", "f32"],
+    ["beta", "f32"],
+  ] as const,
+);
+
 const KRON_EXPAND_WGSL = /* wgsl */ `
-struct P { rows: u32, cols: u32, mb: u32, nb: u32, comp: u32, r: u32, scale: f32, beta: f32 }
+${KRON_EXPAND_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> gate: array<f32>;
 @group(0) @binding(2) var<storage, read> a: array<f32>;
@@ -521,16 +568,19 @@ export async function kronExpand(
     rt,
     batch,
     { code: KRON_EXPAND_WGSL, label: "kron/expand" },
-    [{ u: rows }, { u: cols }, { u: mb }, { u: nb }, { u: comp }, { u: gate.size }, { f: scale }, {
-      f: beta,
-    }],
+    KRON_EXPAND_P.pack({ rows, cols, mb, nb, comp, r: gate.size, scale, beta }),
     [gate, a, b, w],
     rows * cols,
   );
 }
 
+const SUM_SLICES_P = uniformLayout(
+  "P",
+  [["n", "u32"], ["slices", "u32"], ["beta", "f32"]] as const,
+);
+
 const SUM_SLICES_WGSL = /* wgsl */ `
-struct P { n: u32, slices: u32, beta: f32 }
+${SUM_SLICES_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;
@@ -560,14 +610,16 @@ export async function sumSlices(
     rt,
     batch,
     { code: SUM_SLICES_WGSL, label: "adapter/sum-slices" },
-    [{ u: dst.size }, { u: slices }, { f: beta }],
+    SUM_SLICES_P.pack({ n: dst.size, slices, beta }),
     [src, dst],
     dst.size,
   );
 }
 
+const DIFFERENCE_P = uniformLayout("P", [["n", "u32"]] as const);
+
 const DIFFERENCE_WGSL = /* wgsl */ `
-struct P { n: u32 }
+${DIFFERENCE_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -594,7 +646,7 @@ export async function difference(
     rt,
     batch,
     { code: DIFFERENCE_WGSL, label: "adapter/difference" },
-    [{ u: dst.size }],
+    DIFFERENCE_P.pack({ n: dst.size }),
     [a, b, dst],
     dst.size,
   );

@@ -13,7 +13,7 @@
  * `kernels/llama/cpu/attention.ts`.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { flatIndexWgsl, launch } from "../runtime/launch.ts";
+import { flatIndexWgsl, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import { memoWgsl } from "../runtime/memo.ts";
@@ -21,7 +21,12 @@ import { memoWgsl } from "../runtime/memo.ts";
 /** Keys scored per step of the online softmax (the output is rescaled once per tile). */
 const TILE = 16;
 
-const PARAMS = `struct P { n: u32, seq: u32, heads: u32, kvHeads: u32, scale: f32 }
+const PARAMS = uniformLayout(
+  "P",
+  [["n", "u32"], ["seq", "u32"], ["heads", "u32"], ["kvHeads", "u32"], ["scale", "f32"]] as const,
+);
+
+const HEADER = `${PARAMS.wgsl}
 @group(0) @binding(0) var<uniform> p: P;`;
 
 const MAIN = `@compute @workgroup_size(64)
@@ -44,7 +49,7 @@ const QUERY_ROW = (hs: number) =>
 const FLAT64 = flatIndexWgsl(64);
 
 function forwardWgslUncached(hs: number): string {
-  return `${PARAMS}
+  return `${HEADER}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -89,7 +94,7 @@ ${QUERY_ROW(hs)}
 
 // D = Σ dout ⊙ out per query row (the softmax backward's row term).
 function rowDotWgslUncached(hs: number): string {
-  return `${PARAMS}
+  return `${HEADER}
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read> out: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dd: array<f32>;
@@ -106,7 +111,7 @@ ${QUERY_ROW(hs)}
 
 // dq_t = scale · Σ_u P_tu (dout_t·v_u − D_t) k_u, one query row per invocation.
 function backwardQWgslUncached(hs: number): string {
-  return `${PARAMS}
+  return `${HEADER}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -145,7 +150,7 @@ ${QUERY_ROW(hs)}
 // dk_u = scale · Σ_{h in group, t ≥ u} P_tu (dout_t·v_u − D_t) q_t and dv_u = Σ P_tu dout_t,
 // one key row (b, kv head, u) per invocation.
 function backwardKvWgslUncached(hs: number): string {
-  return `${PARAMS}
+  return `${HEADER}
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> k: array<f32>;
 @group(0) @binding(3) var<storage, read> v: array<f32>;
@@ -211,10 +216,14 @@ export interface AttentionDims {
   headSize: number;
 }
 
-function fields(d: AttentionDims, n: number) {
-  return [{ u: n }, { u: d.seq }, { u: d.heads }, { u: d.kvHeads }, {
-    f: 1 / Math.sqrt(d.headSize),
-  }];
+function fields(d: AttentionDims, n: number): ArrayBuffer {
+  return PARAMS.pack({
+    n,
+    seq: d.seq,
+    heads: d.heads,
+    kvHeads: d.kvHeads,
+    scale: 1 / Math.sqrt(d.headSize),
+  });
 }
 
 /** Query rows (sequences × heads × seq) of q, checked against k and v. */
@@ -299,11 +308,7 @@ export async function attentionBackward(
     batch,
     { code: rowDotWgsl(hs), label: `llama/attention-dd-hs${hs}` },
     fields(dims, n),
-    [
-      dout,
-      out,
-      dd,
-    ],
+    [dout, out, dd],
     n,
     64,
   );

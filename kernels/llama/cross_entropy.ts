@@ -12,7 +12,7 @@
  * `kernels/llama/cpu/cross_entropy.ts` on the whole row.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";
+import { FLAT_INDEX_WGSL, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 
@@ -21,10 +21,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let i = flat(gid, nwg);`;
 
 // Row r of the chunk is row r0 + r of the step (targets and loss are whole-step buffers).
-const PARAMS = `struct P { rows: u32, width: u32, v0: u32, r0: u32, first: u32, count: f32 }
+const PARAMS = uniformLayout(
+  "P",
+  [
+    ["rows", "u32"],
+    ["width", "u32"],
+    ["v0", "u32"],
+    ["r0", "u32"],
+    ["first", "u32"],
+    ["count", "f32"],
+  ] as const,
+);
+
+const HEADER = `${PARAMS.wgsl}
 @group(0) @binding(0) var<uniform> p: P;`;
 
-const STATS_WGSL = `${PARAMS}
+const STATS_WGSL = `${HEADER}
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<i32>;
 @group(0) @binding(3) var<storage, read_write> m: array<f32>;
@@ -50,7 +62,7 @@ ${MAIN}
   tl[i] = tgt;
 }`;
 
-const FINISH_WGSL = `${PARAMS}
+const FINISH_WGSL = `${HEADER}
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read_write> m: array<f32>;
 @group(0) @binding(3) var<storage, read> s: array<f32>;
@@ -66,7 +78,7 @@ ${MAIN}
   loss[p.r0 + i] = l;
 }`;
 
-const GRAD_WGSL = `${PARAMS}
+const GRAD_WGSL = `${HEADER}
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read_write> logits: array<f32>;
@@ -99,15 +111,15 @@ export interface CeChunk {
   r0: number;
 }
 
-function fields(c: CeChunk, first: boolean, count = 1) {
-  return [
-    { u: c.rows },
-    { u: c.width },
-    { u: c.v0 },
-    { u: c.r0 },
-    { u: first ? 1 : 0 },
-    { f: count },
-  ];
+function fields(c: CeChunk, first: boolean, count = 1): ArrayBuffer {
+  return PARAMS.pack({
+    rows: c.rows,
+    width: c.width,
+    v0: c.v0,
+    r0: c.r0,
+    first: first ? 1 : 0,
+    count,
+  });
 }
 
 function check(c: CeChunk, targets: GpuTensor, state: GpuTensor[]): void {

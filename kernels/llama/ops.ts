@@ -5,7 +5,7 @@
  * One invocation per element, per row or per (sequence, head, position): plain loops, like llm.c.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { FLAT_INDEX_WGSL, launch } from "../runtime/launch.ts";
+import { FLAT_INDEX_WGSL, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 
@@ -20,8 +20,10 @@ function need(cond: boolean, what: string): void {
   if (!cond) throw new RangeError(what);
 }
 
+const RMSNORM_P = uniformLayout("P", [["rows", "u32"], ["dim", "u32"], ["eps", "f32"]] as const);
+
 const RMSNORM_WGSL = HEAD(`
-struct P { rows: u32, dim: u32, eps: f32 }
+${RMSNORM_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -50,18 +52,19 @@ export async function rmsnormForward(
     rt,
     batch,
     { code: RMSNORM_WGSL, label: "llama/rmsnorm" },
-    [
-      { u: inv.size },
-      { u: dim },
-      { f: eps },
-    ],
+    RMSNORM_P.pack({ rows: inv.size, dim, eps }),
     [x, w, y, inv],
     inv.size,
   );
 }
 
+const RMSNORM_BWD_P = uniformLayout(
+  "P",
+  [["rows", "u32"], ["dim", "u32"], ["accumulate", "u32"]] as const,
+);
+
 const RMSNORM_BWD_WGSL = HEAD(`
-struct P { rows: u32, dim: u32, accumulate: u32 }
+${RMSNORM_BWD_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -104,11 +107,7 @@ export async function rmsnormBackward(
     rt,
     batch,
     { code: RMSNORM_BWD_WGSL, label: "llama/rmsnorm-bwd" },
-    [
-      { u: inv.size },
-      { u: w.size },
-      { u: accumulate ? 1 : 0 },
-    ],
+    RMSNORM_BWD_P.pack({ rows: inv.size, dim: w.size, accumulate: accumulate ? 1 : 0 }),
     [x, w, inv, dy, dx],
     inv.size,
   );
@@ -122,8 +121,21 @@ fn pairAt(base: u32, j: u32) -> vec2<u32> {
   return vec2<u32>(base + 2u * j, base + 2u * j + 1u);
 }`;
 
+const ROPE_P = uniformLayout(
+  "P",
+  [
+    ["n", "u32"],
+    ["heads", "u32"],
+    ["half", "u32"],
+    ["seq", "u32"],
+    ["sign", "f32"],
+    ["offset", "u32"],
+    ["split", "u32"],
+  ] as const,
+);
+
 const ROPE_WGSL = HEAD(`
-struct P { n: u32, heads: u32, half: u32, seq: u32, sign: f32, offset: u32, split: u32 }
+${ROPE_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
@@ -179,22 +191,36 @@ export async function rope(
     rt,
     batch,
     { code: ROPE_WGSL, label: "llama/rope" },
-    [
-      { u: x.size / 2 },
-      { u: heads },
-      { u: half },
-      { u: seq },
-      { f: a.inverse ? -1 : 1 },
-      { u: offset },
-      { u: a.layout === "half" ? 1 : 0 },
-    ],
+    ROPE_P.pack({
+      n: x.size / 2,
+      heads,
+      half,
+      seq,
+      sign: a.inverse ? -1 : 1,
+      offset,
+      split: a.layout === "half" ? 1 : 0,
+    }),
     [cos, sin, x],
     x.size / 2,
   );
 }
 
+const ROPE_DECODE_P = uniformLayout(
+  "P",
+  [
+    ["n", "u32"],
+    ["rows", "u32"],
+    ["heads", "u32"],
+    ["kvHeads", "u32"],
+    ["half", "u32"],
+    ["pos", "u32"],
+    ["maxSeq", "u32"],
+    ["split", "u32"],
+  ] as const,
+);
+
 const ROPE_DECODE_WGSL = HEAD(`
-struct P { n: u32, rows: u32, heads: u32, kvHeads: u32, half: u32, pos: u32, maxSeq: u32, split: u32 }
+${ROPE_DECODE_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
@@ -290,16 +316,16 @@ export async function ropeDecode(
     rt,
     batch,
     { code: ROPE_DECODE_WGSL, label: "llama/rope-decode" },
-    [
-      { u: n },
-      { u: rows },
-      { u: heads },
-      { u: kvHeads },
-      { u: half },
-      { u: pos },
-      { u: maxSeq },
-      { u: a.layout === "half" ? 1 : 0 },
-    ],
+    ROPE_DECODE_P.pack({
+      n,
+      rows,
+      heads,
+      kvHeads,
+      half,
+      pos,
+      maxSeq,
+      split: a.layout === "half" ? 1 : 0,
+    }),
     [a.cos, a.sin, q, k, v, kc, vc, offsets],
     n,
   );
@@ -324,8 +350,10 @@ export function ropeTables(
   return { cos, sin };
 }
 
+const N_P = uniformLayout("P", [["n", "u32"]] as const);
+
 const SWIGLU_WGSL = HEAD(`
-struct P { n: u32 }
+${N_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -343,15 +371,18 @@ export async function swigluForward(
   t: { h: GpuTensor; a: GpuTensor; b: GpuTensor },
 ): Promise<void> {
   need(t.a.size === t.b.size && t.h.size === t.a.size, "swiglu: shapes");
-  await launch(rt, batch, { code: SWIGLU_WGSL, label: "llama/swiglu" }, [{ u: t.h.size }], [
-    t.a,
-    t.b,
-    t.h,
-  ], t.h.size);
+  await launch(
+    rt,
+    batch,
+    { code: SWIGLU_WGSL, label: "llama/swiglu" },
+    N_P.pack({ n: t.h.size }),
+    [t.a, t.b, t.h],
+    t.h.size,
+  );
 }
 
 const SWIGLU_BWD_WGSL = HEAD(`
-struct P { n: u32 }
+${N_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
@@ -373,17 +404,18 @@ export async function swigluBackward(
   t: { da: GpuTensor; db: GpuTensor; a: GpuTensor; b: GpuTensor; dh: GpuTensor },
 ): Promise<void> {
   need([t.b, t.dh, t.da, t.db].every((x) => x.size === t.a.size), "swiglu bwd: shapes");
-  await launch(rt, batch, { code: SWIGLU_BWD_WGSL, label: "llama/swiglu-bwd" }, [{ u: t.a.size }], [
-    t.a,
-    t.b,
-    t.dh,
-    t.da,
-    t.db,
-  ], t.a.size);
+  await launch(
+    rt,
+    batch,
+    { code: SWIGLU_BWD_WGSL, label: "llama/swiglu-bwd" },
+    N_P.pack({ n: t.a.size }),
+    [t.a, t.b, t.dh, t.da, t.db],
+    t.a.size,
+  );
 }
 
 const ADD_WGSL = HEAD(`
-struct P { n: u32 }
+${N_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> src: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dst: array<f32>;`) + `
@@ -399,14 +431,31 @@ export async function addInto(
   t: { dst: GpuTensor; src: GpuTensor },
 ): Promise<void> {
   need(t.dst.size === t.src.size, "add: shapes");
-  await launch(rt, batch, { code: ADD_WGSL, label: "llama/add" }, [{ u: t.dst.size }], [
-    t.src,
-    t.dst,
-  ], t.dst.size);
+  await launch(
+    rt,
+    batch,
+    { code: ADD_WGSL, label: "llama/add" },
+    N_P.pack({ n: t.dst.size }),
+    [t.src, t.dst],
+    t.dst.size,
+  );
 }
 
+const ATTN_DECODE_P = uniformLayout(
+  "P",
+  [
+    ["n", "u32"],
+    ["heads", "u32"],
+    ["kvHeads", "u32"],
+    ["hs", "u32"],
+    ["pos", "u32"],
+    ["maxSeq", "u32"],
+    ["scale", "f32"],
+  ] as const,
+);
+
 const ATTN_DECODE_WGSL = HEAD(`
-struct P { n: u32, heads: u32, kvHeads: u32, hs: u32, pos: u32, maxSeq: u32, scale: f32 }
+${ATTN_DECODE_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> q: array<f32>;
 @group(0) @binding(2) var<storage, read> kc: array<f32>;
@@ -485,15 +534,15 @@ export async function attentionDecode(
     rt,
     batch,
     { code: ATTN_DECODE_WGSL, label: "llama/attention-decode" },
-    [
-      { u: n },
-      { u: heads },
-      { u: kvHeads },
-      { u: headSize },
-      { u: pos },
-      { u: maxSeq },
-      { f: 1 / Math.sqrt(headSize) },
-    ],
+    ATTN_DECODE_P.pack({
+      n,
+      heads,
+      kvHeads,
+      hs: headSize,
+      pos,
+      maxSeq,
+      scale: 1 / Math.sqrt(headSize),
+    }),
     [q, kc, vc, table, scores, out, offsets],
     n,
   );

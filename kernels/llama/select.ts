@@ -16,13 +16,18 @@
  *   slot s continues its parent's history, so no cache row is ever copied.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { packUniform } from "../runtime/launch.ts";
+import { uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 
+const GREEDY_P = uniformLayout(
+  "P",
+  [["vocab", "u32"], ["step", "u32"], ["maxNew", "u32"], ["eos", "u32"]] as const,
+);
+
 const GREEDY_WGSL = /* wgsl */ `
-struct P { vocab: u32, step: u32, maxNew: u32, eos: u32 }
+${GREEDY_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> ids: array<u32>;
@@ -99,7 +104,7 @@ export async function greedySelect(
     pipeline,
     [
       batch.uniform(
-        new Uint32Array([a.vocab, a.step, a.maxNew, a.eos >>> 0]),
+        GREEDY_P.pack({ vocab: a.vocab, step: a.step, maxNew: a.maxNew, eos: a.eos >>> 0 }),
       ),
       a.logits.binding,
       a.ids.binding,
@@ -146,11 +151,23 @@ export function beamStateLayout(beams: number, maxNew: number): BeamStateLayout 
   };
 }
 
+const BEAM_P = uniformLayout(
+  "P",
+  [
+    ["vocab", "u32"],
+    ["step", "u32"],
+    ["eos", "u32"],
+    ["pos", "u32"],
+    ["maxSeq", "u32"],
+    ["lengthPenalty", "f32"],
+  ] as const,
+);
+
 const beamWgsl = memoWgsl((beams: number, maxNew: number) => {
   const L = beamStateLayout(beams, maxNew);
   const K = 2 * beams;
   return /* wgsl */ `
-struct P { vocab: u32, step: u32, eos: u32, pos: u32, maxSeq: u32, lengthPenalty: f32 }
+${BEAM_P.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read_write> stAll: array<u32>;
@@ -408,18 +425,18 @@ export async function beamSelect(
     throw new RangeError("beamSelect: shapes");
   }
   const pipeline = await rt.pipelines.get(beamWgsl(beams, maxNew), "llama/beam-select");
-  const fields = [
-    { u: vocab },
-    { u: a.step },
-    { u: a.eos >>> 0 },
-    { u: a.pos },
-    { u: maxSeq },
-    { f: a.lengthPenalty },
-  ];
+  const params = BEAM_P.pack({
+    vocab,
+    step: a.step,
+    eos: a.eos >>> 0,
+    pos: a.pos,
+    maxSeq,
+    lengthPenalty: a.lengthPenalty,
+  });
   const buffers = [a.logits, a.state, a.scores, a.ids, a.tableIn, a.tableOut, a.offsets, a.limits];
   batch.dispatch(
     pipeline,
-    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.binding)],
+    [batch.uniform(params), ...buffers.map((t) => t.binding)],
     [questions],
   );
 }

@@ -5,7 +5,7 @@
  *   m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²
  *   p ← p − (lr / (1−β1ᵗ)) · m / (√v / √(1−β2ᵗ) + ε)
  */
-import { grid1d, packUniform } from "../runtime/launch.ts";
+import { grid1d, uniformLayout } from "../runtime/launch.ts";
 import type { Batch } from "../runtime/batch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
@@ -36,9 +36,25 @@ function resolve(s: AdamWStep) {
   return r;
 }
 
+const PARAMS = uniformLayout(
+  "P",
+  [
+    ["n", "u32"],
+    ["lr", "f32"],
+    ["beta1", "f32"],
+    ["beta2", "f32"],
+    ["eps", "f32"],
+    ["decay", "f32"],
+    ["bc1", "f32"],
+    ["sqrtBc2", "f32"],
+    ["oneMinusBeta1", "f32"],
+    ["oneMinusBeta2", "f32"],
+    ["gradScale", "f32"],
+  ] as const,
+);
+
 const ADAMW_WGSL = /* wgsl */ `
-struct P { n: u32, lr: f32, beta1: f32, beta2: f32, eps: f32, decay: f32, bc1: f32, sqrtBc2: f32,
-  oneMinusBeta1: f32, oneMinusBeta2: f32, gradScale: f32 }
+${PARAMS.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read_write> param: array<f32>;
 @group(0) @binding(2) var<storage, read> grad: array<f32>;
@@ -71,19 +87,19 @@ export async function adamwStep(
     if (x.size !== n) throw new RangeError(`adamw: ${k} has ${x.size} elements, param ${n}`);
   }
   const pipeline = await rt.pipelines.get(ADAMW_WGSL, "optim/adamw");
-  const uniform = batch.uniform(packUniform([
-    { u: n },
-    { f: s.lr },
-    { f: s.beta1 },
-    { f: s.beta2 },
-    { f: s.eps },
-    { f: s.weightDecay },
-    { f: 1 - s.beta1 ** s.step },
-    { f: Math.sqrt(1 - s.beta2 ** s.step) },
-    { f: 1 - s.beta1 },
-    { f: 1 - s.beta2 },
-    { f: s.gradScale },
-  ]));
+  const uniform = batch.uniform(PARAMS.pack({
+    n,
+    lr: s.lr,
+    beta1: s.beta1,
+    beta2: s.beta2,
+    eps: s.eps,
+    decay: s.weightDecay,
+    bc1: 1 - s.beta1 ** s.step,
+    sqrtBc2: Math.sqrt(1 - s.beta2 ** s.step),
+    oneMinusBeta1: 1 - s.beta1,
+    oneMinusBeta2: 1 - s.beta2,
+    gradScale: s.gradScale,
+  }));
   batch.dispatch(
     pipeline,
     [uniform, t.param.binding, t.grad.binding, t.m.binding, t.v.binding],

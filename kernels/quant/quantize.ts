@@ -12,7 +12,7 @@
  */
 import { NF4_LEVELS, NF4_ZERO_CODE } from "./nf4.ts";
 import type { Batch } from "../runtime/batch.ts";
-import { FLAT_INDEX_WGSL, grid1d, packUniform } from "../runtime/launch.ts";
+import { FLAT_INDEX_WGSL, grid1d, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import type { GpuQuantWeight } from "./qmatmul.ts";
@@ -32,8 +32,21 @@ fn nonFinite(v: f32) -> bool { return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800
 }
 
 // One workgroup-width of 1-D launches; every kernel indexes with flat().
-const PARAMS =
-  `struct P { rows: u32, cols: u32, rowBase: u32, flag: u32, n: u32, wpr: u32, bs: u32, bpr: u32 }
+const PARAMS = uniformLayout(
+  "P",
+  [
+    ["rows", "u32"],
+    ["cols", "u32"],
+    ["rowBase", "u32"],
+    ["flag", "u32"],
+    ["n", "u32"],
+    ["wpr", "u32"],
+    ["bs", "u32"],
+    ["bpr", "u32"],
+  ] as const,
+);
+
+const HEADER = `${PARAMS.wgsl}
 @group(0) @binding(0) var<uniform> p: P;
 @group(0) @binding(1) var<storage, read> raw: array<u32>;
 @group(0) @binding(2) var<storage, read_write> bad: array<u32>;`;
@@ -45,7 +58,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // f32 target: one invocation per element.
 const TO_F32 = (dtype: StoredDType) =>
-  `${PARAMS}
+  `${HEADER}
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 ${sourceWgsl(dtype)}
 ${FLAT_INDEX_WGSL}
@@ -57,7 +70,7 @@ ${MAIN}
 
 // 16-bit targets: one invocation per output word (two columns), rows padded to 8 columns.
 const TO_HALF = (dtype: StoredDType, target: "bf16" | "f16") =>
-  `${PARAMS}
+  `${HEADER}
 @group(0) @binding(3) var<storage, read_write> out: array<u32>;
 ${sourceWgsl(dtype)}
 ${FLAT_INDEX_WGSL}
@@ -94,7 +107,7 @@ function f32Literal(v: number): string {
 const TO_NF4 = (dtype: StoredDType) => {
   const mids = NF4_LEVELS.slice(1).map((v, i) => f32Literal((v + NF4_LEVELS[i]) / 2));
   const code = mids.map((t) => `select(0u, 1u, x > ${t})`).join(" + ");
-  return `${PARAMS}
+  return `${HEADER}
 @group(0) @binding(3) var<storage, read_write> packed: array<u32>;
 @group(0) @binding(4) var<storage, read_write> absmax: array<f32>;
 ${sourceWgsl(dtype)}
@@ -129,7 +142,7 @@ ${MAIN}
 // reference: the range includes 0, scale = (hi − lo)/15, zero = round(−lo/scale), q = round(v/scale)
 // + zero clamped to [0, 15]; rounding half up (JavaScript's Math.round).
 const TO_INT4 = (dtype: StoredDType) =>
-  `${PARAMS}
+  `${HEADER}
 @group(0) @binding(3) var<storage, read_write> packed: array<u32>;
 @group(0) @binding(4) var<storage, read_write> scales: array<f32>;
 @group(0) @binding(5) var<storage, read_write> zeros: array<u32>;
@@ -230,16 +243,7 @@ export async function quantizeRows(
       throw new RangeError(`quantizeRows: no GPU quantizer for ${dst.format}`);
   }
   const pipeline = await rt.pipelines.get(code, `quantize/${dtype}->${dst.format}`);
-  const params = packUniform([
-    { u: rows },
-    { u: cols },
-    { u: rowBase },
-    { u: flag },
-    { u: n },
-    { u: wpr },
-    { u: dst.blockSize },
-    { u: bpr },
-  ]);
+  const params = PARAMS.pack({ rows, cols, rowBase, flag, n, wpr, bs: dst.blockSize, bpr });
   batch.dispatch(
     pipeline,
     [batch.uniform(params), src.raw.binding, flags.binding, ...outs.map((t) => t.binding)],

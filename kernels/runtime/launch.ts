@@ -54,8 +54,9 @@ export function uniformLayout<K extends string>(
   };
 }
 
-/** A uniform block from a list of u32 and f32 fields, in order (all 4 bytes). */
-export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuffer {
+// A uniform block from a list of u32 and f32 fields, in order (all 4 bytes); only through a
+// layout, so no kernel packs by hand in an order its struct does not share.
+function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuffer {
   const buf = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
   const u = new Uint32Array(buf);
   const f = new Float32Array(buf);
@@ -67,15 +68,15 @@ export function packUniform(fields: ({ u: number } | { f: number })[]): ArrayBuf
 }
 
 /**
- * Compile (cached) and record one kernel: binding 0 is the uniform block made of `fields`, then
- * `buffers` in order; `invocations` is the 1-D size (folded to 2-D) of a kernel whose workgroups
- * are `wg` wide, or "one" for one workgroup.
+ * Compile (cached) and record one kernel: binding 0 is the uniform block `params` (from a
+ * {@link uniformLayout}'s `pack`), then `buffers` in order; `invocations` is the 1-D size (folded
+ * to 2-D) of a kernel whose workgroups are `wg` wide, or "one" for one workgroup.
  */
 export async function launch(
   rt: GpuRuntime,
   batch: Batch,
   kernel: { code: string; label: string },
-  fields: ({ u: number } | { f: number })[],
+  params: ArrayBuffer,
   buffers: GpuTensor[],
   invocations: number | "one",
   wg = WG,
@@ -83,7 +84,7 @@ export async function launch(
   const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
   batch.dispatch(
     pipeline,
-    [batch.uniform(packUniform(fields)), ...buffers.map((t) => t.binding)],
+    [batch.uniform(params), ...buffers.map((t) => t.binding)],
     invocations === "one" ? [1] : grid1d(rt, invocations, wg),
   );
 }

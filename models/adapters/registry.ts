@@ -3,7 +3,7 @@
  * Parameter counts come from the config alone (no tensors), so whole-model counts are instant.
  */
 import { z } from "../../deps/zod.ts";
-import type { Schema } from "../schema.ts";
+import type { Same, Schema } from "../schema.ts";
 import type { Adapter, AdapterStart, BaseRowNorms, Params } from "./adapter.ts";
 import { type DoraConfig, DoraConfigSchemaObject, doraTrainableParams } from "./dora/config.ts";
 import { DoraAdapter } from "./dora/layer.ts";
@@ -16,8 +16,7 @@ import { LoraAdapter } from "./lora/layer.ts";
 import { type MokaConfig, MokaConfigSchemaObject, mokaTrainableParams } from "./moka/config.ts";
 import { MokaAdapter } from "./moka/layer.ts";
 
-/** Any adapter config, tagged by `kind`. */
-export const AdapterConfigSchema: Schema<AdapterConfig> = z.discriminatedUnion("kind", [
+const AdapterConfigZod = z.discriminatedUnion("kind", [
   MokaConfigSchemaObject,
   KronaConfigSchemaObject,
   LokrConfigSchemaObject,
@@ -25,8 +24,14 @@ export const AdapterConfigSchema: Schema<AdapterConfig> = z.discriminatedUnion("
   DoraConfigSchemaObject,
 ]);
 
+/** Any adapter config, tagged by `kind`. */
+export const AdapterConfigSchema: Schema<AdapterConfig> = AdapterConfigZod;
+
 /** A validated adapter config. */
 export type AdapterConfig = MokaConfig | KronaConfig | LokrConfig | LoraConfig | DoraConfig;
+
+// The union is written out for the documentation; checked both ways against the schema's output.
+const _unionMatchesSchema: Same<AdapterConfig, z.output<typeof AdapterConfigZod>> = true;
 
 /** Adapter kinds. */
 export type AdapterKind = AdapterConfig["kind"];

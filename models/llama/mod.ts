@@ -5,6 +5,47 @@
  * prompts per batch), adapter training with checkpoints and exact resume, memory estimates and
  * synthetic checkpoints of real shapes.
  *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import {
+ *   estimateStepMemory,
+ *   kvDim,
+ *   LLAMA3_8B,
+ *   linearDims,
+ *   type LlamaConfig,
+ *   shapeWidths,
+ * } from "./mod.ts";
+ * // LLaMA-3-8B's grouped-query attention: k and v project 4096 → 1024 (8 KV heads of 128).
+ * assert.deepEqual(linearDims(shapeWidths(LLAMA3_8B), "k"), [4096, 1024]);
+ * // stories260K's shape: what one training step holds on the GPU, from the shapes alone.
+ * const tiny: LlamaConfig = {
+ *   dim: 64,
+ *   hiddenDim: 172,
+ *   layers: 5,
+ *   heads: 8,
+ *   kvHeads: 4,
+ *   vocab: 512,
+ *   seqLen: 512,
+ *   sharedClassifier: true,
+ *   ropeTheta: 10000,
+ *   normEps: 1e-5,
+ * };
+ * assert.equal(kvDim(tiny), 32);
+ * const m = estimateStepMemory(tiny, {
+ *   base: "f32",
+ *   embedding: "f32",
+ *   batch: 1,
+ *   seq: 32,
+ *   checkpointing: false,
+ *   adapterParams: 1000,
+ *   logitsChunkBytes: 1 << 20,
+ * });
+ * assert.equal(m.weights, 260_032 * 4); // the 260K f32 parameters
+ * assert.equal(m.adapterState, 1000 * 4 * 5); // parameters, gradients, accumulation, AdamW m, v
+ * assert.equal(m.total, m.weights + m.adapterState + m.activations + m.logits);
+ * ```
+ *
  * @module
  */
 export type { Schema } from "../schema.ts";

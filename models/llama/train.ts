@@ -17,7 +17,7 @@ import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { assertFinite, encodeSafetensors, parseSafetensors } from "../safetensors.ts";
 import { hash32, rng } from "../../kernels/cpu/random.ts";
-import { issueText, type Schema } from "../schema.ts";
+import { issueText, type Same, type Schema } from "../schema.ts";
 import type { CpuAdapters, CpuLlama } from "./cpu/model.ts";
 import type { GpuLlama } from "./gpu/model.ts";
 
@@ -101,6 +101,9 @@ export interface TrainConfig {
 
 /** zod schema of {@link TrainConfig}. */
 export const TrainConfigSchema: Schema<TrainConfig> = TrainConfigZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _configMatchesSchema: Same<TrainConfig, z.output<typeof TrainConfigZod>> = true;
 
 /** One training example. */
 export interface Example {
@@ -190,6 +193,7 @@ const TrainStateSchema = z.object({
   })),
   fingerprint: z.string(),
 });
+const _stateMatchesSchema: Same<TrainState, z.output<typeof TrainStateSchema>> = true;
 
 /** `__metadata__.format` of training checkpoints. */
 export const CHECKPOINT_FORMAT = "moka-train-checkpoint";

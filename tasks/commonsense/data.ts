@@ -88,7 +88,7 @@ export function parseRecords(
         `${source}: record ${i}: field answer: "${answer}" is not one of ${words.join(", ")}`,
       );
     }
-    return p.data as InstructionRecord;
+    return p.data;
   });
 }
 

@@ -4,7 +4,7 @@
  * graph as the paper's §4.3 and PEFT do. m starts at ‖W‖ so the layer is unchanged at step 0.
  */
 import { z } from "../../../deps/zod.ts";
-import type { Schema } from "../../schema.ts";
+import type { Same, Schema } from "../../schema.ts";
 import { LOW_RANK_FIELDS } from "../lora/config.ts";
 
 const DoraConfigSchemaZod = z.object({
@@ -37,6 +37,9 @@ export interface DoraConfig {
 
 /** zod schema of {@link DoraConfig} (errors name the field). */
 export const DoraConfigSchema: Schema<DoraConfig> = DoraConfigSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<DoraConfig, z.output<typeof DoraConfigSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const DoraConfigSchemaObject = DoraConfigSchemaZod;

@@ -1,6 +1,6 @@
 /** KronA (arXiv 2212.10650): one Kronecker product parallel to W, ΔW = s·(A ⊗ B). */
 import { z } from "../../../deps/zod.ts";
-import type { Schema } from "../../schema.ts";
+import type { Same, Schema } from "../../schema.ts";
 import { checkKronShape, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 
 const size = z.number().int().positive();
@@ -29,6 +29,9 @@ export interface KronaConfig {
 
 /** zod schema of {@link KronaConfig} (errors name the field). */
 export const KronaConfigSchema: Schema<KronaConfig> = KronaConfigSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<KronaConfig, z.output<typeof KronaConfigSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const KronaConfigSchemaObject = KronaConfigSchemaZod;

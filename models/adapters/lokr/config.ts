@@ -5,7 +5,7 @@
  * `decomposeBoth` and r < max(out_l, in_m)/2.
  */
 import { z } from "../../../deps/zod.ts";
-import type { Schema } from "../../schema.ts";
+import type { Same, Schema } from "../../schema.ts";
 
 const LokrConfigSchemaZod = z.object({
   kind: z.literal("lokr"),
@@ -35,6 +35,9 @@ export interface LokrConfig {
 
 /** zod schema of {@link LokrConfig} (errors name the field). */
 export const LokrConfigSchema: Schema<LokrConfig> = LokrConfigSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<LokrConfig, z.output<typeof LokrConfigSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const LokrConfigSchemaObject = LokrConfigSchemaZod;

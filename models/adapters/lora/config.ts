@@ -1,6 +1,6 @@
 /** LoRA (Hu et al.; PEFT defaults): ΔW = (α/r)·B·A, A [r, dIn] Kaiming-uniform, B [dOut, r] zero. */
 import { z } from "../../../deps/zod.ts";
-import type { Schema } from "../../schema.ts";
+import type { Same, Schema } from "../../schema.ts";
 
 /** Fields LoRA and DoRA share (zod shape). */
 export const LOW_RANK_FIELDS = {
@@ -44,6 +44,9 @@ export interface LoraConfig {
 
 /** zod schema of {@link LoraConfig} (errors name the field). */
 export const LoraConfigSchema: Schema<LoraConfig> = LoraConfigSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<LoraConfig, z.output<typeof LoraConfigSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const LoraConfigSchemaObject = LoraConfigSchemaZod;

@@ -3,7 +3,7 @@
  * leaves open (static gate, which factor starts at zero, MoKA_s's identity factor) are options.
  */
 import { z } from "../../../deps/zod.ts";
-import type { Schema } from "../../schema.ts";
+import type { Same, Schema } from "../../schema.ts";
 import { checkKronShape, type KronShape } from "../../../kernels/adapters/kron_cpu.ts";
 
 const size = z.number().int().positive();
@@ -62,6 +62,9 @@ export interface MokaConfig {
 
 /** zod schema of {@link MokaConfig} (errors name the field). */
 export const MokaConfigSchema: Schema<MokaConfig> = MokaConfigSchemaZod;
+
+// Written out for the documentation; checked both ways against what the schema outputs.
+const _matchesSchema: Same<MokaConfig, z.output<typeof MokaConfigSchemaZod>> = true;
 
 /** The zod object itself, for unions. */
 export const MokaConfigSchemaObject = MokaConfigSchemaZod;
