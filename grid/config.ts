@@ -449,6 +449,34 @@ export function parseShard(text: string): { index: number; count: number } {
   return { index, count };
 }
 
+/**
+ * `--shard auto`: the shard of a Kubernetes Indexed Job pod, i from `JOB_COMPLETION_INDEX` (set
+ * by Kubernetes) and n from `MOKA_SHARDS` (set in the manifest to the Job's completions).
+ */
+export function shardFromEnv(
+  env: (name: string) => string | undefined,
+): { index: number; count: number } {
+  const read = (name: string, why: string) => {
+    const text = env(name);
+    if (text === undefined || text === "") {
+      throw new RangeError(`--shard auto: ${name} is not set (${why})`);
+    }
+    if (!/^\d+$/.test(text)) {
+      throw new RangeError(`--shard auto: ${name}=${text}: expected a non-negative integer`);
+    }
+    return Number(text);
+  };
+  const index = read("JOB_COMPLETION_INDEX", "a Kubernetes Indexed Job sets it in each pod");
+  const count = read("MOKA_SHARDS", "set it to the Job's completions");
+  if (count < 1 || index >= count) {
+    throw new RangeError(
+      `--shard auto: JOB_COMPLETION_INDEX=${index} with MOKA_SHARDS=${count}: expected 0 ≤ i < n ` +
+        "(MOKA_SHARDS must equal the Job's completions)",
+    );
+  }
+  return { index, count };
+}
+
 /** The runs of shard i of n: every n-th run starting at i (disjoint, together the whole grid). */
 export function shardRuns(
   runs: PlannedRun[],

@@ -47,6 +47,7 @@ export {
   PublishConflictError,
   type PublishOptions,
   type PublishResult,
+  publishAdapters,
   publishRun,
 } from "./publish.ts";
 export {

@@ -49,12 +49,43 @@ export async function publishRun(
   report: RunReport,
   options: PublishOptions = {},
 ): Promise<PublishResult> {
+  return await send(url, "api/runs", "POST", token, report.id, {
+    body: JSON.stringify(report),
+    type: "application/json",
+  }, options);
+}
+
+/**
+ * Upload a published run's adapter file (`PUT /api/runs/:id/adapters`); the server checks its
+ * SHA-256 against the report's `adapterChecksum`. Same answers and retries as {@link publishRun}.
+ */
+export async function publishAdapters(
+  url: string | URL,
+  token: string,
+  id: string,
+  bytes: Uint8Array<ArrayBuffer>,
+  options: PublishOptions = {},
+): Promise<PublishResult> {
+  return await send(url, `api/runs/${encodeURIComponent(id)}/adapters`, "PUT", token, id, {
+    body: bytes,
+    type: "application/octet-stream",
+  }, options);
+}
+
+async function send(
+  url: string | URL,
+  path: string,
+  method: "POST" | "PUT",
+  token: string,
+  id: string,
+  payload: { body: string | Uint8Array<ArrayBuffer>; type: string },
+  options: PublishOptions,
+): Promise<PublishResult> {
   const retries = options.retries ?? 4;
   const base = options.baseDelayMs ?? 250;
   const max = options.maxDelayMs ?? 5000;
   const doFetch = options.fetch ?? fetch;
-  const endpoint = new URL("api/runs", new URL(url).href.replace(/\/?$/, "/"));
-  const body = JSON.stringify(report);
+  const endpoint = new URL(path, new URL(url).href.replace(/\/?$/, "/"));
   let last = "";
   for (let attempt = 1; attempt <= retries + 1; attempt++) {
     if (attempt > 1) {
@@ -65,9 +96,9 @@ export async function publishRun(
     let res: Response;
     try {
       res = await doFetch(endpoint, {
-        method: "POST",
-        headers: { "authorization": `Bearer ${token}`, "content-type": "application/json" },
-        body,
+        method,
+        headers: { "authorization": `Bearer ${token}`, "content-type": payload.type },
+        body: payload.body,
         signal: AbortSignal.timeout(options.timeoutMs ?? 60_000),
       });
     } catch (e) {
@@ -82,15 +113,11 @@ export async function publishRun(
       // not JSON: keep the text
     }
     if (res.status === 201 || res.status === 200) {
-      return {
-        id: report.id,
-        status: res.status === 201 ? "created" : "unchanged",
-        attempts: attempt,
-      };
+      return { id, status: res.status === 201 ? "created" : "unchanged", attempts: attempt };
     }
-    if (res.status === 409) throw new PublishConflictError(report.id, message);
-    if (res.status < 500) throw new Error(`publish ${report.id}: HTTP ${res.status}: ${message}`);
+    if (res.status === 409) throw new PublishConflictError(id, message);
+    if (res.status < 500) throw new Error(`publish ${id}: HTTP ${res.status}: ${message}`);
     last = `HTTP ${res.status}: ${message}`;
   }
-  throw new Error(`publish ${report.id}: gave up after ${retries + 1} tries (${last})`);
+  throw new Error(`publish ${id}: gave up after ${retries + 1} tries (${last})`);
 }

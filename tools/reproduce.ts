@@ -6,7 +6,8 @@
  * the config and the paths are checked before the GPU starts.
  *
  *   deno task reproduce [--profile smoke|full] [--config grid.json] [--model PATH]
- *                       [--shard i/n] [--out DIR] [--data DIR] [--only-selfcheck]
+ *                       [--shard i/n|auto] [--out DIR] [--data DIR] [--only-selfcheck]
+ *                       [--publish URL [--publish-adapters]]
  *   deno task reproduce merge --out DIR SHARD_DIR...
  */
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
@@ -21,6 +22,7 @@ import {
   type PlannedRun,
   profile,
   PROFILES,
+  shardFromEnv,
   shardRuns,
 } from "../grid/config.ts";
 import { executeRun, loadGridModel } from "../grid/runner.ts";
@@ -28,6 +30,8 @@ import { describeClaim, tempPath, writeFileAtomic } from "../grid/claim.ts";
 import { readModelConfig } from "../models/llama/open.ts";
 import { collectReports, mergeShards, writeGridSummary } from "../grid/summary.ts";
 import { writeStaticPages } from "../reports/html.ts";
+import { publishAdapters, publishRun } from "../reports/publish.ts";
+import type { RunReport } from "../grid/schema.ts";
 import { ensureSystem } from "./setup.ts";
 import {
   choiceOption,
@@ -72,8 +76,19 @@ export const SPEC: CommandSpec = {
     },
     shard: {
       type: "string",
-      value: "i/n",
-      description: "Only every n-th run from run i, 0 ≤ i < n (default: all runs).",
+      value: "i/n|auto",
+      description: "Only every n-th run from run i, 0 ≤ i < n; auto: i from " +
+        "JOB_COMPLETION_INDEX, n from MOKA_SHARDS (default: all runs).",
+    },
+    publish: {
+      type: "string",
+      value: "URL",
+      description: "Report server to POST each finished run to, with the bearer token in " +
+        "MOKA_PUBLISH_TOKEN (default: none).",
+    },
+    "publish-adapters": {
+      type: "boolean",
+      description: "With --publish, also upload each run's adapters.safetensors.",
     },
     data: {
       type: "string",
@@ -96,6 +111,11 @@ export const SPEC: CommandSpec = {
     "names the file and the field) or a missing path, found before any GPU work, so an existing",
     "selfcheck.json is left as it is; 1 a failed self-check or a failed run.",
     "",
+    "--publish: every finished run of this shard (also one finished earlier, so a restarted",
+    "process publishes what a crash left unpublished) goes to POST URL/api/runs; the server",
+    "answers an identical report with 200, a different one under the same id with 409 (named at",
+    "the end, exit 1, the grid goes on). Network errors and 5xx are retried with backoff.",
+    "",
     "merge: check every SHARD_DIR (each must hold finished runs) and what --out holds, then copy",
     "the runs into --out and write grid.json and the HTML pages. A run id found twice must have",
     "equal reports; a conflict is named and nothing is written.",
@@ -104,6 +124,7 @@ export const SPEC: CommandSpec = {
     "deno task reproduce --out /tmp/smoke",
     "deno task reproduce --profile full --model /models/Meta-Llama-3-8B --shard 0/4 --out out-0",
     "deno task reproduce merge --out reports/out out-0 out-1 out-2 out-3",
+    "MOKA_PUBLISH_TOKEN=… deno task reproduce --shard auto --publish https://reports.example",
   ],
 };
 
@@ -117,6 +138,8 @@ export interface ReproducePlan {
   all: PlannedRun[];
   /** The runs of this shard (all of them without --shard). */
   runs: PlannedRun[];
+  /** Where finished runs are published (--publish), if anywhere. */
+  publish?: PublishTarget;
   /** Data folder. */
   dataDir: string;
   /** Stop after the self-check. */
@@ -164,11 +187,14 @@ export async function planReproduction(values: ParsedCli["values"]): Promise<Rep
   let shard;
   if (values.shard !== undefined) {
     try {
-      shard = parseShard(values.shard as string);
+      shard = values.shard === "auto"
+        ? shardFromEnv((name) => Deno.env.get(name))
+        : parseShard(values.shard as string);
     } catch (e) {
       throw new UsageError((e as Error).message);
     }
   }
+  const publish = publishTarget(values);
   const raw = await rawConfig(values);
   const source = values.config !== undefined
     ? `--config ${values.config}`
@@ -225,7 +251,63 @@ export async function planReproduction(values: ParsedCli["values"]): Promise<Rep
       throw new UsageError(`${(e as Error).message} (${modelPath})`);
     }
   }
-  return { out, grid, all, runs, dataDir: data, onlySelfcheck };
+  return { out, grid, all, runs, dataDir: data, onlySelfcheck, publish };
+}
+
+/** Where finished runs go: --publish's URL and the token from MOKA_PUBLISH_TOKEN. */
+export interface PublishTarget {
+  /** The report server's root URL. */
+  url: string;
+  /** Its bearer token. */
+  token: string;
+  /** Upload the adapter files too. */
+  adapters: boolean;
+}
+
+function publishTarget(values: ParsedCli["values"]): PublishTarget | undefined {
+  if (values.publish === undefined) {
+    if (values["publish-adapters"]) throw new UsageError("--publish-adapters needs --publish URL");
+    return undefined;
+  }
+  const url = values.publish as string;
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new UsageError(`--publish ${url}: not a URL`);
+  }
+  if (parsed.protocol !== "http:" && parsed.protocol !== "https:") {
+    throw new UsageError(`--publish ${url}: expected an http:// or https:// URL`);
+  }
+  const token = Deno.env.get("MOKA_PUBLISH_TOKEN");
+  if (!token) {
+    throw new UsageError(
+      "--publish needs the report server's bearer token in MOKA_PUBLISH_TOKEN",
+    );
+  }
+  return { url, token, adapters: values["publish-adapters"] === true };
+}
+
+/** Publish one finished run (and its adapter file); the error line when that failed. */
+async function publishFinished(
+  target: PublishTarget,
+  out: string,
+  report: RunReport,
+): Promise<string | null> {
+  try {
+    const r = await publishRun(target.url, target.token, report);
+    let line = `published ${report.id} (${r.status})`;
+    if (target.adapters && report.adapterChecksum) {
+      const bytes = await Deno.readFile(`${out}/runs/${report.id}/adapters.safetensors`);
+      const a = await publishAdapters(target.url, target.token, report.id, bytes);
+      line += `, adapters (${a.status})`;
+    }
+    console.log(`  ${line}`);
+    return null;
+  } catch (e) {
+    console.log(`  publish failed: ${(e as Error).message}`);
+    return (e as Error).message;
+  }
 }
 
 /**
@@ -365,6 +447,7 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
   );
   const measured: MeasuredRun[] = [];
   const leftToOthers: string[] = [];
+  const publishFailures: string[] = [];
   for (const [i, run] of runs.entries()) {
     const t = performance.now();
     const outcome = await executeRun(rt, grid, run, model, {
@@ -378,6 +461,10 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
       continue;
     }
     const { report, skipped } = outcome;
+    if (plan.publish) {
+      const failed = await publishFinished(plan.publish, out, report);
+      if (failed) publishFailures.push(failed);
+    }
     const seconds = (performance.now() - t) / 1000;
     // A skipped run took no time and says nothing about how long the others take.
     if (!skipped) measured.push({ kinds: runKinds(grid, run), seconds });
@@ -411,6 +498,12 @@ async function reproduce(plan: ReproducePlan): Promise<number> {
     // Not a failure: the holders write those reports; rerun (or merge) once they are done.
     console.log(`${leftToOthers.length} runs left to other processes:`);
     for (const line of leftToOthers) console.log(`  ${line}`);
+  }
+  if (publishFailures.length) {
+    // The results are safe in --out: rerun with --publish (finished runs are published again).
+    console.error(`${publishFailures.length} runs not published:`);
+    for (const line of publishFailures) console.error(`  ${line}`);
+    return 1;
   }
   return 0;
 }
