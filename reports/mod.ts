@@ -44,10 +44,10 @@ export {
   SECURITY_HEADERS,
 } from "./server.ts";
 export {
+  publishAdapters,
   PublishConflictError,
   type PublishOptions,
   type PublishResult,
-  publishAdapters,
   publishRun,
 } from "./publish.ts";
 export {
