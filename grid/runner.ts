@@ -343,6 +343,7 @@ async function trainAndEvaluate(
         try {
           try {
             await trainer.resume(`${dir}/ckpt.safetensors`);
+            options.log(`${run.id}: resumed from its checkpoint at step ${trainer.step}`);
           } catch (e) {
             if (!(e instanceof Deno.errors.NotFound)) throw e;
           }
