@@ -124,10 +124,18 @@ async function readClaim(path: string): Promise<{ text: string; claim: RunClaim 
   }
 }
 
-/** A claim left by a process of this host that no longer runs. */
+/** When this process started (ms since the epoch). */
+const PROCESS_STARTED = Date.now() - performance.now();
+
+/**
+ * A claim left by a process of this host that no longer runs. A claim with this process's own pid
+ * made before it started is a previous incarnation's: a restarted container (a Kubernetes pod
+ * retried on the same host name) gets the same small pid again.
+ */
 async function isStale(claim: RunClaim | null): Promise<boolean> {
-  return claim !== null && claim.hostname === hostName() && claim.hostname !== "unknown" &&
-    !await processAlive(claim.pid);
+  if (claim === null || claim.hostname !== hostName() || claim.hostname === "unknown") return false;
+  if (claim.pid === Deno.pid) return Date.parse(claim.started) < PROCESS_STARTED;
+  return !await processAlive(claim.pid);
 }
 
 /**

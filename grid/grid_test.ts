@@ -314,6 +314,17 @@ Deno.test("grid claims: one holder per run, a stale claim is taken over, temp na
       JSON.stringify({ ...stale, hostname: `${Deno.hostname()}-elsewhere` }),
     );
     assert.equal((await claimRun(run)).claimed, false);
+    // A lock with this process's pid from before it started: a restarted container's previous
+    // incarnation (same host name, same pid), taken over; one from after it started is ours.
+    const earlier = { pid: Deno.pid, hostname: Deno.hostname(), started: "2020-01-01T00:00:00Z" };
+    await Deno.writeTextFile(`${run}/${CLAIM_FILE}`, JSON.stringify(earlier));
+    const retried = await claimRun(run);
+    assert.ok(retried.claimed);
+    assert.deepEqual(retried.tookOver, earlier);
+    await retried.release();
+    const live = { ...earlier, started: new Date().toISOString() };
+    await Deno.writeTextFile(`${run}/${CLAIM_FILE}`, JSON.stringify(live));
+    assert.equal((await claimRun(run)).claimed, false);
     // Many claimants at once: exactly one wins.
     await Deno.remove(`${run}/${CLAIM_FILE}`);
     const many = await Promise.all(Array.from({ length: 8 }, () => claimRun(`${dir}/runs/b`)));
