@@ -5,7 +5,7 @@
  *
  * (`deps/` wraps the npm dependencies and sits below everything; `testing/` — the checkout's
  * default data locations — may be imported by tests (`*_test.ts`), tools, benches and examples,
- * never by a library module; `bench/` and `examples/` sit on top.) Library modules also name
+ * never by a library module; `bench/` and `deploy/` sit beside the tools, `examples/` on top.) Library modules also name
  * npm packages only through `deps/`, so they load by URL without an import map. Prints each
  * offending import as `file: imports target (layer a → layer b)` and exits 1 when there is one.
  * Part of `deno task check`.
@@ -24,7 +24,7 @@ export const LAYERS: { name: string; prefixes: string[] }[] = [
   { name: "grid", prefixes: ["grid/"] },
   { name: "reports", prefixes: ["reports/"] },
   { name: "api", prefixes: ["mod.ts"] },
-  { name: "tools", prefixes: ["tools/", "bench/", "testing/"] },
+  { name: "tools", prefixes: ["tools/", "bench/", "testing/", "deploy/"] },
   { name: "examples", prefixes: ["examples/"] },
 ];
 

@@ -1,6 +1,6 @@
 /**
- * `deno task serve [--port N] [--reports DIR | --kv PATH]`: serve the reports folder (or a Deno
- * KV database) over HTTP. `PORT` in the environment is honoured when `--port` is not given;
+ * `deno task serve [--port N] [--hostname ADDR] [--reports DIR | --kv PATH]`: serve the reports
+ * folder (or a Deno KV database) over HTTP, on 127.0.0.1 unless `--hostname` says otherwise. `PORT` in the environment is honoured when `--port` is not given;
  * `MOKA_PUBLISH_TOKEN` enables publishing (POST /api/runs with that bearer token).
  */
 import { createReportApp } from "../reports/server.ts";
@@ -12,12 +12,19 @@ import { type CommandSpec, intOption, runCli, UsageError } from "./cli.ts";
 /** The command-line interface of `deno task serve`. */
 export const SPEC: CommandSpec = {
   name: "deno task serve",
-  summary: "Serve the reports folder (grid overview, run pages, JSON API) on 127.0.0.1.",
+  summary:
+    "Serve the reports folder (grid overview, run pages, JSON API), on 127.0.0.1 by default.",
   options: {
     port: {
       type: "string",
       value: "N",
       description: "TCP port, 0 for any free one (default: $PORT, else 8000).",
+    },
+    hostname: {
+      type: "string",
+      value: "ADDR",
+      default: "127.0.0.1",
+      description: "Address to listen on; 0.0.0.0 for every interface (in a container).",
     },
     reports: {
       type: "string",
@@ -38,6 +45,7 @@ export const SPEC: CommandSpec = {
     "deno task serve",
     "deno task serve --port 8080 --reports /tmp/smoke",
     "MOKA_PUBLISH_TOKEN=secret deno task serve --kv /tmp/reports.kv",
+    "deno task serve --kv /data/reports.kv --hostname 0.0.0.0 --port 8000",
   ],
 };
 
@@ -60,7 +68,9 @@ if (import.meta.main) {
       ? await openKvStore(values.kv as string)
       : openFolderStore(values.reports as string);
     const app = createReportApp({ store, publishToken: Deno.env.get("MOKA_PUBLISH_TOKEN") });
-    const server = Deno.serve({ port: p, hostname: "127.0.0.1" }, app.fetch);
+    const hostname = values.hostname as string;
+    if (!hostname.trim()) throw new UsageError("--hostname: expected an address, e.g. 0.0.0.0");
+    const server = Deno.serve({ port: p, hostname }, app.fetch);
     // runCli exits when this returns: serve until the server stops.
     await server.finished;
   });
