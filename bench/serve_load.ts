@@ -10,7 +10,7 @@
  * the app's POST /api/runs, each trying to overwrite a report with another config hash, then
  * reopens each store and checks that every report is present exactly once.
  */
-import { parseArgs } from "node:util";
+import { type CommandSpec, intOption, runCli } from "../tools/cli.ts";
 import { runReport } from "../testing/run_report.ts";
 import { createReportApp } from "../reports/server.ts";
 import { openFolderStore } from "../reports/store/folder.ts";
@@ -215,28 +215,49 @@ async function ingest(name: string, open: () => Promise<ReportStore>) {
   };
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      seconds: { type: "string", default: "10" },
-      connections: { type: "string", default: "50" },
-      ingest: { type: "boolean", default: false },
+/** The command-line interface of `deno task serve-load`. */
+export const SPEC: CommandSpec = {
+  name: "deno task serve-load",
+  summary: "Load-check the report server on loopback with 14 full-size reports and print JSON " +
+    "(req/s, p50/p99, the server's peak RSS, /health latency, targets met).",
+  options: {
+    seconds: {
+      type: "string",
+      value: "N",
+      default: "10",
+      description: "How long to drive /api/runs (1 to 15 s).",
     },
-  });
-  const seconds = Math.min(15, Math.max(1, Number(values.seconds)));
-  const connections = Math.min(200, Math.max(1, Number(values.connections)));
-  const out: Record<string, unknown> = { load: await load(seconds, connections) };
-  if (values.ingest) {
-    const dir = await Deno.makeTempDir({ prefix: "moka-ingest-" });
-    try {
-      out.ingest = [
-        await ingest("kv", () => openKvStore(`${dir}/reports.kv`)),
-        await ingest("folder", () => Promise.resolve(openFolderStore(`${dir}/folder`))),
-      ];
-    } finally {
-      await Deno.remove(dir, { recursive: true });
+    connections: {
+      type: "string",
+      value: "N",
+      default: "50",
+      description: "Concurrent fetch loops (1 to 200).",
+    },
+    ingest: {
+      type: "boolean",
+      description: "Also publish 8 × 50 reports concurrently into a KV and a folder store, then " +
+        "reopen each and check every report is there once.",
+    },
+  },
+  examples: ["deno task serve-load", "deno task serve-load --seconds 5 --ingest"],
+};
+
+if (import.meta.main) {
+  await runCli(SPEC, async ({ values }) => {
+    const seconds = intOption("seconds", values.seconds, 1, 15)!;
+    const connections = intOption("connections", values.connections, 1, 200)!;
+    const out: Record<string, unknown> = { load: await load(seconds, connections) };
+    if (values.ingest) {
+      const dir = await Deno.makeTempDir({ prefix: "moka-ingest-" });
+      try {
+        out.ingest = [
+          await ingest("kv", () => openKvStore(`${dir}/reports.kv`)),
+          await ingest("folder", () => Promise.resolve(openFolderStore(`${dir}/folder`))),
+        ];
+      } finally {
+        await Deno.remove(dir, { recursive: true });
+      }
     }
-  }
-  console.log(JSON.stringify(out, null, 2));
+    console.log(JSON.stringify(out, null, 2));
+  });
 }

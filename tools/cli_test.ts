@@ -17,6 +17,7 @@ import {
 import { SPEC as SERVE_SPEC } from "./serve.ts";
 import { SPEC as SETUP_SPEC } from "./setup.ts";
 import { SPEC as PERF_SPEC } from "../bench/perf.ts";
+import { SPEC as SERVE_LOAD_SPEC } from "../bench/serve_load.ts";
 import type { GridConfig } from "../grid/config.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -76,6 +77,12 @@ const TOOLS: Tool[] = [
     options: () => Promise.resolve(Object.keys(PERF_SPEC.options)),
     bad: ["--size=0"],
     option: "--size",
+  },
+  {
+    task: "serve-load",
+    options: () => Promise.resolve(Object.keys(SERVE_LOAD_SPEC.options)),
+    bad: ["--seconds=0"],
+    option: "--seconds",
   },
   {
     task: "scale",
