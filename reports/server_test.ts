@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createReportApp } from "./server.ts";
 import { parseRunReport, parseSelfCheckReport } from "../grid/schema.ts";
+import { runReport } from "../testing/run_report.ts";
 
 const report = {
   kind: "selfcheck",
@@ -43,57 +44,13 @@ Deno.test("report server: overview, API, health, 404, escaping", async () => {
   await Deno.remove(dir, { recursive: true });
 });
 
-function runReport(
-  id: string,
-  adapter: string,
-  family: "commonsense" | "mmlu" | "instruction",
-  params: number,
-) {
-  return {
-    kind: "run",
-    id,
-    profile: "test",
-    adapter,
-    adapterConfig: adapter === "base" ? null : { kind: "lora", r: 2, alpha: 4 },
-    family,
-    seed: 1,
-    configHash: "a".repeat(64),
-    config: { seed: 1 },
-    git: "abc",
-    deno: "2.9.6",
-    device: "llvmpipe <x>",
-    model: "stories260K.bin",
-    base: "nf4",
-    trainableParams: params,
-    metrics: family === "commonsense"
-      ? {
-        commonsense: {
-          tasks: { boolq: { accuracy: 0.5, correct: 1, total: 2, unparseable: 1 } },
-          average: 0.5,
-        },
-      }
-      : {
-        mmlu: {
-          subjects: { marketing: { accuracy: 0.25, correct: 1, total: 4 } },
-          categories: { other: 0.25 },
-          average: 0.25,
-          subjectMean: 0.25,
-        },
-      },
-    lossCurve: params ? [[1, 2.5], [2, 2.0]] : [],
-    timings: { trainSeconds: 1, evalSeconds: 2, trainTokensPerSecond: params ? 100 : null },
-    adapterChecksum: params ? "b".repeat(64) : null,
-    date: "2026-11-29T00:00:00.000Z",
-  };
-}
-
 async function gridDir(): Promise<string> {
   const dir = await Deno.makeTempDir();
   for (
     const r of [
-      runReport("base-commonsense-s1", "base", "commonsense", 0),
-      runReport("lora-commonsense-s1", "lora", "commonsense", 2240),
-      runReport("lora-instruction-s1", "lora", "instruction", 2240),
+      runReport("base-commonsense-s1"),
+      runReport("lora-commonsense-s1"),
+      runReport("lora-instruction-s1"),
     ]
   ) {
     await Deno.mkdir(`${dir}/runs/${r.id}`, { recursive: true });
@@ -177,7 +134,7 @@ Deno.test("report server: a real server on a loopback port answers concurrent re
 });
 
 Deno.test("run report schema: round trip; bad ids, hashes and accuracies are refused by field", () => {
-  const r = runReport("lora-commonsense-s1", "lora", "commonsense", 2240);
+  const r = runReport("lora-commonsense-s1");
   assert.deepEqual(parseRunReport(JSON.stringify(r), "r.json"), r);
   assert.throws(
     () => parseRunReport(JSON.stringify({ ...r, id: "../x" }), "r.json"),

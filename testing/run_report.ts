@@ -23,7 +23,7 @@ export function runReport(id: string, options: RunReportOptions = {}): RunReport
   const m = /^([a-z0-9_]+)-(commonsense|mmlu|instruction)-s(-?\d+)$/.exec(id);
   if (!m) throw new Error(`runReport: ${id} is not a run id`);
   const adapter = options.adapter ?? m[1];
-  const family = m[2] === "commonsense" ? "commonsense" : "mmlu";
+  const family = m[2] as RunReport["family"];
   const base = adapter === "base";
   const params = options.params ?? (base ? 0 : 2240);
   const steps = options.steps ?? (params ? 2 : 0);
