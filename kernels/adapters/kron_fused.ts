@@ -289,21 +289,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   w[idx] = s;
 }`);
 
-// Σ_j2 (W or X)[t, o1, j2]·B[o2, j2] for output o of component i, into `s`.
-function rightProduct(c: Geometry["comps"][number], i: number): string {
-  const src = c.wOff === null ? "x" : "w";
-  const row = c.wOff === null ? "t * DIN" : `t * ${"PER"} + ${c.wOff}u`;
-  return `  {
-    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
-    let r0 = ${row} + (o / ${c.mb}u) * ${c.nb}u;
-    var s = 0.0;
-    for (var j2 = 0u; j2 < ${c.nb}u; j2++) { s += ${src}[r0 + j2] * prm[b0 + j2]; }
-    acc += c[${i}] * s;
-  }`;
-}
-
 // The forward in one dispatch for small problems (a decoding step): per output,
-// y[t, o] += Σᵢ cᵢ·Σ_j1 A[o1, j1]·(Σ_j2 B[o2, j2]·X[t, j1, j2]), dIn multiply-adds per component.
+// y[t, o] += Σᵢ cᵢ·Σ_j1 A[o1, j1]·(Σ_j2 B[o2, j2]·X[t, j1, j2]), dIn multiply-adds per component
+// (Σ_j2 X[t, o1, j2]·B[o2, j2] for an identity A).
 const forwardDirect = memoWgsl((g: Geometry) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;
@@ -321,7 +309,15 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   var acc = 0.0;
 ${
   g.comps.map((c, i) =>
-    c.wOff === null ? rightProduct(c, i) : `  {
+    c.wOff === null
+      ? `  {
+    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
+    let x0 = t * DIN + (o / ${c.mb}u) * ${c.nb}u;
+    var s = 0.0;
+    for (var j2 = 0u; j2 < ${c.nb}u; j2++) { s += x[x0 + j2] * prm[b0 + j2]; }
+    acc += c[${i}] * s;
+  }`
+      : `  {
     let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
     let a0 = field(${i}u, 5u) + (o / ${c.mb}u) * ${c.na}u;
     var s = 0.0;
@@ -790,7 +786,7 @@ async function record(
   b: FusedKronLayer,
   fields: { tokens: number; beta?: number; n: number },
   buffers: Binding[],
-  groups: [number, number?, number?],
+  groups: [number, number?, number?] = grid1d(rt, fields.n, WG), // one invocation per n
 ): Promise<void> {
   const pipeline = await rt.pipelines.get(code, label);
   batch.dispatch(
@@ -827,12 +823,13 @@ export async function fusedKronForward(
   }
   const per = plan.forwardPerToken;
   const gate = b.gate.binding;
+  const g = geometryOf(plan);
   if (tokens * plan.dOut * plan.dIn * plan.r <= a.directMacs) {
     const n = tokens * plan.dOut;
     await record(
       rt,
       batch,
-      forwardDirect(geometryOf(plan)),
+      forwardDirect(g),
       "adapter/kron-fused-fwd-direct",
       b,
       {
@@ -840,7 +837,6 @@ export async function fusedKronForward(
         n,
       },
       [{ buffer: plan.params }, gate, x.binding, y.binding],
-      grid1d(rt, n, WG),
     );
     return;
   }
@@ -850,7 +846,7 @@ export async function fusedKronForward(
     await record(
       rt,
       batch,
-      forwardLeft(geometryOf(plan)),
+      forwardLeft(g),
       "adapter/kron-fused-fwd-left",
       b,
       {
@@ -858,10 +854,8 @@ export async function fusedKronForward(
         n,
       },
       [{ buffer: plan.params }, x.binding, w.binding],
-      grid1d(rt, n, WG),
     );
   }
-  const g = geometryOf(plan);
   const tiles = tilingOf(g);
   const n = Math.ceil(tokens / tiles.outTT) * (plan.dOut / tiles.outTO);
   await record(
@@ -877,11 +871,10 @@ export async function fusedKronForward(
     [
       { buffer: plan.params },
       gate,
-      ...(geometryOf(plan).comps.some((c) => c.wOff === null) ? [x.binding] : []),
+      ...(g.comps.some((c) => c.wOff === null) ? [x.binding] : []),
       ...(per > 0 ? [w!.binding] : []),
       y.binding,
     ],
-    grid1d(rt, n, WG),
   );
 }
 
@@ -909,13 +902,14 @@ export async function fusedKronBackward(
   ) throw new RangeError("fusedKronBackward: shapes");
   const per = plan.backwardPerToken;
   const gate = b.gate.binding;
+  const g = geometryOf(plan);
   if (per > 0) {
     if (!ku || ku.size < tokens * per) throw new RangeError("fusedKronBackward: scratch");
-    const n = tokens * tilingOf(geometryOf(plan)).leftPerToken;
+    const n = tokens * tilingOf(g).leftPerToken;
     await record(
       rt,
       batch,
-      backwardLeft(geometryOf(plan)),
+      backwardLeft(g),
       "adapter/kron-fused-bwd-left",
       b,
       {
@@ -923,10 +917,8 @@ export async function fusedKronBackward(
         n,
       },
       [{ buffer: plan.params }, dy.binding, ku.binding],
-      grid1d(rt, n, WG),
     );
   }
-  const g = geometryOf(plan);
   const dyIfRead = g.comps.some((c) => c.kOff === null) ? [dy.binding] : [];
   const kuIfRead = per > 0 ? [ku!.binding] : [];
   const nx = dxBlocks(g, tokens);
@@ -938,7 +930,6 @@ export async function fusedKronBackward(
     b,
     { tokens, n: nx },
     [{ buffer: plan.params }, gate, ...dyIfRead, ...kuIfRead, dx.binding],
-    grid1d(rt, nx, WG),
   );
   const ng = tilingOf(g).gradTiles;
   await record(
@@ -949,7 +940,6 @@ export async function fusedKronBackward(
     b,
     { tokens, n: ng, beta: a.accumulate ? 1 : 0 },
     [gate, x.binding, ...dyIfRead, ...kuIfRead, { buffer: plan.grads }],
-    grid1d(rt, ng, WG),
   );
 }
 
