@@ -52,13 +52,13 @@ export function hostName(): string {
  * --allow-all, so the signal is the check; without --allow-run every pid counts as alive (a claim
  * is then never taken over automatically).
  */
-export function processAlive(pid: number): Promise<boolean> {
-  if (pid === Deno.pid) return Promise.resolve(true);
+export function processAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
   try {
     Deno.kill(pid, "SIGCONT");
-    return Promise.resolve(true);
+    return true;
   } catch (e) {
-    return Promise.resolve(!(e instanceof Deno.errors.NotFound));
+    return !(e instanceof Deno.errors.NotFound);
   }
 }
 
@@ -132,10 +132,10 @@ const PROCESS_STARTED = Date.now() - performance.now();
  * made before it started is a previous incarnation's: a restarted container (a Kubernetes pod
  * retried on the same host name) gets the same small pid again.
  */
-async function isStale(claim: RunClaim | null): Promise<boolean> {
+function isStale(claim: RunClaim | null): boolean {
   if (claim === null || claim.hostname !== hostName() || claim.hostname === "unknown") return false;
   if (claim.pid === Deno.pid) return Date.parse(claim.started) < PROCESS_STARTED;
-  return !await processAlive(claim.pid);
+  return !processAlive(claim.pid);
 }
 
 /**
@@ -164,13 +164,13 @@ export async function claimRun(dir: string): Promise<ClaimResult> {
     if (await createNew(lock, text)) return held();
     return { claimed: false, heldBy: (await readClaim(lock))?.claim ?? null, lock };
   }
-  if (!await isStale(found.claim)) return { claimed: false, heldBy: found.claim, lock };
+  if (!isStale(found.claim)) return { claimed: false, heldBy: found.claim, lock };
   const takeover = `${lock}.takeover`;
   if (!await createNew(takeover, text)) {
     // Another process is taking this lock over right now; a takeover file whose process is gone
     // is removed, and the run left for a later pass.
     const other = await readClaim(takeover);
-    if (other && await isStale(other.claim)) await Deno.remove(takeover).catch(() => {});
+    if (other && isStale(other.claim)) await Deno.remove(takeover).catch(() => {});
     return { claimed: false, heldBy: other?.claim ?? null, lock };
   }
   try {
