@@ -117,4 +117,5 @@ export { beamSelect, type BeamStateLayout, beamStateLayout, greedySelect } from 
 /** The LLaMA layer kernels (forward and backward), each tested against `models/llama/cpu/`. */
 export * as llamaKernels from "./llama/ops.ts";
 export { FLAT_INDEX_WGSL, launch, type UniformLayout, uniformLayout } from "./runtime/launch.ts";
+export type { ProductEpilogue } from "./runtime/epilogue.ts";
 export { attentionBackward, type AttentionDims, attentionForward } from "./llama/attention.ts";

@@ -27,6 +27,7 @@
  * a uniform descriptor gives each factor's offset and shape.
  */
 import type { Batch, Binding } from "../runtime/batch.ts";
+import type { ProductEpilogue } from "../runtime/epilogue.ts";
 import { flatIndexWgsl, grid1d, uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
@@ -217,17 +218,21 @@ const R = ${g.comps.length}u;
 const DIN = ${g.dIn}u;
 const DOUT = ${g.dOut}u;`;
 
-// cᵢ = s·softmax(gate)ᵢ, once per invocation (r is small).
-const COEFS = /* wgsl */ `
-fn coefs() -> array<f32, R> {
-  var c: array<f32, R>;
-  var mx = gate[0];
-  for (var j = 1u; j < R; j++) { mx = max(mx, gate[j]); }
+// cᵢ = s·softmax(gate)ᵢ, once per invocation (r is small); \`r\` a literal or the kernels' R.
+const coefsWgsl = (name: string, gate: string, scale: string, r: number | "R" = "R") => {
+  const n = r === "R" ? "R" : `${r}u`;
+  return /* wgsl */ `
+fn ${name}() -> array<f32, ${n}> {
+  var c: array<f32, ${n}>;
+  var mx = ${gate}[0];
+  for (var j = 1u; j < ${n}; j++) { mx = max(mx, ${gate}[j]); }
   var sum = 0.0;
-  for (var j = 0u; j < R; j++) { c[j] = exp(gate[j] - mx); sum += c[j]; }
-  for (var j = 0u; j < R; j++) { c[j] = p.scale * c[j] / sum; }
+  for (var j = 0u; j < ${n}; j++) { c[j] = exp(${gate}[j] - mx); sum += c[j]; }
+  for (var j = 0u; j < ${n}; j++) { c[j] = ${scale} * c[j] / sum; }
   return c;
 }`;
+};
+const COEFS = coefsWgsl("coefs", "gate", "p.scale");
 
 /** Storage bindings from 2 on, in order. */
 function storage(list: StorageBinding[]): string {
@@ -291,7 +296,44 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 // The forward in one dispatch for small problems (a decoding step): per output,
 // y[t, o] += Σᵢ cᵢ·Σ_j1 A[o1, j1]·(Σ_j2 B[o2, j2]·X[t, j1, j2]), dIn multiply-adds per component
-// (Σ_j2 X[t, o1, j2]·B[o2, j2] for an identity A).
+// (Σ_j2 X[t, o1, j2]·B[o2, j2] for an identity A). The same terms serve the direct kernel and the
+// product epilogue, which differ in names only.
+interface DirectNames {
+  /** The factors' buffer, the descriptor's field accessor and the coefficients' array. */
+  prm: string;
+  field: string;
+  coefs: string;
+  /** Element k of token t's input. */
+  input: (t: string, k: string) => string;
+}
+
+/** WGSL adding output o of token t's mixture term into \`acc\`. */
+function directTerms(g: Geometry, n: DirectNames): string {
+  return g.comps.map((c, i) =>
+    c.wOff === null
+      ? `  {
+    let b0 = ${n.field}(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
+    let k0 = (o / ${c.mb}u) * ${c.nb}u;
+    var s = 0.0;
+    for (var j2 = 0u; j2 < ${c.nb}u; j2++) { s += ${n.input("t", "k0 + j2")} * ${n.prm}[b0 + j2]; }
+    acc += ${n.coefs}[${i}] * s;
+  }`
+      : `  {
+    let b0 = ${n.field}(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
+    let a0 = ${n.field}(${i}u, 5u) + (o / ${c.mb}u) * ${c.na}u;
+    var s = 0.0;
+    for (var j1 = 0u; j1 < ${c.na}u; j1++) {
+      var inner = 0.0;
+      for (var j2 = 0u; j2 < ${c.nb}u; j2++) {
+        inner += ${n.input("t", `j1 * ${c.nb}u + j2`)} * ${n.prm}[b0 + j2];
+      }
+      s += ${n.prm}[a0 + j1] * inner;
+    }
+    acc += ${n.coefs}[${i}] * s;
+  }`
+  ).join("\n");
+}
+
 const forwardDirect = memoWgsl((g: Geometry) => /* wgsl */ `
 @group(0) @binding(2) var<storage, read> prm: array<f32>;
 @group(0) @binding(3) var<storage, read> gate: array<f32>;
@@ -308,30 +350,86 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
   let c = coefs();
   var acc = 0.0;
 ${
-  g.comps.map((c, i) =>
-    c.wOff === null
-      ? `  {
-    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
-    let x0 = t * DIN + (o / ${c.mb}u) * ${c.nb}u;
-    var s = 0.0;
-    for (var j2 = 0u; j2 < ${c.nb}u; j2++) { s += x[x0 + j2] * prm[b0 + j2]; }
-    acc += c[${i}] * s;
-  }`
-      : `  {
-    let b0 = field(${i}u, 6u) + (o % ${c.mb}u) * ${c.nb}u;
-    let a0 = field(${i}u, 5u) + (o / ${c.mb}u) * ${c.na}u;
-    var s = 0.0;
-    for (var j1 = 0u; j1 < ${c.na}u; j1++) {
-      let x0 = t * DIN + j1 * ${c.nb}u;
-      var inner = 0.0;
-      for (var j2 = 0u; j2 < ${c.nb}u; j2++) { inner += x[x0 + j2] * prm[b0 + j2]; }
-      s += prm[a0 + j1] * inner;
-    }
-    acc += c[${i}] * s;
-  }`
-  ).join("\n")
+  directTerms(g, {
+    prm: "prm",
+    field: "field",
+    coefs: "c",
+    input: (t, k) => `x[${t} * DIN + ${k}]`,
+  })
 }
   y[idx] += acc;
+}`);
+
+/**
+ * The same terms reading four elements per load: B's rows and X as vec4s, A through the same
+ * vec4 view (\`e_prmAt\`). Needs every nb % 4 = 0, B's offsets % 4 = 0 and a vec4 input.
+ */
+function directTermsVec4(g: Geometry): string {
+  return g.comps.map((c, i) => {
+    const nb4 = c.nb / 4;
+    const b0 = `let b0 = e_field(${i}u, 6u) / 4u + (o % ${c.mb}u) * ${nb4}u;`;
+    return c.wOff === null
+      ? `  {
+    ${b0}
+    let k0 = (o / ${c.mb}u) * ${nb4}u;
+    var s = vec4<f32>(0.0);
+    for (var j2 = 0u; j2 < ${nb4}u; j2++) { s = fma(inputVec4(t, k0 + j2), e_prm[b0 + j2], s); }
+    acc += e_c[${i}] * (s.x + s.y + s.z + s.w);
+  }`
+      : `  {
+    ${b0}
+    let a0 = e_field(${i}u, 5u) + (o / ${c.mb}u) * ${c.na}u;
+    var s = 0.0;
+    for (var j1 = 0u; j1 < ${c.na}u; j1++) {
+      var inner = vec4<f32>(0.0);
+      for (var j2 = 0u; j2 < ${nb4}u; j2++) {
+        inner = fma(inputVec4(t, j1 * ${nb4}u + j2), e_prm[b0 + j2], inner);
+      }
+      s += e_prmAt(a0 + j1) * (inner.x + inner.y + inner.z + inner.w);
+    }
+    acc += e_c[${i}] * s;
+  }`;
+  }).join("\n");
+}
+
+const EPILOGUE_PARAMS = uniformLayout("E_KronParams", [["scale", "f32"]] as const);
+
+// The direct forward as a product epilogue (kernels/runtime/epilogue.ts): the base product's
+// dispatch adds the mixture's term to each output it stores. \`vec4\`: directTermsVec4's terms.
+const epilogueWgsl = memoWgsl((g: Geometry, first: number, vec4: boolean) => /* wgsl */ `
+${EPILOGUE_PARAMS.wgsl}
+@group(0) @binding(${first}) var<uniform> e_p: E_KronParams;
+@group(0) @binding(${first + 1}) var<uniform> e_desc: array<vec4<u32>, ${
+  (HEADER + FIELDS * g.comps.length) / 4
+}>;
+@group(0) @binding(${first + 2}) var<storage, read> e_prm: array<${vec4 ? "vec4<f32>" : "f32"}>;
+@group(0) @binding(${first + 3}) var<storage, read> e_gate: array<f32>;
+fn e_field(i: u32, f: u32) -> u32 {
+  let w = ${HEADER}u + ${FIELDS}u * i + f;
+  return e_desc[w / 4u][w % 4u];
+}
+${
+  vec4
+    ? `fn e_prmAt(i: u32) -> f32 {
+  let v = e_prm[i / 4u];
+  let m = i % 4u;
+  return select(select(v.x, v.y, m == 1u), select(v.z, v.w, m == 3u), m >= 2u);
+}`
+    : ""
+}
+${coefsWgsl("e_coefs", "e_gate", "e_p.scale", g.comps.length)}
+fn epilogue(t: u32, o: u32) -> f32 {
+  let e_c = e_coefs();
+  var acc = 0.0;
+${
+  vec4 ? directTermsVec4(g) : directTerms(g, {
+    prm: "e_prm",
+    field: "e_field",
+    coefs: "e_c",
+    input: (t, k) => `inputAt(${t}, ${k})`,
+  })
+}
+  return acc;
 }`);
 
 // Register tiling. On every GPU (and most on a CPU rasteriser) a kernel whose every multiply-add
@@ -824,7 +922,7 @@ export async function fusedKronForward(
   const per = plan.forwardPerToken;
   const gate = b.gate.binding;
   const g = geometryOf(plan);
-  if (tokens * plan.dOut * plan.dIn * plan.r <= a.directMacs) {
+  if (fusedKronDirect(plan, tokens, a.directMacs)) {
     const n = tokens * plan.dOut;
     await record(
       rt,
@@ -876,6 +974,37 @@ export async function fusedKronForward(
       y.binding,
     ],
   );
+}
+
+/**
+ * Whether {@link fusedKronForward} of `tokens` rows is the direct kernel (tokens·dOut·dIn·r ≤
+ * `directMacs`): then {@link fusedKronEpilogue} can do it inside the base product instead.
+ */
+export function fusedKronDirect(plan: FusedKronPlan, tokens: number, directMacs: number): boolean {
+  return tokens * plan.dOut * plan.dIn * plan.r <= directMacs;
+}
+
+/**
+ * The direct forward (y += ΔW·x, every component) as a product epilogue: the base layer's
+ * frozen-weight product adds it to each output it stores, so the adapter costs no dispatch of its
+ * own. Per output, the same dIn·r multiply-adds as the direct kernel.
+ */
+export function fusedKronEpilogue(b: FusedKronLayer): ProductEpilogue {
+  const g = geometryOf(b.plan);
+  const { desc } = b.plan;
+  const bAligned = g.comps.every((c, i) =>
+    c.nb % 4 === 0 && desc[HEADER + FIELDS * i + 6] % 4 === 0
+  );
+  return {
+    name: "kron",
+    wgsl: (first, vectorInput) => epilogueWgsl(g, first, vectorInput && bAligned),
+    bindings: (batch) => [
+      batch.uniform(EPILOGUE_PARAMS.pack({ scale: b.scale })),
+      batch.uniform(b.plan.desc),
+      { buffer: b.plan.params },
+      b.gate.binding,
+    ],
+  };
 }
 
 /**

@@ -16,6 +16,7 @@
  */
 import { matmul } from "../matmul/matmul.ts";
 import type { Batch } from "../runtime/batch.ts";
+import type { ProductEpilogue } from "../runtime/epilogue.ts";
 import { FLAT_INDEX_WGSL, grid1d } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
@@ -143,6 +144,14 @@ export class FrozenMatrix {
     return FrozenMatrix.of(weight);
   }
 
+  /**
+   * Whether {@link frozenMatmul} can add a {@link ProductEpilogue} in its dispatch: every format
+   * but f32 rows that are not whole multiples of 8 columns (the frozen-weight kernels' f32 path).
+   */
+  get takesEpilogue(): boolean {
+    return this.format !== "f32" || this.cols % 8 === 0;
+  }
+
   /** GPU bytes of all blocks (payload). */
   get bytes(): number {
     return this.blocks.reduce((n, b) => n + b.weight.bytes, 0);
@@ -168,13 +177,22 @@ export interface FrozenMatmulOptions {
   beta?: number;
 }
 
+/** Options of {@link frozenMatmul}. */
+export interface FrozenForwardOptions extends FrozenMatmulOptions {
+  /**
+   * Terms added to every output in the product's dispatch (y = x·Wᵀ + e + β·y, e(t, o) for
+   * output feature o of token t); needs {@link FrozenMatrix.takesEpilogue}.
+   */
+  epilogue?: ProductEpilogue;
+}
+
 /** y [tokens, W.rows] = x [tokens, W.cols]·Wᵀ + β·y. */
 export async function frozenMatmul(
   rt: GpuRuntime,
   batch: Batch,
   x: GpuTensor,
   w: FrozenMatrix,
-  options: FrozenMatmulOptions = {},
+  options: FrozenForwardOptions = {},
 ): Promise<GpuTensor> {
   const tokens = x.size / w.cols;
   if (!Number.isInteger(tokens) || tokens === 0) {
@@ -183,14 +201,18 @@ export async function frozenMatmul(
   const beta = options.beta ?? 0;
   if (beta !== 0 && !options.out) throw new Error("frozenMatmul: beta ≠ 0 needs options.out");
   const y = options.out ?? rt.empty([tokens, w.rows]);
+  const { epilogue } = options;
+  if (epilogue && !w.takesEpilogue) {
+    throw new RangeError(`frozenMatmul: an f32 weight of ${w.cols} columns takes no epilogue`);
+  }
   if (w.blocks.length === 1) {
     const b = w.blocks[0].weight;
-    if (w.format === "f32") {
+    if (w.format === "f32" && !epilogue) {
       await matmul(rt, x, b.packed, { m: tokens, n: w.rows, k: w.cols, transB: true, beta }, {
         out: y,
         batch,
       });
-    } else await quantMatmul(rt, x, b, { out: y, beta, batch });
+    } else await quantMatmul(rt, x, b, { out: y, beta, batch, epilogue });
     return y;
   }
   for (const { rowStart, weight } of w.blocks) {
@@ -200,6 +222,7 @@ export async function frozenMatmul(
       batch,
       outStride: w.rows,
       outOffset: rowStart,
+      epilogue,
     });
   }
   return y;

@@ -48,6 +48,7 @@ export {
   QUANT_BACKWARD,
   QUANT_DECODE,
   QUANT_PREFILL,
+  type QuantForwardOptions,
   quantMatmul,
   quantMatmulBackward,
   type QuantMatmulOptions,
@@ -63,6 +64,7 @@ export {
   frozenBlockBackward,
   frozenBlockMatmul,
   frozenDequantize,
+  type FrozenForwardOptions,
   frozenGather,
   frozenMatmul,
   frozenMatmulBackward,
@@ -73,6 +75,7 @@ export {
   planRowBlocks,
 } from "./frozen.ts";
 export {
+  EPILOGUE_FIRST_BINDING,
   type QuantBackwardConfig,
   quantBackwardWgsl,
   type QuantForwardConfig,

@@ -3,10 +3,12 @@
  * upload a weight, run y = x·Wᵀ and dx = dy·W.
  */
 import { type QuantizedWeight, validateQuantized } from "./format.ts";
-import type { Batch } from "../runtime/batch.ts";
+import type { Batch, Binding } from "../runtime/batch.ts";
+import type { ProductEpilogue } from "../runtime/epilogue.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import {
+  EPILOGUE_FIRST_BINDING,
   isHalfFormat,
   QUANT_PARAMS,
   type QuantBackwardConfig,
@@ -292,6 +294,17 @@ export interface QuantMatmulOptions {
   outOffset?: number;
 }
 
+/** Options of {@link quantMatmul}. */
+export interface QuantForwardOptions extends QuantMatmulOptions {
+  /** The tile (default {@link QUANT_DECODE} for one token, else {@link QUANT_PREFILL}). */
+  kernel?: QuantForwardConfig;
+  /**
+   * Terms added to every output in the same dispatch: y = α·x·Wᵀ + e + β·y, with e(t, o) of
+   * output column o (the window's offset included) of token t.
+   */
+  epilogue?: ProductEpilogue;
+}
+
 async function run(
   rt: GpuRuntime,
   code: string,
@@ -302,6 +315,7 @@ async function run(
   tokens: number,
   grid: [number, number],
   options: QuantMatmulOptions,
+  extra: Binding[] = [],
 ): Promise<void> {
   if (out.buffer === input.buffer) {
     throw new Error(`${label}: the output must not alias the input (rows are read after writes)`);
@@ -326,6 +340,7 @@ async function run(
       w.aux.buffer,
       input.binding,
       out.binding,
+      ...extra,
     ],
     grid,
     label,
@@ -379,7 +394,7 @@ export async function quantMatmul(
   rt: GpuRuntime,
   x: GpuTensor,
   w: GpuQuantWeight,
-  options: QuantMatmulOptions & { kernel?: QuantForwardConfig } = {},
+  options: QuantForwardOptions = {},
 ): Promise<GpuTensor> {
   const tokens = checkIo(x, w.cols, "quantMatmul x");
   checkFullColumns(w, "quantMatmul");
@@ -393,17 +408,22 @@ export async function quantMatmul(
   const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
   const aligned = w.cols % 8 === 0;
   const wide = (cfg.wide ?? true) && wideForwardEligible(w.format, w.cols, w.blockSize);
+  const { epilogue } = options;
   const label = `qmatmul/${w.format}/${cfg.tm}x${cfg.tn}-wg${cfg.wx}x${cfg.wy}${
     wide ? "/w4" : aligned ? "/v4" : ""
-  }`;
+  }${epilogue ? `+${epilogue.name}` : ""}`;
   const grid: [number, number] = [
     Math.ceil(w.rows / (cfg.tn * cfg.wx)),
     Math.ceil(tokens / (cfg.tm * cfg.wy)),
   ];
+  const epilogueCode = epilogue?.wgsl(EPILOGUE_FIRST_BINDING, wide || aligned) ?? "";
   const code = wide
-    ? quantForwardWideWgsl(w.format, cfg)
-    : quantForwardWgsl(w.format, cfg, aligned);
-  await run(rt, code, label, w, x, out, tokens, grid, options);
+    ? quantForwardWideWgsl(w.format, cfg, epilogueCode)
+    : quantForwardWgsl(w.format, cfg, aligned, epilogueCode);
+  const batch = options.batch ?? rt.batch();
+  const extra = epilogue?.bindings(batch) ?? [];
+  await run(rt, code, label, w, x, out, tokens, grid, { ...options, batch }, extra);
+  if (!options.batch) await batch.submit();
   return out;
 }
 

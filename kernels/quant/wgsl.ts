@@ -238,12 +238,33 @@ function decodeWordVec4(format: QuantKernelFormat, tag: string, rowExpr: string)
   return out;
 }
 
+// \`extra\` is an epilogue's term (kernels/runtime/epilogue.ts), added after the scaling by α.
 const STORE = (name: string) =>
-  `fn store(idx: u32, acc: f32) {
-  var v = p.alpha * acc;
+  `fn store(idx: u32, acc: f32, extra: f32) {
+  var v = fma(p.alpha, acc, extra);
   if (p.beta != 0.0) { v = fma(p.beta, ${name}[idx], v); }
   ${name}[idx] = v;
 }`;
+
+// The product's input as the epilogue reads it: elements of x [M, K], and its vec4s where x is
+// read as vec4 (K % 4 = 0). Selects, not a dynamic component index, which llvmpipe spills.
+const INPUT_AT = (xVec4: boolean) =>
+  xVec4
+    ? `fn inputVec4(t: u32, k4: u32) -> vec4<f32> { return x[t * (p.K / 4u) + k4]; }
+fn inputAt(t: u32, k: u32) -> f32 {
+  let v = inputVec4(t, k / 4u);
+  let m = k % 4u;
+  return select(select(v.x, v.y, m == 1u), select(v.z, v.w, m == 3u), m >= 2u);
+}`
+    : `fn inputAt(t: u32, k: u32) -> f32 { return x[t * p.K + k]; }`;
+
+/** The epilogue's code, numbered after the forward kernels' six bindings. */
+function epilogueWgsl(epilogue: string, xVec4: boolean): string {
+  return epilogue === "" ? "" : `${INPUT_AT(xVec4)}\n${epilogue}`;
+}
+
+/** First binding an epilogue of a forward kernel may use. */
+export const EPILOGUE_FIRST_BINDING = 6;
 
 /**
  * Forward kernel. `aligned` (K % 8 = 0) reads x as vec4 and has no tail; otherwise x is read per
@@ -253,6 +274,7 @@ function quantForwardWgslUncached(
   format: QuantKernelFormat,
   cfg: QuantForwardConfig,
   aligned: boolean,
+  epilogue: string,
 ): string {
   if (format === "f32" && !aligned) throw new RangeError("f32 weights need K % 8 = 0");
   const { tm, tn } = cfg;
@@ -321,6 +343,7 @@ ${body(true).join("\n")}
 ${body(false).join("\n")}
   }
 ${tail}`,
+    epilogueWgsl(epilogue, aligned),
   );
 }
 
@@ -336,6 +359,7 @@ function forwardKernel(
   xRow: string,
   state: string[],
   loop: string,
+  epilogue: string,
 ): string {
   const { tm, tn } = cfg;
   const pre: string[] = [];
@@ -343,11 +367,14 @@ function forwardKernel(
   for (const i of range(tm)) pre.push(`  let xr${i} = min(t0 + ${i}u, p.M - 1u) * ${xRow};`);
   for (const i of range(tm)) for (const j of range(tn)) pre.push(`  var acc${i}_${j} = 0.0;`);
   const store: string[] = [];
+  for (const j of range(tn)) store.push(`  let col${j} = p.oOff + o0 + ${j}u;`);
   for (const i of range(tm)) {
     store.push(`  if (t0 + ${i}u < p.M) {`);
     for (const j of range(tn)) {
       store.push(
-        `    if (o0 + ${j}u < p.N) { store((t0 + ${i}u) * p.ldo + p.oOff + o0 + ${j}u, acc${i}_${j}); }`,
+        `    if (o0 + ${j}u < p.N) { store((t0 + ${i}u) * p.ldo + col${j}, acc${i}_${j}, ${
+          epilogue === "" ? "0.0" : `epilogue(t0 + ${i}u, col${j})`
+        }); }`,
       );
     }
     store.push(`  }`);
@@ -356,6 +383,7 @@ function forwardKernel(
 ${bindingLines}
 ${scaleFns(format)}
 ${STORE("y")}
+${epilogue}
 
 @compute @workgroup_size(${cfg.wx}, ${cfg.wy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -391,7 +419,11 @@ export function wideForwardEligible(
  * gather), so this quarters the weight loads of {@link quantForwardWgsl}; int4 codes are unpacked
  * four at a time with vector shifts. Needs {@link wideForwardEligible}.
  */
-function quantForwardWideWgslUncached(format: QuantKernelFormat, cfg: QuantForwardConfig): string {
+function quantForwardWideWgslUncached(
+  format: QuantKernelFormat,
+  cfg: QuantForwardConfig,
+  epilogue: string,
+): string {
   if (format === "f32" || isHalfFormat(format)) {
     throw new RangeError("the four-words kernel is for 4-bit weights");
   }
@@ -462,6 +494,7 @@ function quantForwardWideWgslUncached(format: QuantKernelFormat, cfg: QuantForwa
   for (var v = 0u; v < wpr4; v++) {
 ${lines.join("\n")}
   }`,
+    epilogueWgsl(epilogue, true),
   );
 }
 
@@ -492,7 +525,7 @@ function quantBackwardWgslUncached(format: QuantKernelFormat, cfg: QuantBackward
       for (const e of range(8)) {
         const col = `(c0 + ${q}u) * 8u + ${e}u`;
         store.push(
-          `    if (${col} < p.K) { store((t0 + ${i}u) * p.K + ${col}, acc${i}_${q}_${e}); }`,
+          `    if (${col} < p.K) { store((t0 + ${i}u) * p.K + ${col}, acc${i}_${q}_${e}, 0.0); }`,
         );
       }
     }
@@ -550,16 +583,23 @@ fn weightAt(row: u32, col: u32) -> f32 {
 }`;
 }
 
-/** The forward kernel's WGSL (memoised: recording must not rebuild the text). */
+/**
+ * The forward kernel's WGSL (memoised: recording must not rebuild the text), with an epilogue's
+ * code (`ProductEpilogue.wgsl(EPILOGUE_FIRST_BINDING)`, or "" for none).
+ */
 export const quantForwardWgsl: (
   format: QuantKernelFormat,
   cfg: QuantForwardConfig,
   aligned: boolean,
+  epilogue: string,
 ) => string = memoWgsl(quantForwardWgslUncached);
 
-/** The wide (four words per step) forward kernel's WGSL, memoised. */
-export const quantForwardWideWgsl: (format: QuantKernelFormat, cfg: QuantForwardConfig) => string =
-  memoWgsl(quantForwardWideWgslUncached);
+/** The wide (four words per step) forward kernel's WGSL, memoised; epilogue as above. */
+export const quantForwardWideWgsl: (
+  format: QuantKernelFormat,
+  cfg: QuantForwardConfig,
+  epilogue: string,
+) => string = memoWgsl(quantForwardWideWgslUncached);
 
 /** The backward kernel's WGSL, memoised. */
 export const quantBackwardWgsl: (format: QuantKernelFormat, cfg: QuantBackwardConfig) => string =

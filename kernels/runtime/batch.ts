@@ -95,6 +95,7 @@ export class Batch {
   readonly #releaseAfter: { release(): void }[] = [];
   readonly #labels: string[] = [];
   readonly #onDone: { resolve(): void; reject(e: unknown): void }[] = [];
+  readonly #snapshots: { staging: GPUBuffer; bytes: number; data: ArrayBuffer | null }[] = [];
   readonly #querySet: GPUQuerySet | null;
   #submitted = false;
   #timings: KernelTiming[] = [];
@@ -264,6 +265,7 @@ export class Batch {
   /**
    * A copy of `t` as it stands at this point of the batch, readable once the batch has run, e.g.
    * a status flag checked while the next batch already runs (the read waits for this batch only).
+   * The copy is mapped together with the batch's completion: reading it costs no wait of its own.
    */
   snapshot(t: GpuTensor): { read(): Promise<ArrayBuffer> } {
     const bytes = t.byteLength;
@@ -273,21 +275,14 @@ export class Batch {
       "snapshot",
     );
     this.copy(t.buffer, t.byteOffset, staging, 0, bytes);
-    const pool = this.#pool;
+    const entry = { staging, bytes, data: null as ArrayBuffer | null };
+    this.#snapshots.push(entry);
     const done = new Promise<void>((resolve, reject) => this.#onDone.push({ resolve, reject }));
     done.catch(() => {}); // submit() reports the failure; a snapshot never read must not crash
-
     return {
       async read() {
         await done;
-        try {
-          await staging.mapAsync(GPUMapMode.READ, 0, bytes);
-          const copy = staging.getMappedRange(0, bytes).slice(0);
-          staging.unmap();
-          return copy;
-        } finally {
-          pool.release(staging);
-        }
+        return entry.data!;
       },
     };
   }
@@ -327,11 +322,19 @@ export class Batch {
           `GPU validation error in batch [${this.#labels.join(", ")}]: ${error.message}`,
         );
       }
-      await device.queue.onSubmittedWorkDone();
+      // Every wait in one: the runtime resolves GPU promises on a polling interval, so each
+      // await in sequence would cost a whole interval even when the work is long done.
+      await Promise.all([
+        device.queue.onSubmittedWorkDone(),
+        staging?.mapAsync(GPUMapMode.READ, 0, 16 * profiled),
+        ...this.#snapshots.map((m) => m.staging.mapAsync(GPUMapMode.READ, 0, m.bytes)),
+      ]);
       assertAlive(this.#gpu);
-      for (const d of this.#onDone) d.resolve();
+      for (const m of this.#snapshots) {
+        m.data = m.staging.getMappedRange(0, m.bytes).slice(0);
+        m.staging.unmap();
+      }
       if (staging) {
-        await staging.mapAsync(GPUMapMode.READ, 0, 16 * profiled);
         const ticks = new BigUint64Array(staging.getMappedRange(0, 16 * profiled).slice(0));
         staging.unmap();
         this.#timings = this.#labels.slice(0, profiled).map((label, i) => ({
@@ -339,10 +342,15 @@ export class Batch {
           ns: Number(ticks[2 * i + 1] - ticks[2 * i]),
         }));
       }
+      for (const d of this.#onDone) d.resolve();
     } catch (e) {
       for (const d of this.#onDone) d.reject(e);
       throw e;
     } finally {
+      for (const m of this.#snapshots) {
+        if (m.staging.mapState === "mapped") m.staging.unmap(); // a failed wait left it mapped
+        this.#pool.release(m.staging);
+      }
       for (const t of this.#temps) this.#pool.release(t);
       for (const t of this.#releaseAfter) t.release();
       if (resolve) this.#pool.release(resolve);

@@ -10,6 +10,7 @@
 import type { KronGpuOptions } from "./kron_gpu.ts";
 import type { FrozenMatrix } from "../../kernels/quant/frozen.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
+import type { ProductEpilogue } from "../../kernels/runtime/epilogue.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
 import { TensorArena } from "../../kernels/runtime/arena.ts";
@@ -106,6 +107,11 @@ export interface GpuAdapterLayer {
   readonly params: Record<string, GpuTensor>;
   /** Gradients of the trainable parameters, overwritten by each backward. */
   readonly grads: Record<string, GpuTensor>;
+  /**
+   * Whether `forward` only adds x·ΔWᵀ to y (LoRA, KronA, LoKr, MoKA), so y may hold more than
+   * the base output on entry (a residual sum); false where it rescales y (DoRA).
+   */
+  readonly additive: boolean;
   /** y holds the base output x·Wᵀ on entry and the adapted output on exit. */
   forward(
     batch: Batch,
@@ -114,6 +120,13 @@ export interface GpuAdapterLayer {
     tokens: number,
     pass?: PassOptions,
   ): Promise<void>;
+  /**
+   * The forward of `tokens` rows as a product epilogue, for the base layer's frozen-weight
+   * product to add in its own dispatch (then `forward` is not called); null, or absent, when
+   * the adapter runs its own forward for this call. Only where the forward keeps nothing for
+   * the backward and the result is the same.
+   */
+  epilogue?(tokens: number, pass?: PassOptions): ProductEpilogue | null;
   /**
    * Overwrites dx with the adapter's part of ∂L/∂x and fills `grads`. Returns the output gradient
    * the frozen base layer must propagate (dy itself, except for DoRA's rescaling); the caller
@@ -279,12 +292,16 @@ export function gpuLayer(
   rt: GpuRuntime,
   params: Record<string, GpuTensor>,
   grads: Record<string, GpuTensor>,
-  impl: Pick<GpuAdapterLayer, "forward" | "backward"> & { cleanup?: () => void },
+  impl: Pick<GpuAdapterLayer, "additive" | "forward" | "backward" | "epilogue"> & {
+    cleanup?: () => void;
+  },
 ): GpuAdapterLayer {
   return {
     params,
     grads,
+    additive: impl.additive,
     forward: impl.forward,
+    epilogue: impl.epilogue,
     backward: impl.backward,
     download: () => downloadParams(rt, params),
     upload: (p: Params) => writeParams(rt, params, p),

@@ -32,6 +32,8 @@ import {
 } from "../../kernels/adapters/grad_matmul.ts";
 import {
   fusedKronBackward,
+  fusedKronDirect,
+  fusedKronEpilogue,
   fusedKronForward,
   fusedKronGateGrad,
   type FusedKronLayer,
@@ -40,6 +42,7 @@ import {
 import { dotInto, gateBackward, gatedAxpy, sumSlices } from "../../kernels/adapters/ops.ts";
 import { isCpuAdapter, matmul } from "../../kernels/matmul/matmul.ts";
 import type { Batch } from "../../kernels/runtime/batch.ts";
+import type { ProductEpilogue } from "../../kernels/runtime/epilogue.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import { type GpuTensor, rowAlignment } from "../../kernels/runtime/tensor.ts";
 import type { KronShape } from "../../kernels/adapters/kron_cpu.ts";
@@ -133,6 +136,7 @@ export class KronMixtureGpu {
   readonly #fused: FusedKronLayer | null;
   readonly #kernels: "auto" | "fused" | "matmul";
   readonly #directMacs: number;
+  #epilogue: ProductEpilogue | null = null;
 
   /** `dgate` null: the gate is frozen (or a single fixed component). */
   constructor(
@@ -171,6 +175,16 @@ export class KronMixtureGpu {
     if (this.#kernels === "fused") return this.#fused;
     const sides = this.#comps.reduce((n, c) => n + c.shape.ma + c.shape.mb, 0);
     return tokens * this.#fused.plan.dIn * sides <= fuseBelow(this.#rt) ? this.#fused : null;
+  }
+
+  /**
+   * The forward of `tokens` rows as a product epilogue (the base product's dispatch adds ΔW·x),
+   * when it would be the one-dispatch direct kernel anyway; null otherwise.
+   */
+  epilogue(tokens: number): ProductEpilogue | null {
+    const fused = this.#fusedFor(tokens);
+    if (!fused || !fusedKronDirect(fused.plan, tokens, this.#directMacs)) return null;
+    return this.#epilogue ??= fusedKronEpilogue(fused);
   }
 
   /** Token chunks of at most the scratch budget for `perToken` floats per token. */

@@ -95,6 +95,16 @@ export interface GpuVsCpuOptions {
   base?: StorageFormat;
   /** Filled with the pool's growth during forward + backward, in bytes. */
   stats?: { poolGrowth?: number };
+  /**
+   * Run the forward as the layer's product epilogue, inside the base product's dispatch (an
+   * error if the layer offers none for these tokens).
+   */
+  epilogue?: boolean;
+  /**
+   * y starts as a random residual the forward adds into (β = 1; additive adapters only), and the
+   * reference adds it too. Without it y starts as NaN and must be overwritten.
+   */
+  residual?: boolean;
 }
 
 /**
@@ -152,9 +162,17 @@ export async function gpuVsCpu(
   try {
     const before = rt.pool.stats.inUseBytes;
     rt.pool.resetPeak();
+    const y = rt.empty([tokens, dOut]);
+    const residual = options.residual ? randomF32(tokens * dOut, seed + 4) : null;
+    if (residual) {
+      if (!layer.additive) throw new Error("gpuVsCpu: a residual needs an additive adapter");
+      rt.write(y, residual);
+    } else rt.fill(y, NaN);
+    const epilogue = options.epilogue ? layer.epilogue?.(tokens, pass) ?? undefined : undefined;
+    if (options.epilogue && !epilogue) throw new Error("gpuVsCpu: the layer offers no epilogue");
     const fwd = rt.batch();
-    const y = await frozenMatmul(rt, fwd, x, frozen);
-    await layer.forward(fwd, x, y, tokens, pass);
+    await frozenMatmul(rt, fwd, x, frozen, { out: y, beta: residual ? 1 : 0, epilogue });
+    if (!epilogue) await layer.forward(fwd, x, y, tokens, pass);
     await fwd.submit();
     // Gradients must be overwritten, not accumulated onto what was there.
     for (const g of Object.values(layer.grads)) rt.fill(g, NaN);
@@ -168,6 +186,7 @@ export async function gpuVsCpu(
     const wf = Float64Array.from(wStored);
     const xf = Float64Array.from(x32);
     const yRef = adapter.math.forward(p, wf, xf, tokens, pass);
+    residual?.forEach((r, i) => yRef[i] += r);
     const ref = adapter.math.backward(p, wf, xf, tokens, Float64Array.from(dy32), pass);
     const errors: Record<string, number> = {
       y: relativeError(await rt.read(y), yRef),

@@ -339,10 +339,18 @@ export async function searchManyOnGpu(
     cache.swapTables();
   };
   // Done flags: greedy status [n]; beams word 2 of each prompt's state block.
-  const flags = beams === 1 ? status! : state!;
   const doneOf = (words: Uint32Array) =>
     prompts.map((_, q) => beams === 1 ? words[q] : words[q * layout.words + 2]);
   const allDone = (buffer: ArrayBuffer) => doneOf(new Uint32Array(buffer)).every((d) => d !== 0);
+  // Each batch ends with copies of the flags and of what the results are read from (greedy: the
+  // ids history; beams: the state, which holds the flags, and the scores), all mapped with the
+  // batch's completion: the last batch's copies are the results, with no read of their own.
+  const snapshots = (batch: Batch) => {
+    const taken = beams === 1
+      ? [batch.snapshot(status!), batch.snapshot(history!)]
+      : [batch.snapshot(state!), batch.snapshot(scores!)];
+    return { flags: taken[0], results: taken };
+  };
   let step = 0;
   // Record decode steps from `step` on, at most perSubmit of them: step s decodes the token
   // chosen at s − 1, at position length + s − 1 of each prompt.
@@ -371,27 +379,30 @@ export async function searchManyOnGpu(
     await recordSteps(batch);
     // Pipelined: while the GPU runs one batch, the next is recorded and queued behind it; the done
     // flags of the first are then read (a snapshot, so the read waits for that batch only).
-    let snapshot = batch.snapshot(flags);
+    let snapshot = snapshots(batch);
     let running = batch.submit();
     for (;;) {
       let next: { snapshot: typeof snapshot; running: Promise<void> } | null = null;
       if (step < steps) {
         batch = rt.batch();
         await recordSteps(batch);
-        next = { snapshot: batch.snapshot(flags), running: batch.submit() };
+        next = { snapshot: snapshots(batch), running: batch.submit() };
       }
       await running;
-      const done = allDone(await snapshot.read());
+      const done = allDone(await snapshot.flags.read());
       if (done || !next) {
         if (next) {
           await next.running;
-          await next.snapshot.read();
+          snapshot = next.snapshot;
         }
         break;
       }
       ({ snapshot, running } = next);
     }
-    const done = doneOf(await rt.read(flags) as Uint32Array);
+    const [statusOrState, historyOrScores] = await Promise.all(
+      snapshot.results.map((r) => r.read()),
+    );
+    const done = doneOf(new Uint32Array(statusOrState));
     // A prompt stopped for want of positions (not by EOS or the stop rule) is an error.
     prompts.forEach((_, q) => {
       const outOfPositions = limits[q] < wanted[q] &&
@@ -403,14 +414,14 @@ export async function searchManyOnGpu(
       }
     });
     if (beams === 1) {
-      const all = await rt.read(history!) as Uint32Array;
+      const all = new Uint32Array(historyOrScores);
       return prompts.map((_, q) => ({
         ids: Array.from(all.subarray(q * stride, q * stride + done[q] - 1)),
         score: NaN,
       }));
     }
-    const words = await rt.read(state!) as Uint32Array;
-    const sc = await rt.read(scores!);
+    const words = new Uint32Array(statusOrState);
+    const sc = new Float32Array(historyOrScores);
     return prompts.map((_, q) => {
       const at = q * layout.words;
       return {

@@ -226,6 +226,7 @@ export class DoraAdapter extends Adapter<DoraConfig> {
       return xd;
     };
     return await Promise.resolve(gpuLayer(rt, params, grads, {
+      additive: false,
       async forward(batch, x, y, tokens, pass: PassOptions = {}) {
         drop(batch);
         const keep = pass.keep ?? true;

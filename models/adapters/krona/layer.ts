@@ -97,7 +97,9 @@ export class KronaAdapter extends Adapter<KronaConfig> {
       options,
     );
     return await Promise.resolve(gpuLayer(rt, params, grads, {
+      additive: true,
       forward: (batch, x, y, tokens) => mixture.forward(batch, x, y, tokens),
+      epilogue: (tokens) => mixture.epilogue(tokens),
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
         await mixture.backward(batch, x, dy, dx, tokens);
         return dy;

@@ -174,6 +174,7 @@ export class LokrAdapter extends Adapter<LokrConfig> {
       });
     };
     return await Promise.resolve(gpuLayer(rt, params, grads, {
+      additive: true,
       async forward(batch, x, y, tokens) {
         await rebuild(batch, f1);
         await rebuild(batch, f2);

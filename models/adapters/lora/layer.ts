@@ -224,6 +224,7 @@ export class LoraAdapter extends Adapter<LoraConfig> {
     const { params, grads } = uploadParams(rt, this.specs(), this.params, options?.storage);
     let saved: { h: GpuTensor; xd: GpuTensor | null; seed: number } | null = null;
     return await Promise.resolve(gpuLayer(rt, params, grads, {
+      additive: true,
       async forward(batch, x, y, tokens, pass: PassOptions = {}) {
         if (saved) { for (const t of [saved.h, saved.xd]) if (t) batch.releaseAfter(t); }
         saved = null;

@@ -152,7 +152,9 @@ export class MokaAdapter extends Adapter<MokaConfig> {
       options,
     );
     return await Promise.resolve(gpuLayer(rt, params, grads, {
+      additive: true,
       forward: (batch, x, y, tokens) => mixture.forward(batch, x, y, tokens),
+      epilogue: (tokens) => mixture.epilogue(tokens),
       async backward(batch, x, dy, dx, tokens): Promise<GpuTensor> {
         await mixture.backward(batch, x, dy, dx, tokens);
         return dy;

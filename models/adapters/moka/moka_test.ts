@@ -112,6 +112,40 @@ Deno.test("moka: GPU forward/backward equal the float64 reference (fused and mat
   }
 });
 
+Deno.test("moka: the forward as an epilogue of the base product equals the float64 reference (f32, NF4; vec4 and scalar; residual)", async () => {
+  const rt = await testRuntime();
+  // 12 → 8: odd widths, scalar input (NF4 only: the f32 kernels take 8-column rows); 64 → 48:
+  // B rows of 8 and 32 read as vec4s (NF4 through the four-word kernel); MoKA_s 32 → 64; 40 → 24
+  // with B rows of 5 (scalar terms beside a vec4 input). Tokens off the 4-token tile.
+  const cases = [
+    [CONFIG, D_IN, D_OUT],
+    [{ kind: "moka", components: [[4, 8], [16, 2], [8, 8]], scale: 2 }, 64, 48],
+    [{ kind: "moka", components: [[4, 4], [8, 8]], identityA: true, zeroInit: "B" }, 32, 64],
+    [{ kind: "moka", components: [[8, 8], [3, 4]] }, 40, 24],
+  ] as const;
+  // NF4 for every shape (one token: the decode tile; 7 tokens into a residual: the 4×4 tile),
+  // f32 (the same kernels' dense path) for one.
+  const runs = [
+    ...cases.flatMap((c) => [
+      { c, base: "nf4" as const, tokens: 1, residual: false },
+      { c, base: "nf4" as const, tokens: 7, residual: true },
+    ]),
+    { c: cases[1], base: "f32" as const, tokens: 7, residual: false },
+  ];
+  for (const { c: [variant, dIn, dOut], base, tokens, residual } of runs) {
+    const m = MokaAdapter.create(variant, dIn, dOut, 1);
+    randomizeParams(m, 9);
+    const layerOptions = { kernels: "fused", directForwardMacs: Infinity } as const;
+    const errors = await gpuVsCpu(rt, m, tokens, 23, {}, layerOptions, {
+      base,
+      epilogue: true,
+      residual,
+    });
+    const what = `${base} ${JSON.stringify(variant)} ${tokens} tokens residual=${residual}`;
+    assert.ok(errors.y < TOLERANCE.f32, `${what} y: ${errors.y}`);
+  }
+});
+
 Deno.test("moka: token chunks under a small scratch budget give the same results (both kernels)", async () => {
   const rt = await testRuntime();
   for (

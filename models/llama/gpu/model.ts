@@ -347,6 +347,11 @@ export class GpuLlama {
     return { keep, train: true, dropoutSeed: hash32((dropoutSeed ^ salt) >>> 0) };
   }
 
+  /**
+   * y = x·Wᵀ (+ the adapter) of module `key`: a new scratch tensor, or added into `into` (the
+   * residual stream, updated in place). Where the adapter offers an epilogue it rides in the
+   * base product's dispatch.
+   */
   async #linear(
     batch: Batch,
     key: string,
@@ -354,10 +359,23 @@ export class GpuLlama {
     rows: number,
     dOut: number,
     pass: PassOptions,
+    into?: GpuTensor,
   ): Promise<GpuTensor> {
-    const y = batch.scratch([rows, dOut]);
-    await frozenMatmul(this.#rt, batch, x, this.#weights.get(key)!, { out: y });
-    await this.#adapters.get(key)?.forward(batch, x, y, rows, pass);
+    const weight = this.#weights.get(key)!;
+    const adapter = this.#adapters.get(key);
+    if (into && adapter && !adapter.additive) {
+      // The adapter rescales its base output: give it one of its own, then add.
+      const y = await this.#linear(batch, key, x, rows, dOut, pass);
+      await addInto(this.#rt, batch, { dst: into, src: y });
+      batch.recycle(y);
+      return into;
+    }
+    const y = into ?? batch.scratch([rows, dOut]);
+    const epilogue = weight.takesEpilogue
+      ? adapter?.epilogue?.(rows, pass) ?? undefined
+      : undefined;
+    await frozenMatmul(this.#rt, batch, x, weight, { out: y, beta: into ? 1 : 0, epilogue });
+    if (!epilogue) await adapter?.forward(batch, x, y, rows, pass);
     return y;
   }
 
@@ -388,10 +406,11 @@ export class GpuLlama {
   }
 
   /**
-   * One transformer block on h [rows, dim] → h' (a new scratch tensor; h itself is left alone).
-   * With `keep`, what the backward needs is returned and kept; otherwise every temporary is
-   * recycled at its last use. Attention runs over whole sequences (prefill, training; filling a
-   * cache when given) or one position per slot against a KV cache (decoding).
+   * One transformer block on h [rows, dim] → h'. With `inPlace` (no tape: nothing else holds h)
+   * the residual sums go into h itself and h' is h; otherwise h' is a new scratch tensor and h
+   * is left alone. With `keep`, what the backward needs is returned and kept; otherwise every
+   * temporary is recycled at its last use. Attention runs over whole sequences (prefill,
+   * training; filling a cache when given) or one position per slot against a KV cache (decoding).
    */
   async #block(
     batch: Batch,
@@ -400,8 +419,10 @@ export class GpuLlama {
     rows: number,
     attend: Attend,
     keep: boolean,
+    inPlace: boolean,
     dropoutSeed?: number,
   ): Promise<{ out: GpuTensor; tape: BlockTape | null }> {
+    if (inPlace && keep) throw new Error("block: a kept input cannot be updated in place");
     const rt = this.#rt;
     const c = this.config;
     const { dim, hiddenDim } = c;
@@ -471,9 +492,14 @@ export class GpuLlama {
     }
     done(q, k, v);
     if (lse) done(lse);
-    const h1 = await this.#linear(batch, key("o"), attOut, rows, dim, pass("o"));
+    // h1 = h + o(...): in place when nothing keeps h (inference), else a new tensor.
+    let h1: GpuTensor;
+    if (inPlace) h1 = await this.#linear(batch, key("o"), attOut, rows, dim, pass("o"), h);
+    else {
+      h1 = await this.#linear(batch, key("o"), attOut, rows, dim, pass("o"));
+      await addInto(rt, batch, { dst: h1, src: h });
+    }
     done(attOut);
-    await addInto(rt, batch, { dst: h1, src: h }); // h1 = h + o(...)
     const n2 = batch.scratch([rows, dim]);
     const inv2 = batch.scratch([rows]);
     await rmsnormForward(rt, batch, {
@@ -489,10 +515,16 @@ export class GpuLlama {
     const act = batch.scratch([rows, hiddenDim]);
     await swigluForward(rt, batch, { h: act, a: g, b: u });
     done(g, u);
-    const out = await this.#linear(batch, key("down"), act, rows, dim, pass("down"));
+    // h2 = h1 + down(...), in place as above. (Not otherwise: a checkpointed forward must round
+    // as its recomputation with the tape does.)
+    let out: GpuTensor;
+    if (inPlace) out = await this.#linear(batch, key("down"), act, rows, dim, pass("down"), h1);
+    else {
+      out = await this.#linear(batch, key("down"), act, rows, dim, pass("down"));
+      await addInto(rt, batch, { dst: out, src: h1 });
+      done(h1);
+    }
     done(act);
-    await addInto(rt, batch, { dst: out, src: h1 }); // h2 = h1 + down(...)
-    done(h1);
     const tape = keep
       ? { input: h, n1, inv1, q, k, v, attOut, lse: lse!, h1, n2, inv2, g, u, act }
       : null;
@@ -622,11 +654,11 @@ export class GpuLlama {
         rows,
         attend,
         keepBlock,
+        !keep, // checkpoints keep each block's input
         keep ? options.dropoutSeed : undefined,
       );
       if (tape) blocks.push(tape); // holds h as its input
       else if (checkpointed) inputs.push(h);
-      else batch.recycle(h);
       h = out;
     }
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
@@ -691,9 +723,7 @@ export class GpuLlama {
     const scores = batch.scratch([rows, c.heads, cache.maxSeq]);
     const attend: Attend = { kind: "decode", pos, cache, scores };
     for (let l = 0; l < c.layers; l++) {
-      const { out } = await this.#block(batch, l, h, rows, attend, false);
-      batch.recycle(h);
-      h = out;
+      h = (await this.#block(batch, l, h, rows, attend, false, true)).out;
     }
     batch.recycle(scores);
     const { nf, invf } = await this.#finalNormForward(batch, h, rows);
@@ -812,6 +842,7 @@ export class GpuLlama {
           rows,
           attend,
           true,
+          false,
           tape.dropoutSeed,
         );
         batch.recycle(again.out); // its gradient is dh already
