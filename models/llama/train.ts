@@ -404,7 +404,13 @@ export class Trainer {
     if (total === 0) {
       throw new Error("train: a step without target tokens (every target cut by seq?)");
     }
+    // Losses, and the squared norms of the accumulated gradients taken by the last micro-batch,
+    // come back as snapshots mapped with their batch: each wait costs the runtime's polling
+    // interval, so a step waits once per micro-batch and once for the optimizer. (One batch at a
+    // time: queued together, their scratch would all be live at once.)
+    const sq = rt.empty([this.#packed.length]);
     let lossSum = 0;
+    let norms!: { read(): Promise<ArrayBuffer> };
     for (const [i, m] of micro.entries()) {
       const ids = rt.upload(m.ids, [m.ids.length]);
       const targets = rt.upload(m.targets, [m.targets.length]);
@@ -419,11 +425,21 @@ export class Trainer {
         if (i === 0) b.copy(s.grad.buffer, 0, s.acc.buffer, 0, s.grad.byteLength);
         else await addInto(rt, b, { dst: s.acc, src: s.grad });
       }
+      const lossCopy = b.snapshot(loss);
+      if (i === micro.length - 1) {
+        for (const [j, s] of this.#packed.entries()) {
+          await dotInto(rt, b, { out: sq, index: j, a: s.acc, b: s.acc });
+        }
+        norms = b.snapshot(sq);
+        b.releaseAfter(sq);
+      }
+      for (const t of [ids, targets, loss]) b.releaseAfter(t);
       await b.submit();
-      lossSum += (await rt.read(loss) as Float32Array).reduce((x, y) => x + y, 0);
-      for (const t of [ids, targets, loss]) t.release();
+      lossSum += new Float32Array(await lossCopy.read()).reduce((x, y) => x + y, 0);
     }
-    const gradNorm = await this.#globalNorm();
+    let normSq = 0;
+    for (const x of new Float32Array(await norms.read())) normSq += x;
+    const gradNorm = Math.sqrt(normSq);
     const step = this.#step + 1;
     const hyper = adamwHyper(c, step, gradNorm);
     const lr = hyper.lr;
@@ -443,19 +459,6 @@ export class Trainer {
     };
     this.history.push(log);
     return log;
-  }
-
-  async #globalNorm(): Promise<number> {
-    const rt = this.#rt;
-    const sq = rt.empty([this.#packed.length]);
-    const b: Batch = rt.batch();
-    for (const [i, s] of this.#packed.entries()) {
-      await dotInto(rt, b, { out: sq, index: i, a: s.acc, b: s.acc });
-    }
-    await b.submit();
-    const parts = await rt.read(sq) as Float32Array;
-    sq.release();
-    return Math.sqrt(parts.reduce((x, y) => x + y, 0));
   }
 
   /**
