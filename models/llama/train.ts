@@ -11,7 +11,6 @@ import { z } from "../../deps/zod.ts";
 import { dotInto } from "../../kernels/adapters/ops.ts";
 import { addInto } from "../../kernels/llama/ops.ts";
 import { type AdamWStep, adamwStep, adamwStepCpu } from "../../kernels/optim/adamw.ts";
-import type { Batch } from "../../kernels/runtime/batch.ts";
 import { TensorArena } from "../../kernels/runtime/arena.ts";
 import type { GpuRuntime } from "../../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../../kernels/runtime/tensor.ts";
