@@ -84,6 +84,8 @@ export {
 export {
   fusedKronBackward,
   type FusedKronComponent,
+  fusedKronDirect,
+  fusedKronEpilogue,
   fusedKronForward,
   fusedKronGateGrad,
   type FusedKronLayer,
