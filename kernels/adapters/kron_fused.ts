@@ -27,7 +27,7 @@
  * a uniform descriptor gives each factor's offset and shape.
  */
 import type { Batch, Binding } from "../runtime/batch.ts";
-import type { ProductEpilogue } from "../runtime/epilogue.ts";
+import { type ProductEpilogue, vec4ElementWgsl } from "../runtime/epilogue.ts";
 import { flatIndexWgsl, grid1d, uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
@@ -413,7 +413,7 @@ ${
     ? `fn e_prmAt(i: u32) -> f32 {
   let v = e_prm[i / 4u];
   let m = i % 4u;
-  return select(select(v.x, v.y, m == 1u), select(v.z, v.w, m == 3u), m >= 2u);
+  return ${vec4ElementWgsl("v", "m")};
 }`
     : ""
 }

@@ -3,7 +3,7 @@
  * upload a weight, run y = x·Wᵀ and dx = dy·W.
  */
 import { type QuantizedWeight, validateQuantized } from "./format.ts";
-import type { Batch, Binding } from "../runtime/batch.ts";
+import type { Batch } from "../runtime/batch.ts";
 import type { ProductEpilogue } from "../runtime/epilogue.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
@@ -315,7 +315,7 @@ async function run(
   tokens: number,
   grid: [number, number],
   options: QuantMatmulOptions,
-  extra: Binding[] = [],
+  epilogue?: ProductEpilogue,
 ): Promise<void> {
   if (out.buffer === input.buffer) {
     throw new Error(`${label}: the output must not alias the input (rows are read after writes)`);
@@ -340,7 +340,7 @@ async function run(
       w.aux.buffer,
       input.binding,
       out.binding,
-      ...extra,
+      ...(epilogue?.bindings(batch) ?? []),
     ],
     grid,
     label,
@@ -420,10 +420,7 @@ export async function quantMatmul(
   const code = wide
     ? quantForwardWideWgsl(w.format, cfg, epilogueCode)
     : quantForwardWgsl(w.format, cfg, aligned, epilogueCode);
-  const batch = options.batch ?? rt.batch();
-  const extra = epilogue?.bindings(batch) ?? [];
-  await run(rt, code, label, w, x, out, tokens, grid, { ...options, batch }, extra);
-  if (!options.batch) await batch.submit();
+  await run(rt, code, label, w, x, out, tokens, grid, options, epilogue);
   return out;
 }
 

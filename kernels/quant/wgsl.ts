@@ -14,6 +14,7 @@
  * The output-side tensor (y forward, dy backward) may be a column window of a wider one: row
  * stride `ldo`, first column `oOff` — a weight stored in row blocks writes (reads) its columns.
  */
+import { vec4ElementWgsl } from "../runtime/epilogue.ts";
 import { NF4_LEVELS } from "./nf4.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import { uniformLayout } from "../runtime/launch.ts";
@@ -247,14 +248,14 @@ const STORE = (name: string) =>
 }`;
 
 // The product's input as the epilogue reads it: elements of x [M, K], and its vec4s where x is
-// read as vec4 (K % 4 = 0). Selects, not a dynamic component index, which llvmpipe spills.
+// read as vec4 (K % 4 = 0).
 const INPUT_AT = (xVec4: boolean) =>
   xVec4
     ? `fn inputVec4(t: u32, k4: u32) -> vec4<f32> { return x[t * (p.K / 4u) + k4]; }
 fn inputAt(t: u32, k: u32) -> f32 {
   let v = inputVec4(t, k / 4u);
   let m = k % 4u;
-  return select(select(v.x, v.y, m == 1u), select(v.z, v.w, m == 3u), m >= 2u);
+  return ${vec4ElementWgsl("v", "m")};
 }`
     : `fn inputAt(t: u32, k: u32) -> f32 { return x[t * p.K + k]; }`;
 

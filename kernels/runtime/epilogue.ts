@@ -24,3 +24,11 @@ export interface ProductEpilogue {
   /** The resources of those bindings, in order, for one dispatch recorded into `batch`. */
   bindings(batch: Batch): Binding[];
 }
+
+/**
+ * WGSL expression for element `m` (0–3) of the vec4 `v`, both expressions: nested selects rather
+ * than `v[m]`, whose dynamic index llvmpipe lowers to a spill to memory.
+ */
+export function vec4ElementWgsl(v: string, m: string): string {
+  return `select(select(${v}.x, ${v}.y, ${m} == 1u), select(${v}.z, ${v}.w, ${m} == 3u), ${m} >= 2u)`;
+}
