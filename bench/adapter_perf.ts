@@ -4,6 +4,10 @@
  * materialise ΔW = s·Σ αᵢ Aᵢ⊗Bᵢ, then y += x·ΔWᵀ, dx = dy·ΔW and dΔW = dyᵀ·x. The baseline
  * leaves out projecting dΔW back onto the factors, which only flatters it.
  *
+ * The layer runs with its device's default scratch budget (`defaultKronScratchBytes`). On a CPU
+ * adapter the same step is also timed, by GPU timestamps, with the GPU kernel family forced
+ * (`target: "gpu"`) on the same device, so one run compares both families.
+ *
  * Bytes: everything the pool hands out during the step beyond the layer's inputs and outputs
  * (x, dy, y, dx exist for either method): factors, gradients, gate-scaled copies, per-token
  * intermediates and split-K partials for the vec-trick; ΔW, dΔW and the factors for the dense path.
@@ -11,12 +15,14 @@
 import { kronExpand } from "../kernels/adapters/ops.ts";
 import { matmul } from "../kernels/matmul/matmul.ts";
 import type { Batch } from "../kernels/runtime/batch.ts";
-import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import type { GpuTensor } from "../kernels/runtime/tensor.ts";
 import type { GpuAdapterLayer } from "../models/adapters/adapter.ts";
 import { randomF32 } from "../kernels/testing/mod.ts";
 import { MokaAdapter } from "../models/adapters/moka/layer.ts";
-import { DEFAULT_KRON_SCRATCH_BYTES } from "../models/adapters/kron_gpu.ts";
+import { defaultKronScratchBytes, gpuPartialBytes } from "../models/adapters/kron_gpu.ts";
+import { fusedKronPlan } from "../kernels/adapters/kron_fused.ts";
+import { tiledKronSlots, tiledKronWork } from "../kernels/adapters/kron_tiled.ts";
 import { randomizeParams } from "../models/adapters/testing.ts";
 import { gflops, gpuTimestampMs, median, sig3 } from "./timing.ts";
 
@@ -37,6 +43,33 @@ export function mokaFlops(d: number, tokens: number, comps: [number, number][]):
   return f;
 }
 
+/**
+ * The H200 model both methods are estimated with: FLOPs at 40 % of 67 TFLOP/s f32, plus DRAM
+ * bytes at 4.8 TB/s (no overlap with compute), plus 4 µs per dispatch (launch gap).
+ */
+export const H200_MODEL = { flops: 0.4 * 67e12, bytesPerS: 4.8e12, dispatchS: 4e-6 } as const;
+
+/** Milliseconds of a step on {@link H200_MODEL}. */
+export function h200ModelMs(w: { flops: number; bytes: number; dispatches: number }): number {
+  const m = H200_MODEL;
+  return 1e3 * (w.flops / m.flops + w.bytes / m.bytesPerS + w.dispatches * m.dispatchS);
+}
+
+/**
+ * The dense baseline's work: ΔW built component by component (written, then read and written
+ * again per further component), y += x·ΔWᵀ, dx = dy·ΔW, dΔW = dyᵀ·x, each operand moved once.
+ */
+export function denseWork(d: number, tokens: number, r: number) {
+  const f = 4;
+  const expand = f * d * d * (1 + 2 * (r - 1));
+  const products = f * (3 * d * d + tokens * d * 7); // ΔW ×2 read, dΔW written; x, dy, y, dx
+  return {
+    flops: 3 * 2 * tokens * d * d + r * d * d * 2,
+    bytes: expand + products,
+    dispatches: r + 3,
+  };
+}
+
 /** Run the MoKA vs dense measurement; `log` gets progress lines. */
 export async function adapterPerf(
   rt: GpuRuntime,
@@ -53,6 +86,7 @@ export async function adapterPerf(
   const y = rt.empty([tokens, d]);
   const dx = rt.empty([tokens, d]);
   const pool = rt.pool;
+  const budget = defaultKronScratchBytes(rt);
 
   // Memory: each method's peak pool bytes over one step, beyond x, dy, y, dx. The vec-trick with
   // the default scratch budget (token chunks) and with all tokens at once.
@@ -74,7 +108,7 @@ export async function adapterPerf(
   };
   let layer!: GpuAdapterLayer;
   const vecBytes = await peakBytes((b) => vecStep(layer)(b), async () => {
-    layer = await moka.toGpu(rt, undefined, { scratchBytes: DEFAULT_KRON_SCRATCH_BYTES });
+    layer = await moka.toGpu(rt, undefined, { scratchBytes: budget });
   });
   let whole!: GpuAdapterLayer;
   const wholeBytes = await peakBytes((b) => vecStep(whole)(b), async () => {
@@ -85,7 +119,7 @@ export async function adapterPerf(
   // Dense baseline: ΔW [d, d] and dΔW [d, d] materialised.
   let dw!: GpuTensor;
   let ddw!: GpuTensor;
-  const denseStep = async (batch: Batch) => {
+  const denseStepOn = (rt: GpuRuntime) => async (batch: Batch) => {
     for (let i = 0; i < comps.length; i++) {
       const [ma, na] = comps[i];
       await kronExpand(rt, batch, {
@@ -106,6 +140,7 @@ export async function adapterPerf(
     await matmul(rt, dy, dw, { m: tokens, n: d, k: d }, { out: dx, batch });
     await matmul(rt, dy, x, { m: d, n: d, k: tokens, transA: true }, { out: ddw, batch });
   };
+  const denseStep = denseStepOn(rt);
   // The dense path also needs the factors (to materialise): count them like the vec-trick does.
   const denseBytes = paramBytes + await peakBytes(denseStep, () => {
     dw = rt.empty([d, d]);
@@ -113,7 +148,7 @@ export async function adapterPerf(
     return Promise.resolve();
   });
 
-  // Time: this VM's speed drifts by up to 2× within seconds, so the methods take turns and each
+  // Time: a shared machine's speed can drift by up to 2× within seconds, so the methods take turns and each
   // ratio is the median of the per-round ratios.
   log(`timing: vec-trick (chunked, whole) and dense (ΔW + 3 matmuls of ${tokens}×${d}×${d}) ...`);
   const wall = async (step: (b: Batch) => Promise<void>) => {
@@ -140,12 +175,12 @@ export async function adapterPerf(
   const denseMs = median(rounds.dense);
   const vecGpu = await gpuTimestampMs(rt, vecStep(layer));
   const denseGpu = await gpuTimestampMs(rt, denseStep);
+  const vecProfile = await profileStep(rt, vecStep(layer));
   const mib = (b: number) => `${(b / 2 ** 20).toFixed(2)} MiB`;
   const show = (ms: number[]) => ms.map((t) => t.toFixed(0)).join(" ");
   log(
-    `  vec-trick, ${DEFAULT_KRON_SCRATCH_BYTES / 1024} KiB scratch: ${show(rounds.vec)} ms, ${
-      mib(vecBytes)
-    }`,
+    `  vec-trick, ${budget / 1024} KiB scratch: ${show(rounds.vec)} ms, ${mib(vecBytes)}, ` +
+      `${vecProfile.dispatches} dispatches (${rt.variants.target} kernels)`,
   );
   log(`  vec-trick, all tokens at once: ${show(rounds.whole)} ms, ${mib(wholeBytes)}`);
   log(`  dense: ${show(rounds.dense)} ms, ${mib(denseBytes)}`);
@@ -165,7 +200,9 @@ export async function adapterPerf(
   // GFLOP/s over the dense path's: small-K per-token products against K = 4096 GEMMs.
   out[`moka_flop_ratio_vs_dense_${d}`] = sig3(denseFlops / vecFlops);
   out[`moka_gflops_vs_dense_${d}`] = sig3((denseMs * vecFlops) / (vecMs * denseFlops));
-  out[`moka_scratch_bytes_budget`] = DEFAULT_KRON_SCRATCH_BYTES;
+  out[`moka_scratch_bytes_budget`] = budget;
+  out[`moka_kernels`] = rt.variants.target;
+  out[`moka_dispatches_${d}`] = vecProfile.dispatches;
   out[`moka_unchunked_fwd_bwd_ms_${d}`] = sig3(wholeMs);
   out[`moka_unchunked_bytes_${d}`] = wholeBytes;
   out[`moka_unchunked_fwd_bwd_vs_dense_${d}`] = sig3(perRound("whole"));
@@ -175,8 +212,91 @@ export async function adapterPerf(
   // The weight update itself: factors + gate vs a dense ΔW.
   out[`moka_update_bytes_${d}`] = paramBytes;
   out[`moka_update_bytes_vs_dense_${d}`] = sig3((4 * d * d) / paramBytes);
+
+  // The GPU kernel family on this same device, by GPU timestamps (a CPU adapter's wall time
+  // would mostly measure its barriers, which a GPU does not pay for in the same way).
+  if (rt.variants.target !== "gpu") {
+    const twin = new GpuRuntime(rt.gpu, { kernels: { target: "gpu" } });
+    log(
+      `GPU kernel family forced on ${rt.gpu.description}: vec-trick and dense, GPU timestamps ...`,
+    );
+    const gpuLayer = await moka.toGpu(twin, undefined, {
+      scratchBytes: defaultKronScratchBytes(twin),
+    });
+    // The matmul route of the same family, for the tiled route's (the default) gain.
+    const matmulLayer = await moka.toGpu(twin, undefined, {
+      scratchBytes: defaultKronScratchBytes(twin),
+      kernels: "matmul",
+    });
+    const gVec = await profileStep(twin, vecStep(gpuLayer), 2);
+    const gMatmul = await profileStep(twin, vecStep(matmulLayer), 1);
+    const gDense = await profileStep(twin, denseStepOn(twin), 2);
+    log(
+      `  vec-trick tiled ${sig3(gVec.ms)} ms (${gVec.dispatches} dispatches), matmul route ${
+        sig3(gMatmul.ms)
+      } ms (${gMatmul.dispatches}), dense ${sig3(gDense.ms)} ms; slowest kernels: ${gVec.top}`,
+    );
+    out[`moka_gpu_kernels_fwd_bwd_gpu_ms_${d}`] = sig3(gVec.ms);
+    out[`moka_gpu_kernels_matmul_route_gpu_ms_${d}`] = sig3(gMatmul.ms);
+    out[`moka_gpu_kernels_dense_gpu_ms_${d}`] = sig3(gDense.ms);
+    out[`moka_gpu_kernels_vs_dense_gpu_timestamp_${d}`] = sig3(gDense.ms / gVec.ms);
+    out[`moka_gpu_kernels_dispatches_${d}`] = gVec.dispatches;
+    out[`moka_gpu_kernels_matmul_route_dispatches_${d}`] = gMatmul.dispatches;
+    // The H200 estimate of the tiled route (exact counts) against the dense path, one model.
+    const comps4 = comps.map(([ma, na], i) => ({
+      shape: { ma, na, mb: d / ma, nb: d / na },
+      a: gpuLayer.params[`A.${i}`],
+      b: gpuLayer.params[`B.${i}`],
+      da: gpuLayer.grads[`A.${i}`],
+      db: gpuLayer.grads[`B.${i}`],
+    }));
+    const plan = fusedKronPlan(comps4, gpuLayer.grads.gate);
+    if (plan) {
+      const maxFloats = gpuPartialBytes(defaultKronScratchBytes(twin)) / 4;
+      const work = tiledKronWork(
+        plan,
+        tokens,
+        tiledKronSlots(twin.variants, plan, tokens, maxFloats),
+      );
+      const dense = denseWork(d, tokens, comps.length);
+      out[`moka_tiled_gflop_${d}`] = sig3(work.flops / 1e9);
+      out[`moka_tiled_dram_mb_${d}`] = sig3(work.bytes / 1e6);
+      out[`moka_tiled_dispatches_${d}`] = work.dispatches;
+      out[`moka_h200_model_ms_${d}`] = sig3(h200ModelMs(work));
+      out[`moka_dense_h200_model_ms_${d}`] = sig3(h200ModelMs(dense));
+      out[`moka_h200_model_vs_dense_${d}`] = sig3(h200ModelMs(dense) / h200ModelMs(work));
+    }
+    matmulLayer.release();
+    gpuLayer.release();
+  }
   layer.release();
   whole.release();
   for (const t of [x, dy, y, dx, dw, ddw]) t.release();
   return out;
+}
+
+/**
+ * One profiled step (after `warm` unprofiled ones): its GPU time, dispatch count and its three
+ * costliest kernel labels with their share.
+ */
+async function profileStep(
+  rt: GpuRuntime,
+  step: (b: Batch) => Promise<void>,
+  warm = 0,
+): Promise<{ ms: number; dispatches: number; top: string }> {
+  for (let i = 0; i < warm; i++) {
+    const b = rt.batch();
+    await step(b);
+    await b.submit();
+  }
+  const batch = rt.batch({ profile: rt.gpu.hasTimestamps });
+  await step(batch);
+  await batch.submit();
+  const timings = batch.durations();
+  const byLabel = new Map<string, number>();
+  for (const t of timings) byLabel.set(t.label, (byLabel.get(t.label) ?? 0) + t.ns);
+  const total = timings.reduce((n, t) => n + t.ns, 0);
+  const top = [...byLabel].sort((a, b) => b[1] - a[1]).slice(0, 3)
+    .map(([label, ns]) => `${label} ${((100 * ns) / total).toFixed(0)}%`).join(", ");
+  return { ms: total / 1e6, dispatches: timings.length, top };
 }

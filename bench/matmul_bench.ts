@@ -21,7 +21,7 @@ for (const size of [128, 256]) {
   const group = `matmul ${size}³ (${((2 * size ** 3) / 1e6).toFixed(1)} MFLOP)`;
   const kernels: [MatmulKernelConfig, boolean][] = [
     [NAIVE_MATMUL, true],
-    [defaultMatmulKernel(rt.gpu, size, size), false],
+    [defaultMatmulKernel(rt.variants, size, size), false],
     [GPU_MATMUL, false],
   ];
   for (const [kernel, baseline] of kernels) {

@@ -9,7 +9,8 @@
 import { describeStepMemory, estimateStepMemory } from "../models/llama/memory.ts";
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { type Llama2cCheckpoint, type Llama2cConfig, loadLlama2c } from "../models/llama2c.ts";
-import { fromLlama2c } from "../models/llama/config.ts";
+import { fromLlama2c, linearDims, type LlamaConfig } from "../models/llama/config.ts";
+import { TARGET_MODULES } from "../models/llama_shapes.ts";
 import { adaptersForModel } from "../models/llama/attach.ts";
 import {
   generate,
@@ -38,6 +39,71 @@ export const RANDOM_512: Llama2cConfig = {
 };
 
 const ratio = (a: number, b: number) => sig3(a / b);
+
+/** FLOPs of MoKA's vec-trick on one module (matmuls only), forward and backward. */
+export function mokaModuleFlops(
+  dIn: number,
+  dOut: number,
+  tokens: number,
+  components: readonly (readonly [number, number])[],
+): { forward: number; backward: number } {
+  let forward = 0;
+  let backward = 0;
+  for (const [ma, na] of components) {
+    const mb = dOut / ma;
+    const nb = dIn / na;
+    forward += 2 * tokens * (ma * na * nb + ma * nb * mb); // W = A'·X, y += W·Bᵀ
+    // K = A'ᵀ·dY, dX += K·B, dB = Σ Kᵀ·X, Zt = B·Xᵀ, dA = Σ dY·Zt
+    backward += 2 * tokens * (na * ma * mb + na * mb * nb + mb * na * nb + mb * nb * na +
+      ma * mb * na);
+  }
+  return { forward, backward };
+}
+
+/**
+ * Model FLOPs of one block's training forward + backward over `rows` tokens in sequences of `seq`
+ * (recomputation by checkpointing not counted): the frozen linear layers (forward, and the input
+ * gradient only: the base is frozen), causal attention (scores and values forward; four products
+ * backward) and the adapters' vec-trick. Norms, RoPE, SwiGLU and the residuals are O(rows · dim)
+ * and left out.
+ */
+export function blockFlops(
+  c: LlamaConfig,
+  rows: number,
+  seq: number,
+  moka: { components: [number, number][] },
+  targets: readonly string[],
+): { linear: number; attention: number; adapters: number; total: number } {
+  let weights = 0;
+  for (const m of TARGET_MODULES) {
+    const [dIn, dOut] = linearDims(c, m);
+    weights += dIn * dOut;
+  }
+  const linear = 2 * 2 * rows * weights;
+  const attnForward = 2 * rows * (seq + 1) * c.dim; // QKᵀ and P·V over (seq + 1) / 2 keys
+  const attention = 3 * attnForward;
+  let adapters = 0;
+  for (const m of targets) {
+    const [dIn, dOut] = linearDims(c, m as "q");
+    const f = mokaModuleFlops(dIn, dOut, rows, moka.components);
+    adapters += f.forward + f.backward;
+  }
+  return { linear, attention, adapters, total: linear + attention + adapters };
+}
+
+/**
+ * Model FLOPs of one training step of `rows` tokens in sequences of `seq`: every block's
+ * ({@link blockFlops}) and the classifier's forward and input gradient.
+ */
+export function trainStepFlops(
+  c: LlamaConfig,
+  rows: number,
+  seq: number,
+  moka: { components: [number, number][] },
+  targets: readonly string[],
+): number {
+  return c.layers * blockFlops(c, rows, seq, moka, targets).total + 4 * rows * c.vocab * c.dim;
+}
 
 async function trainTokensPerSecond(
   rt: GpuRuntime,
@@ -181,6 +247,13 @@ async function measure(
   await d.submit();
   for (const t of [cache, one, decoded]) t.release();
   out[`train_tokens_per_s_${name}`] = sig3(trainTps);
+  // Model FLOPs of the step (no recomputation) at the measured rate; perf adds the fraction of
+  // the roofline beside it.
+  const stepFlops = trainStepFlops(config, seq, seq, moka as { components: [number, number][] }, [
+    ...TARGET_MODULES,
+  ]);
+  out[`train_gflop_per_step_${name}`] = sig3(stepFlops / 1e9);
+  out[`train_gflops_${name}`] = sig3((stepFlops * trainTps) / seq / 1e9);
   out[`train_speedup_vs_matmul_kernels_${name}`] = ratio(trainTps, baseTps);
   out[`nf4_linear_weight_bytes_${name}`] = model.linearWeightBytes;
   out[`trainable_params_${name}`] = [...adapters.values()].reduce(

@@ -5,13 +5,17 @@
  *   deno task perf              headline numbers
  *   deno task perf --sweep      also time a grid of tile shapes (to pick per-device defaults)
  *   deno task perf --size 512   another problem size (default 1024)
- *   deno task perf --only quant,adapters   some sections (matmul, quant, adapters, model)
+ *   deno task perf --only quant,adapters   some sections (roofline, matmul, quant, adapters, model)
  *   deno task perf --markdown   only render PERFORMANCE.md from bench/results
  *
- * A full run (no --only) records its JSON in bench/results/perf-<device>.json and renders
- * PERFORMANCE.md again (--no-record: neither). Options are checked before the GPU starts.
+ * The device's own roofline (bench/roofline.ts: f32 and f16 FMA, copy bandwidth) is measured
+ * first, and every GFLOP/s or GB/s figure gets a `*_fraction_of_roofline` beside it. A full run
+ * (no --only; --record for a partial one) records its JSON in bench/results/perf-<device>.json
+ * (--results DIR: there) and renders PERFORMANCE.md again (--no-record: neither). Options are
+ * checked before the GPU starts.
  */
 import { GpuRuntime } from "../kernels/runtime/runtime.ts";
+import { variantsName } from "../kernels/runtime/variants.ts";
 import {
   defaultMatmulKernel,
   isCpuAdapter,
@@ -26,11 +30,12 @@ import { quantPerf } from "./quant_perf.ts";
 import { adapterPerf } from "./adapter_perf.ts";
 import { modelPerf } from "./model_perf.ts";
 import { torchPeer } from "./peer.ts";
-import { recordResult, renderPerformance } from "./perfdoc.ts";
+import { recordResult, renderPerformance, resultsPlace } from "./perfdoc.ts";
+import { roofline, withRooflineFractions } from "./roofline.ts";
 import { type CommandSpec, intOption, type ParsedCli, runCli, UsageError } from "../tools/cli.ts";
 
 /** The sections `--only` selects among. */
-export const SECTIONS = ["matmul", "quant", "adapters", "model"] as const;
+export const SECTIONS = ["roofline", "matmul", "quant", "adapters", "model"] as const;
 
 /** The command-line interface of `deno task perf`. */
 export const SPEC: CommandSpec = {
@@ -61,6 +66,16 @@ export const SPEC: CommandSpec = {
       type: "boolean",
       description: "Do not record a full run in bench/results nor render PERFORMANCE.md.",
     },
+    record: {
+      type: "boolean",
+      description: "Record the run even with --only (a partial result under the device's name).",
+    },
+    results: {
+      type: "string",
+      value: "DIR",
+      description: "Record into DIR and render DIR/PERFORMANCE.md instead of bench/results and " +
+        "PERFORMANCE.md (also for --markdown).",
+    },
     peer: {
       type: "string",
       value: "NAME",
@@ -68,10 +83,15 @@ export const SPEC: CommandSpec = {
         "report the ratios: torch (Debian's python3-torch; skipped when absent).",
     },
   },
-  notes: "A full run (no --only) records its JSON in bench/results/perf-<device>.json and\n" +
-    "renders PERFORMANCE.md again.",
+  notes: "The roofline section (f32 and f16 FMA throughput, copy bandwidth of this device, GPU\n" +
+    "timestamps where available) runs first; every GFLOP/s and GB/s figure then gets a\n" +
+    "*_fraction_of_roofline key beside it, and a known GPU's datasheet figures are added as\n" +
+    "nominal values. A full run (no --only) records its JSON in bench/results/perf-<device>.json\n" +
+    "and renders PERFORMANCE.md again. The kernel variants (MOKA_KERNELS) are recorded too.",
   examples: [
     "deno task perf",
+    "deno task perf --only roofline",
+    "deno task perf --only roofline,matmul --size 256 --record --results /tmp/perf",
     "deno task perf --only quant,adapters --size 512",
     "deno task perf --markdown",
     "deno task perf --only model --peer torch",
@@ -85,6 +105,8 @@ interface Options {
   grid?: MatmulKernelConfig[];
   sweep: boolean;
   record: boolean;
+  forceRecord: boolean;
+  results?: string;
   peer?: "torch";
 }
 
@@ -117,22 +139,28 @@ function options(values: ParsedCli["values"]): Options {
   if (peer && only && !only.includes("model")) {
     throw new UsageError("--peer compares the model section: add model to --only");
   }
+  if (values.record && values["no-record"]) {
+    throw new UsageError("--record and --no-record contradict each other");
+  }
   return {
     size,
     only,
     grid,
     sweep: values.sweep === true,
     record: values["no-record"] !== true,
+    forceRecord: values.record === true,
+    results: values.results as string | undefined,
     peer: peer as "torch" | undefined,
   };
 }
 
 async function main({ values }: ParsedCli): Promise<void> {
   const opts = options(values);
+  const place = resultsPlace(opts.results);
   if (values.markdown) {
     // Only render PERFORMANCE.md from the recorded results.
-    await renderPerformance();
-    console.error("[perf] wrote PERFORMANCE.md from bench/results");
+    await renderPerformance(place);
+    console.error(`[perf] wrote ${place.document.pathname} from ${place.results.pathname}`);
     return;
   }
   const size = opts.size;
@@ -164,16 +192,24 @@ async function main({ values }: ParsedCli): Promise<void> {
     }, reps);
   }
 
-  const result: Record<string, unknown> = {
+  let result: Record<string, unknown> = {
     adapter: rt.gpu.description,
     backend: rt.gpu.backend,
+    variants: variantsName(rt.variants),
   };
 
   const wants = (section: string) => !opts.only || opts.only.includes(section);
 
+  if (wants("roofline")) {
+    // The device's own ceilings first: every rate below is also given as a fraction of them.
+    log(`adapter ${rt.gpu.description}, kernels ${variantsName(rt.variants)}`);
+    Object.assign(result, await roofline(rt, log));
+    if (peak) result.cpu_peak_gflops_nominal = sig3(peak);
+  }
+
   if (wants("matmul")) {
     log(`adapter ${rt.gpu.description}; ${size}³ matmul = ${flops / 1e9} GFLOP`);
-    const tuned = defaultMatmulKernel(rt.gpu);
+    const tuned = defaultMatmulKernel(rt.variants);
     log(`naive kernel (baseline) ...`);
     const naiveMs = await timeKernel(NAIVE_MATMUL, 2);
     log(`  ${naiveMs.toFixed(1)} ms`);
@@ -200,6 +236,8 @@ async function main({ values }: ParsedCli): Promise<void> {
     result[`matmul_tuned_gflops_${s}`] = sig3(gflops(flops, tunedMs));
     result[`matmul_tuned_kernel`] = kernelName(tuned);
     if (gpuNs !== undefined) result[`matmul_tuned_gpu_timestamp_ms_${s}`] = sig3(gpuNs / 1e6);
+    // The kernel's own rate, timed like the roofline (GPU timestamps, no readback or submit).
+    if (gpuNs) result[`matmul_tuned_gpu_timestamp_gflops_${s}`] = sig3(flops / gpuNs);
     result[`matmul_tuned_vs_naive_${s}`] = sig3(naiveMs / tunedMs);
     result[`tfjs_webgpu_gflops_${s}`] = sig3(gflops(flops, tfjsMs));
     result[`matmul_vs_tfjs_webgpu_${s}`] = sig3(tfjsMs / tunedMs);
@@ -242,10 +280,12 @@ async function main({ values }: ParsedCli): Promise<void> {
     result[`matmul_sweep_gflops_${size}`] = sweep;
   }
 
+  result = withRooflineFractions(result);
   console.log(JSON.stringify(result, null, 2));
-  if (opts.record && !opts.only) {
+  if (opts.record && (!opts.only || opts.forceRecord)) {
     // A full run is the device's record: bench/results/perf-<device>.json and PERFORMANCE.md.
-    log(`recorded ${await recordResult("perf", rt.gpu.description, rt.gpu.description, result)}`);
+    const file = await recordResult("perf", rt.gpu.description, rt.gpu.description, result, place);
+    log(`recorded ${file}`);
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * 4-bit kernel measurements for `deno task perf`: matrix-vector (decode) and batched (prefill)
  * products against a 4096×4096 weight, each format timed against the f32 weight run through the
- * same kernel family in the same run.
+ * same kernel family in the same run. `deno task perf` adds each GB/s and GFLOP/s figure's
+ * fraction of the device's measured roofline beside it.
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import {
@@ -69,7 +70,13 @@ export async function quantPerf(
     const vec = median(vecWall[name]);
     mat[name] = await timeMs(() => quantMatmul(rt, xb, gw, { out: yb }).then(() => {}), 3);
     if (vecGpu[name].length) {
-      out[`${name}_matvec_gpu_timestamp_ms_${dim}`] = sig3(median(vecGpu[name]));
+      const gpuMs = median(vecGpu[name]);
+      out[`${name}_matvec_gpu_timestamp_ms_${dim}`] = sig3(gpuMs);
+      // Weight + input + output bytes over the GPU time alone: comparable with the roofline's
+      // copy bandwidth (timed the same way), unlike the wall time's per-submit overhead.
+      out[`${name}_matvec_gpu_timestamp_gbps_${dim}`] = sig3(
+        (gw.bytes + 4 * 2 * dim) / gpuMs / 1e6,
+      );
     }
     const gbps = (gw.bytes + 4 * 2 * dim) / vec / 1e6;
     log(

@@ -7,8 +7,8 @@
  */
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { searchManyOnGpu } from "../models/llama/generate.ts";
-import { kvDim } from "../models/llama/config.ts";
-import { type GpuLlama, KvCache } from "../models/llama/gpu/model.ts";
+import type { GpuLlama } from "../models/llama/gpu/model.ts";
+import { questionsPerBatch } from "./batching.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 import {
   evaluationPrompt,
@@ -67,10 +67,23 @@ export interface CommonsenseEvalOptions {
   /** New tokens (protocol: 32). */
   maxNew?: number;
   /**
-   * Questions decoded together (default 8): their beams are the rows of one batched decode step.
-   * Fewer when their KV cache would pass the device's binding limit.
+   * Questions decoded together: their beams are the rows of one batched decode step. Default:
+   * chosen from the device ({@link questionsPerBatch}: 8 on CPU adapters; on GPUs as many as fit
+   * `sizing`'s memory budget, up to 64). Fewer when a tensor of the batch (a layer's KV cache)
+   * would pass the device's binding limit.
    */
   questionsPerBatch?: number;
+  /** The memory budget and cap of the default batch size on GPUs (see `evals/batching.ts`). */
+  sizing?: {
+    /** Device memory in bytes (default: the device's `maxBufferSize`). */
+    deviceBytes?: number;
+    /** The share of it one batch may take (default 0.5). */
+    fraction?: number;
+    /** Most items per batch. */
+    cap?: number;
+  };
+  /** Called with each batch's question count before it is decoded. */
+  onBatch?: (questions: number) => void;
   /** Called after each batch of records. */
   progress?: (task: CommonsenseTask, done: number, total: number) => void;
   /** Prompt and extraction rules (default LLM-Adapters'). */
@@ -100,13 +113,12 @@ export async function evaluateCommonsense(
   const tasks: Partial<Record<CommonsenseTask, TaskScore>> = {};
   const generations: Record<string, string[]> = {};
   const predictions: Record<string, string[]> = {};
-  const perBatch = options.questionsPerBatch ?? 8;
-  if (!(perBatch >= 1 && Number.isInteger(perBatch))) {
+  const perBatch = options.questionsPerBatch;
+  if (perBatch !== undefined && !(perBatch >= 1 && Number.isInteger(perBatch))) {
     throw new RangeError(`evaluateCommonsense: questionsPerBatch=${perBatch}`);
   }
+  const sizing = { ...options.sizing, fixed: perBatch };
   const { seqLen } = model.config;
-  const kvWidth = kvDim(model.config);
-  const bindLimit = rt.device.limits.maxStorageBufferBindingSize;
   for (const [task, records] of Object.entries(data) as [CommonsenseTask, InstructionRecord[]][]) {
     // commonsense_evaluate.py passes the instruction only (input=None).
     const prompts = records.map((r, i) => {
@@ -118,20 +130,14 @@ export async function evaluateCommonsense(
       }
       return prompt;
     });
-    // The per-layer KV cache of questions [from, to): as searchManyOnGpu sizes it.
-    const cacheBytes = (from: number, to: number) => {
-      let longest = 0;
-      for (let q = from; q < to; q++) longest = Math.max(longest, prompts[q].length);
-      return KvCache.layerBytes((to - from) * beams, Math.min(seqLen, longest + maxNew), kvWidth);
-    };
+    const lengths = prompts.map((p) => p.length);
     const texts: string[] = [];
     for (let start = 0; start < prompts.length;) {
-      // As many questions as fit one batch: their beams' KV cache within one binding.
-      let end = start + 1;
-      while (
-        end < prompts.length && end - start < perBatch && cacheBytes(start, end + 1) <= bindLimit
-      ) end++;
+      // As many questions as the device takes in one batch (their tensors within one binding).
+      const end = start +
+        questionsPerBatch(rt, model.config, lengths.slice(start), { beams, maxNew }, sizing);
       const group = prompts.slice(start, end);
+      options.onBatch?.(group.length);
       // Selection on the GPU: no host round trip per token (equal to generate(gpuScorer(...))).
       const results = await searchManyOnGpu(rt, model, group, {
         maxNew,

@@ -15,6 +15,7 @@ import {
   splitContinuation,
 } from "./loglik.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
+import { promptsPerForward } from "./batching.ts";
 import type { TextTokenizer } from "../models/tokenizer/tokenizer.ts";
 import {
   type MmluCategory,
@@ -68,8 +69,24 @@ export interface MmluScores {
 export interface MmluOptions {
   /** Exemplars from dev (0 or 5 in the protocol). */
   shots: number;
-  /** Prompts per forward. */
-  batch?: number;
+  /**
+   * Prompts per forward: a number, or a function of the token lengths of the prompts still to
+   * score (in order) giving how many of them go next. Default: {@link evaluateMmlu} chooses from
+   * the device ({@link promptsPerForward}: 8 on CPU adapters; on GPUs as many as fit `sizing`'s
+   * memory budget, up to 32); {@link scoreMmlu} with any other scorer takes 8.
+   */
+  batch?: number | ((lengths: readonly number[]) => number);
+  /** The memory budget and cap of {@link evaluateMmlu}'s default batch on GPUs. */
+  sizing?: {
+    /** Device memory in bytes (default: the device's `maxBufferSize`). */
+    deviceBytes?: number;
+    /** The share of it one batch may take (default 0.5). */
+    fraction?: number;
+    /** Most items per batch. */
+    cap?: number;
+  };
+  /** Called with each forward's prompt count before it runs. */
+  onBatch?: (prompts: number) => void;
   /** Longest prompt in tokens (exemplars are dropped until it fits, as the reference code does). */
   maxLen: number;
 }
@@ -105,7 +122,19 @@ export async function scoreMmlu(
   options: MmluOptions,
   progress?: (subject: string, done: number, total: number) => void,
 ): Promise<MmluScores> {
-  const batch = options.batch ?? 8;
+  const chosen = options.batch ?? 8;
+  if (typeof chosen === "number" && !(Number.isInteger(chosen) && chosen >= 1)) {
+    throw new RangeError(`scoreMmlu: batch=${chosen}`);
+  }
+  const batchOf = typeof chosen === "number"
+    ? (lengths: readonly number[]) => Math.min(chosen, lengths.length)
+    : (lengths: readonly number[]) => {
+      const n = chosen(lengths);
+      if (!(Number.isInteger(n) && n >= 1 && n <= lengths.length)) {
+        throw new RangeError(`scoreMmlu: a batch of ${n} of ${lengths.length} prompts`);
+      }
+      return n;
+    };
   const subjects: MmluScores["subjects"] = {};
   const cat = new Map<MmluCategory, { correct: number; total: number }>();
   let correctAll = 0;
@@ -113,15 +142,24 @@ export async function scoreMmlu(
   const gold: number[] = [];
   for (const [subject, { dev, test }] of Object.entries(data)) {
     let correct = 0;
-    for (let i = 0; i < test.length; i += batch) {
+    const all = test.map((q) =>
+      letterContinuations(
+        tok,
+        mmluPromptText(tok, subject, dev, q, options.shots, options.maxLen),
+        options.maxLen,
+      )
+    );
+    // The longest sequence each question feeds the model (its context, or context + letter).
+    const lengths = all.map((ls) => {
+      let n = 0;
+      for (const l of ls) n = Math.max(n, l.context.length + l.continuation.length - 1);
+      return n;
+    });
+    for (let i = 0; i < test.length;) {
+      const batch = batchOf(lengths.slice(i));
+      options.onBatch?.(batch);
       const qs = test.slice(i, i + batch);
-      const letters = qs.map((q) =>
-        letterContinuations(
-          tok,
-          mmluPromptText(tok, subject, dev, q, options.shots, options.maxLen),
-          options.maxLen,
-        )
-      );
+      const letters = all.slice(i, i + batch);
       const oneToken = letters.map((ls) =>
         ls.every((l) => l.continuation.length === 1 && l.context.join() === ls[0].context.join())
       );
@@ -151,7 +189,8 @@ export async function scoreMmlu(
         for (let c = 1; c < 4; c++) if (scores[j][c] > scores[j][best]) best = c;
         if (best === q.answer) correct++;
       });
-      progress?.(subject, Math.min(i + batch, test.length), test.length);
+      i += batch;
+      progress?.(subject, i, test.length);
     }
     subjects[subject] = {
       accuracy: test.length ? correct / test.length : 0,
@@ -186,5 +225,16 @@ export function evaluateMmlu(
   options: MmluOptions,
   progress?: (subject: string, done: number, total: number) => void,
 ): Promise<MmluScores> {
-  return scoreMmlu((seqs, at) => logitsAt(rt, model, seqs, at), tok, data, options, progress);
+  // A number given is the most per forward, still cut where a tensor would pass the binding limit.
+  const fixed = typeof options.batch === "number" ? options.batch : undefined;
+  const batch = typeof options.batch === "function" ? options.batch : (
+    lengths: readonly number[],
+  ) => promptsPerForward(rt, model.config, lengths, { ...options.sizing, fixed });
+  return scoreMmlu(
+    (seqs, at) => logitsAt(rt, model, seqs, at),
+    tok,
+    data,
+    { ...options, batch },
+    progress,
+  );
 }

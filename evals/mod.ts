@@ -52,3 +52,13 @@ export {
   fitTarget,
 } from "./expressiveness.ts";
 export { kronRearrange, singularValues, truncationError } from "./svd.ts";
+export {
+  BATCH_MEMORY_FRACTION,
+  batchBudgetBytes,
+  type BatchSizing,
+  CPU_ADAPTER_BATCH,
+  GPU_PROMPTS_CAP,
+  GPU_QUESTIONS_CAP,
+  promptsPerForward,
+  questionsPerBatch,
+} from "./batching.ts";

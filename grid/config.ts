@@ -5,19 +5,19 @@
  * and a real LLaMA checkpoint given by path.
  */
 import { z } from "../deps/zod.ts";
-import { parseAdapterSpec } from "../models/adapters/registry.ts";
+import { adapterSpecIssues } from "../models/adapters/registry.ts";
 import { parseTargetModule, type TargetModule } from "../models/llama_shapes.ts";
 import { type TrainConfig, TrainOptionsZod } from "../models/llama/train.ts";
 import { COMMONSENSE_ORDER, type CommonsenseTask, parseTask } from "../tasks/commonsense/data.ts";
 import { MMLU_SUBJECTS } from "../tasks/mmlu/data.ts";
 import { closestName, issueText, type Same, type Schema } from "../models/schema.ts";
 
+// The spec's own issues, each at its path below the adapter's (`adapters.lora.r`), so the error
+// names the config once and the field in full.
 const AdapterEntry = z.unknown().nullable().superRefine((v, ctx) => {
   if (v === null) return; // the base model alone
-  try {
-    parseAdapterSpec(v);
-  } catch (e) {
-    ctx.addIssue({ code: "custom", message: (e as Error).message });
+  for (const i of adapterSpecIssues(v)) {
+    ctx.addIssue({ code: "custom", path: i.path, message: i.message });
   }
 });
 

@@ -7,7 +7,7 @@
 import { type ChoiceScore, scoreChoices } from "../evals/choice.ts";
 import { type CommonsenseEvalOptions, evaluateCommonsense } from "../evals/commonsense.ts";
 import { type HeldOutLoss, heldOutLoss } from "../evals/heldout.ts";
-import { evaluateMmlu, type MmluScores } from "../evals/mmlu.ts";
+import { evaluateMmlu, type MmluOptions, type MmluScores } from "../evals/mmlu.ts";
 import type { GpuRuntime } from "../kernels/runtime/runtime.ts";
 import { logitsAt } from "../models/llama/generate.ts";
 import type { GpuLlama } from "../models/llama/gpu/model.ts";
@@ -194,7 +194,15 @@ export async function runMmlu(
   rt: GpuRuntime,
   model: GpuLlama,
   tok: TextTokenizer,
-  options: { dataDir: string; subjects?: string[]; limit?: number; shots: number; batch?: number },
+  options: {
+    dataDir: string;
+    subjects?: string[];
+    limit?: number;
+    shots: number;
+    batch?: number;
+    sizing?: MmluOptions["sizing"];
+    onBatch?: MmluOptions["onBatch"];
+  },
 ): Promise<MmluScores> {
   const data: Record<
     string,
@@ -209,6 +217,8 @@ export async function runMmlu(
   return await evaluateMmlu(rt, model, tok, data, {
     shots: options.shots,
     batch: options.batch,
+    sizing: options.sizing,
+    onBatch: options.onBatch,
     maxLen: model.config.seqLen,
   });
 }

@@ -37,7 +37,16 @@ export {
   STORAGE_OFFSET_ALIGNMENT,
   TENSOR_USAGE,
 } from "./runtime/tensor.ts";
-export { dtypeOf, GpuRuntime } from "./runtime/runtime.ts";
+export { dtypeOf, GpuRuntime, type GpuRuntimeOptions } from "./runtime/runtime.ts";
+export {
+  chooseKernelVariants,
+  type KernelTarget,
+  type KernelVariantRequest,
+  type KernelVariants,
+  subgroupPrelude,
+  variantRequestFromEnv,
+  variantsName,
+} from "./runtime/variants.ts";
 export {
   BYTES_PER_ELEMENT,
   type DType,
@@ -58,6 +67,7 @@ export {
   CPU_ADAPTER_MATMUL_SMALL,
   defaultMatmulKernel,
   GPU_MATMUL,
+  GPU_MATMUL_LARGE,
   isCpuAdapter,
   matmul,
   type MatmulOptions,

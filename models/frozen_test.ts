@@ -198,9 +198,9 @@ Deno.test("frozen matrix: row blocks plan within the limit", () => {
   assert.throws(() => planRowBlocks(3, 1000, 999), /does not fit/);
 });
 
-Deno.test("frozen matrix: blocked matmuls, gathers, norms and dequantized copies equal the host references", async () => {
-  const rt = await testRuntime();
-  const [rows, cols, tokens] = [37, 48, 5];
+/** Blocked matmuls, gathers, norms and copies of every format on `rt`'s kernel variants. */
+async function checkBlockedFrozen(rt: GpuRuntime, tokens: number): Promise<void> {
+  const [rows, cols] = [37, 48];
   const values = weights(rows * cols, 11);
   for (const format of ["f32", "bf16", "f16", "nf4", "int4"] as const) {
     for (const blockRows of [rows, 8]) { // one block, then five (the last of 5 rows)
@@ -302,4 +302,12 @@ Deno.test("frozen matrix: blocked matmuls, gathers, norms and dequantized copies
       m.release();
     }
   }
+}
+
+Deno.test("frozen matrix: blocked matmuls, gathers, norms and dequantized copies equal the host references", async () => {
+  await checkBlockedFrozen(await testRuntime(), 5);
+});
+
+Deno.test("frozen matrix: the same with the GPU kernel variants (workgroup tiles, 11 tokens)", async () => {
+  await checkBlockedFrozen(await testRuntime({ target: "gpu" }), 11);
 });

@@ -12,7 +12,7 @@ import { z } from "../deps/zod.ts";
 import type { LlamaWeights } from "./llama/weights.ts";
 import type { LlamaConfig } from "./llama/config.ts";
 import { type LlamaSource, type LlamaTensorName, readAllWeights } from "./llama/source.ts";
-import { SafetensorsReader } from "./safetensors.ts";
+import { missingSays, SafetensorsReader } from "./safetensors.ts";
 
 // Maxima well above any released LLaMA, so a typo or a hostile value (num_hidden_layers: 1e8)
 // is refused by name before anything is sized from it.
@@ -222,7 +222,14 @@ function parseIndex(json: unknown, path: string): Record<string, string> {
  * stored; the config says `ropeLayout: "half"`.
  */
 export async function openHfSource(dir: string): Promise<LlamaSource> {
-  const config = parseHfConfig(await Deno.readTextFile(`${dir}/config.json`), `${dir}/config.json`);
+  const config = parseHfConfig(
+    await missingSays(
+      Deno.readTextFile(`${dir}/config.json`),
+      `${dir}/config.json`,
+      "every Hugging Face model folder has one",
+    ),
+    `${dir}/config.json`,
+  );
   const readers = new Map<string, SafetensorsReader>();
   const owner = new Map<string, SafetensorsReader>();
   const close = () => {
@@ -238,7 +245,17 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
     if (indexJson !== null) {
       const indexPath = `${dir}/model.safetensors.index.json`;
       for (const [name, file] of Object.entries(parseIndex(indexJson, indexPath))) {
-        if (!readers.has(file)) readers.set(file, await SafetensorsReader.open(`${dir}/${file}`));
+        if (!readers.has(file)) {
+          const path = `${dir}/${file}`;
+          readers.set(
+            file,
+            await missingSays(
+              SafetensorsReader.open(path),
+              path,
+              "named by model.safetensors.index.json",
+            ),
+          );
+        }
         const reader = readers.get(file)!;
         if (!reader.entries.has(name)) {
           throw new Error(`${reader.path}: the index lists "${name}" here but the shard lacks it`);
@@ -246,7 +263,11 @@ export async function openHfSource(dir: string): Promise<LlamaSource> {
         owner.set(name, reader);
       }
     } else {
-      const reader = await SafetensorsReader.open(`${dir}/model.safetensors`);
+      const reader = await missingSays(
+        SafetensorsReader.open(`${dir}/model.safetensors`),
+        `${dir}/model.safetensors`,
+        "no model.safetensors.index.json either",
+      );
       readers.set("model.safetensors", reader);
       for (const name of reader.entries.keys()) owner.set(name, reader);
     }

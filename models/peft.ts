@@ -29,7 +29,9 @@ import { headSize, linearDims, type LlamaConfig } from "./llama/config.ts";
 import { TARGET_MODULES, type TargetModule } from "./llama_shapes.ts";
 import {
   assertFinite,
+  decodeToF32,
   encodeSafetensors,
+  missingSays,
   parseSafetensors,
   type SafetensorsFile,
 } from "./safetensors.ts";
@@ -453,8 +455,9 @@ export function importPeft(
               `module implies [${shape}]`,
           );
         }
+        const stored = weights.raw(tensorName);
         let data = assertFinite(
-          weights.tensor(tensorName),
+          decodeToF32(stored.bytes, stored.dtype),
           `${source}/adapter_model.safetensors`,
           tensorName,
         );
@@ -488,7 +491,11 @@ export async function isPeftFolder(dir: string): Promise<boolean> {
 
 /** Read a PEFT adapter folder for `model`, fully validated. */
 export async function loadPeft(dir: string, model: LlamaConfig): Promise<AdapterSet> {
-  const text = await Deno.readTextFile(`${dir}/adapter_config.json`);
+  const text = await missingSays(
+    Deno.readTextFile(`${dir}/adapter_config.json`),
+    `${dir}/adapter_config.json`,
+    "not a PEFT adapter folder",
+  );
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -496,5 +503,10 @@ export async function loadPeft(dir: string, model: LlamaConfig): Promise<Adapter
     throw new Error(`${dir}/adapter_config.json: not JSON (${(e as Error).message})`);
   }
   const path = `${dir}/adapter_model.safetensors`;
-  return importPeft(json, parseSafetensors(await Deno.readFile(path), path), model, dir);
+  const bytes = await missingSays(
+    Deno.readFile(path),
+    path,
+    "beside adapter_config.json",
+  );
+  return importPeft(json, parseSafetensors(bytes, path), model, dir);
 }

@@ -7,8 +7,40 @@
  * must match its dtype and shape, lie inside the file, and the ranges must tile the data section
  * without holes or overlaps (as the format requires). A truncated or corrupt file is rejected
  * with the file name and the offending entry; nothing is half-loaded.
+ *
+ * The header is scanned as bytes before it is decoded or parsed as JSON, and the scan is bounded
+ * by what the file can hold: the header cannot be larger than the file, whitespace outside
+ * strings is limited (64 KiB plus 256 bytes per entry: padding and pretty-printing pass, a header
+ * of blanks does not), and entries cannot outnumber what the data section allows (each non-empty
+ * tensor holds at least 2 bytes; at most 1024 empty ones). A name or key given twice (JSON.parse
+ * would keep the last silently), and the names `__proto__`, `constructor` and `prototype`, are
+ * refused by name.
+ *
+ * Non-finite values: every decode to f32 (`tensor()` of both readers) refuses NaN and ±Inf
+ * naming the file and tensor, and `parseSafetensors(bytes, source, { finite: true })` checks every
+ * tensor of a container up front, read or not (the adapter, PEFT and training-checkpoint readers
+ * decode, and so check, every tensor, and refuse any they do not expect).
+ * The streaming path of a large checkpoint (`SafetensorsReader.readRows`) hands stored bytes to
+ * the GPU unchecked; the conversion there (`quantizeRows`) flags any non-finite value, so no host
+ * pass over gigabytes is added. A corrupted value that stays finite (a flipped mantissa or
+ * exponent bit) cannot be detected: safetensors carries no checksum.
  */
 import { z } from "../deps/zod.ts";
+
+/**
+ * `pending`'s value; a missing file becomes `path: missing (why)`, still a `Deno.errors.NotFound`
+ * (callers that skip absent files keep recognising it).
+ */
+export async function missingSays<T>(pending: Promise<T>, path: string, why: string): Promise<T> {
+  try {
+    return await pending;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Deno.errors.NotFound(`${path}: missing (${why})`);
+    }
+    throw e;
+  }
+}
 
 /** Element types this kit reads (decoded to f32) and writes. */
 export type SafetensorsDType = "F32" | "F16" | "BF16";
@@ -37,12 +69,213 @@ export interface SafetensorsFile {
   metadata: Record<string, string>;
   /** Entries by tensor name, in file order. */
   entries: Map<string, SafetensorsEntry>;
-  /** Decode one tensor to f32 (F16 and BF16 widened exactly). */
+  /** Decode one tensor to f32 (F16 and BF16 widened exactly); NaN and ±Inf are refused. */
   tensor(name: string): Float32Array;
+  /** One tensor's stored bytes (a fresh, aligned copy), unchecked. */
+  raw(name: string): RawTensorBytes;
 }
 
 // Generous but finite: a header larger than this is corrupt, not a model.
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+// Whitespace outside strings a header may hold: alignment padding and pretty-printing, never
+// megabytes of blanks.
+const MAX_WHITESPACE_BYTES = 64 * 1024;
+const WHITESPACE_PER_ENTRY = 256;
+// Zero-element tensors a file may declare (they take no bytes, so the data section cannot bound
+// them).
+const MAX_EMPTY_TENSORS = 1024;
+// Names that would reach an object's prototype wherever a header is turned into an object.
+const RESERVED_NAMES = new Set(["__proto__", "constructor", "prototype"]);
+
+/** The most entries (tensors and `__metadata__`) a header over `dataLen` data bytes may hold. */
+function maxEntries(dataLen: number): number {
+  return MAX_EMPTY_TENSORS + Math.floor(dataLen / 2);
+}
+
+interface ScanFrame {
+  /** An object (keys tracked at depths 1 and 2) or an array. */
+  object: boolean;
+  /** Keys seen, for objects whose keys are tracked (an entry's few fields: a list). */
+  keys: Set<string> | string[] | null;
+  /** The next string in this object is a key. */
+  expectKey: boolean;
+  /** The depth-1 key this frame lies under ("" at the root). */
+  owner: string;
+}
+
+/**
+ * A byte scanner over a header that is being read: refuses, before any decoding or JSON
+ * parsing, too much whitespace, more entries than the data section can hold, a key given twice
+ * (at the root, inside an entry, inside `__metadata__`) and reserved names. JSON syntax itself is
+ * left to JSON.parse: on malformed input the scanner stops tracking rather than guessing.
+ */
+class HeaderScanner {
+  readonly #bytes: Uint8Array;
+  readonly #source: string;
+  readonly #maxEntries: number;
+  readonly #dataLen: number;
+  #at = 0;
+  #inString = false;
+  #escape = false;
+  #keyStart = -1; // byte after the opening quote of the key being read
+  #stack: ScanFrame[] = [];
+  #entries = 0;
+  #whitespace = 0;
+  #lost = false; // malformed: JSON.parse will say where
+
+  constructor(bytes: Uint8Array, dataLen: number, source: string) {
+    this.#bytes = bytes;
+    this.#source = source;
+    this.#dataLen = dataLen;
+    this.#maxEntries = maxEntries(dataLen);
+  }
+
+  /** Scan the bytes up to `end` (exclusive); they must already be in the buffer. */
+  scanTo(end: number): void {
+    const b = this.#bytes;
+    const stack = this.#stack;
+    let inString = this.#inString;
+    let escape = this.#escape;
+    let i = this.#at;
+    while (i < end && !this.#lost) {
+      if (inString) {
+        if (escape) {
+          escape = false;
+          i++;
+          continue;
+        }
+        // Jump to the string's next quote or backslash (memchr-fast on long metadata strings).
+        const q = b.indexOf(0x22, i);
+        const stop = q < 0 || q >= end ? end : q;
+        const bs = b.subarray(i, stop).indexOf(0x5c);
+        if (bs >= 0) {
+          escape = true;
+          i += bs + 1;
+          continue;
+        }
+        i = stop;
+        if (stop === end) break;
+        inString = false;
+        if (this.#keyStart >= 0) this.#key(this.#keyStart, i);
+        this.#keyStart = -1;
+        i++;
+        continue;
+      }
+      const c = b[i];
+      switch (c) {
+        case 0x20:
+        case 0x09:
+        case 0x0a:
+        case 0x0d:
+          if (++this.#whitespace > this.#allowedWhitespace()) {
+            throw new Error(
+              `${this.#source}: header holds ${this.#whitespace} bytes of whitespace before byte ` +
+                `${8 + i} (at most ${this.#allowedWhitespace()} for ${this.#entries} entries)`,
+            );
+          }
+          break;
+        case 0x22: {
+          inString = true;
+          const top = stack.at(-1);
+          if (top?.object && top.expectKey) {
+            top.expectKey = false;
+            this.#keyStart = i + 1;
+          }
+          break;
+        }
+        case 0x7b: { // {
+          const depth = stack.length;
+          const owner = depth === 1 ? this.#lastRootKey : (stack.at(-1)?.owner ?? "");
+          const keys = depth === 0 || owner === "__metadata__"
+            ? new Set<string>()
+            : depth === 1
+            ? []
+            : null;
+          stack.push({ object: true, keys, expectKey: true, owner });
+          break;
+        }
+        case 0x5b: // [
+          stack.push({ object: false, keys: null, expectKey: false, owner: "" });
+          break;
+        case 0x7d: // }
+        case 0x5d: // ]
+          if (!stack.length || stack.at(-1)!.object !== (c === 0x7d)) this.#lost = true;
+          stack.pop();
+          break;
+        case 0x2c: { // ,
+          const top = stack.at(-1);
+          if (top?.object) top.expectKey = true;
+          break;
+        }
+        default:
+          if (!stack.length) this.#lost = true; // text outside the root object
+      }
+      i++;
+    }
+    this.#inString = inString;
+    this.#escape = escape;
+    this.#at = Math.max(this.#at, end);
+  }
+
+  #lastRootKey = "";
+
+  #allowedWhitespace(): number {
+    return MAX_WHITESPACE_BYTES + WHITESPACE_PER_ENTRY * this.#entries;
+  }
+
+  /** A key spanning bytes [start, end) of the object on top of the stack. */
+  #key(start: number, end: number): void {
+    const depth = this.#stack.length;
+    const frame = this.#stack[depth - 1];
+    if (depth === 1) {
+      if (++this.#entries > this.#maxEntries + 1) {
+        throw new Error(
+          `${this.#source}: header declares more than ${this.#maxEntries} tensors, a ` +
+            `${this.#dataLen}-byte data section holds at most ${this.#maxEntries}`,
+        );
+      }
+    }
+    if (!frame.keys) return;
+    let key: string;
+    const raw = this.#bytes.subarray(start, end);
+    let plain = raw.length < 4096;
+    for (let k = 0; plain && k < raw.length; k++) plain = raw[k] < 0x80 && raw[k] !== 0x5c;
+    if (plain) {
+      key = String.fromCharCode.apply(null, raw as unknown as number[]);
+    } else {
+      try {
+        key = JSON.parse(`"${new TextDecoder("utf-8", { fatal: true }).decode(raw)}"`);
+      } catch {
+        this.#lost = true; // JSON.parse or the decoder will name the problem
+        return;
+      }
+    }
+    const show = () => JSON.stringify(key.length > 200 ? `${key.slice(0, 200)}…` : key);
+    if (depth === 1) {
+      this.#lastRootKey = key;
+      if (RESERVED_NAMES.has(key)) {
+        throw new Error(`${this.#source}: tensor name ${show()} is reserved`);
+      }
+      if ((frame.keys as Set<string>).has(key)) {
+        throw new Error(`${this.#source}: tensor ${show()} appears twice in the header`);
+      }
+    } else if (frame.owner === "__metadata__") {
+      if (RESERVED_NAMES.has(key)) {
+        throw new Error(`${this.#source}: __metadata__: key ${show()} is reserved`);
+      }
+      if ((frame.keys as Set<string>).has(key)) {
+        throw new Error(`${this.#source}: __metadata__: key ${show()} appears twice`);
+      }
+    } else if ((frame.keys as string[]).includes(key)) {
+      throw new Error(
+        `${this.#source}: tensor ${JSON.stringify(frame.owner)}: field ${show()} appears twice`,
+      );
+    }
+    if (Array.isArray(frame.keys)) frame.keys.push(key);
+    else frame.keys.add(key);
+  }
+}
+
 // Largest dimension accepted (i32 indexing on the GPU; no model has a larger axis).
 const MAX_DIM = 2 ** 31;
 
@@ -58,13 +291,20 @@ function validateHeader(
   if (typeof header !== "object" || header === null || Array.isArray(header)) {
     throw new Error(`${source}: header must be a JSON object`);
   }
-  const metadata: Record<string, string> = {};
+  const metadata: Record<string, string> = Object.create(null);
   const entries = new Map<string, SafetensorsEntry>();
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
+    // The byte scan refused these already; kept here for headers parsed some other way.
+    if (RESERVED_NAMES.has(name)) throw new Error(`${source}: tensor name "${name}" is reserved`);
     if (name === "__metadata__") {
       const m = z.record(z.string(), z.string()).safeParse(raw);
       if (!m.success) throw new Error(`${source}: __metadata__ must map strings to strings`);
-      Object.assign(metadata, m.data);
+      for (const [k, v] of Object.entries(m.data)) {
+        if (RESERVED_NAMES.has(k)) {
+          throw new Error(`${source}: __metadata__: key "${k}" is reserved`);
+        }
+        metadata[k] = v;
+      }
       continue;
     }
     const e = EntrySchema.safeParse(raw);
@@ -154,7 +394,12 @@ function headerLength(first8: Uint8Array, fileBytes: number, source: string): nu
   return headerLen;
 }
 
-function parseHeaderJson(bytes: Uint8Array, source: string): unknown {
+function parseHeaderJson(bytes: Uint8Array, source: string, dataLen: number): unknown {
+  new HeaderScanner(bytes, dataLen, source).scanTo(bytes.byteLength);
+  return parseScannedJson(bytes, source);
+}
+
+function parseScannedJson(bytes: Uint8Array, source: string): unknown {
   try {
     return JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
   } catch (e) {
@@ -162,21 +407,41 @@ function parseHeaderJson(bytes: Uint8Array, source: string): unknown {
   }
 }
 
-/** Parse and validate safetensors bytes; `source` names the file in errors. */
-export function parseSafetensors(bytes: Uint8Array, source = "safetensors"): SafetensorsFile {
+/**
+ * Parse and validate safetensors bytes; `source` names the file in errors. `tensor()` refuses
+ * NaN and ±Inf; with `{ finite: true }` every tensor is checked before this returns, read later
+ * or not (default false: each decode checks what it returns).
+ */
+export function parseSafetensors(
+  bytes: Uint8Array,
+  source = "safetensors",
+  options: { finite?: boolean } = {},
+): SafetensorsFile {
   const headerLen = headerLength(bytes.subarray(0, 8), bytes.byteLength, source);
-  const header = parseHeaderJson(bytes.subarray(8, 8 + headerLen), source);
   const dataStart = 8 + headerLen;
+  const header = parseHeaderJson(
+    bytes.subarray(8, 8 + headerLen),
+    source,
+    bytes.byteLength - dataStart,
+  );
   const { metadata, entries } = validateHeader(header, bytes.byteLength - dataStart, source);
+  if (options.finite) {
+    for (const [name, { dtype, offsets: [begin, end] }] of entries) {
+      assertFiniteStored(bytes.subarray(dataStart + begin, dataStart + end), dtype, source, name);
+    }
+  }
   return {
     metadata,
     entries,
     tensor(name: string): Float32Array {
+      const { dtype, bytes } = this.raw(name);
+      return assertFinite(decodeToF32(bytes, dtype), source, name);
+    },
+    raw(name: string): RawTensorBytes {
       const entry = entries.get(name);
       if (!entry) throw new Error(`${source}: no tensor "${name}"`);
       const [begin, end] = entry.offsets;
-      const raw = bytes.slice(dataStart + begin, dataStart + end); // aligned copy
-      return decodeToF32(raw, entry.dtype);
+      return { dtype: entry.dtype, bytes: bytes.slice(dataStart + begin, dataStart + end) };
     },
   };
 }
@@ -226,13 +491,18 @@ export class SafetensorsReader {
       const first8 = new Uint8Array(8);
       await readFully(file, first8, 0, path, Math.min(8, info.size));
       const headerLen = headerLength(first8, info.size, path);
+      const dataLen = info.size - 8 - headerLen;
+      // Read and scan in pieces, so a hostile header is refused after the piece that shows it
+      // (the buffer's untouched pages are never made resident).
       const headerBytes = new Uint8Array(headerLen);
-      await readFully(file, headerBytes, 8, path);
-      const header = validateHeader(
-        parseHeaderJson(headerBytes, path),
-        info.size - 8 - headerLen,
-        path,
-      );
+      const scanner = new HeaderScanner(headerBytes, dataLen, path);
+      const piece = 1 << 20;
+      for (let at = 0; at < headerLen; at += piece) {
+        const end = Math.min(headerLen, at + piece);
+        await readFully(file, headerBytes.subarray(at, end), 8 + at, path);
+        scanner.scanTo(end);
+      }
+      const header = validateHeader(parseScannedJson(headerBytes, path), dataLen, path);
       return new SafetensorsReader(path, file, 8 + headerLen, header);
     } catch (e) {
       file.close();
@@ -271,10 +541,10 @@ export class SafetensorsReader {
     return { dtype: e.dtype, bytes };
   }
 
-  /** A whole tensor decoded to f32 (small tensors: norms). */
+  /** A whole tensor decoded to f32 (small tensors: norms); NaN and ±Inf are refused by name. */
   async tensor(name: string): Promise<Float32Array> {
     const raw = await this.readRows(name);
-    return decodeToF32(raw.bytes, raw.dtype);
+    return assertFinite(decodeToF32(raw.bytes, raw.dtype), this.path, name);
   }
 
   /** Close the file. */
@@ -324,6 +594,41 @@ export function assertFinite(values: Float32Array, source: string, name: string)
     );
   }
   return values;
+}
+
+/**
+ * Refuse NaN and ±Inf among stored elements without widening them: an all-ones exponent field
+ * (F32 0x7f800000, BF16 0x7f80, F16 0x7c00). The error is {@link assertFinite}'s.
+ */
+function assertFiniteStored(
+  raw: Uint8Array,
+  dtype: SafetensorsDType,
+  source: string,
+  name: string,
+): void {
+  const aligned = raw.byteOffset % 4 === 0 ? raw : raw.slice();
+  let bad = 0;
+  let first = -1;
+  if (dtype === "F32") {
+    const w = new Uint32Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 4);
+    for (let i = 0; i < w.length; i++) {
+      if ((w[i] & 0x7f800000) === 0x7f800000 && bad++ === 0) first = i;
+    }
+  } else {
+    const mask = dtype === "F16" ? 0x7c00 : 0x7f80;
+    const h = new Uint16Array(aligned.buffer, aligned.byteOffset, aligned.byteLength / 2);
+    for (let i = 0; i < h.length; i++) {
+      if ((h[i] & mask) === mask && bad++ === 0) first = i;
+    }
+  }
+  if (!bad) return;
+  const size = BYTES[dtype];
+  const value = decodeToF32(aligned.subarray(first * size, (first + 1) * size), dtype)[0];
+  const count = aligned.byteLength / size;
+  throw new Error(
+    `${source}: tensor "${name}" holds ${bad} non-finite value${bad > 1 ? "s" : ""} of ` +
+      `${count} (first: ${value} at index ${first})`,
+  );
 }
 
 /** Widen stored elements to f32 (F16 and BF16 exactly). */

@@ -330,3 +330,44 @@ Deno.test("report server: 14 runs with 31,900-step curves render; the grid plots
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("report server: a request URL past 8 KiB answers 414 with the security headers, in-process and over loopback", async () => {
+  const dir = await Deno.makeTempDir();
+  await writeRun(dir, "lora-mmlu-s1", JSON.stringify(runReport("lora-mmlu-s1")));
+  const app = createReportApp({ reportsDir: dir });
+  const check = async (res: Response, status: number, what: string) => {
+    assert.equal(res.status, status, what);
+    for (const [k, v] of Object.entries(SECURITY_HEADERS)) assert.equal(res.headers.get(k), v, k);
+    const text = await res.text();
+    assert.ok(text.length < 200, "the URL is not echoed");
+  };
+  // Positive control: just under the limit is served as usual.
+  const fits = `/api/runs/lora-mmlu-s1?${"x".repeat(8192 - 30)}`;
+  assert.ok(fits.length <= 8192);
+  assert.equal((await app.request(fits)).status, 200, "served as usual");
+  for (const path of ["/api/runs/" + "a".repeat(9000), "/?" + "q=1&".repeat(20_000)]) {
+    await check(await app.request(path), 414, `in-process ${path.length}`);
+    await check(await app.request(path, { method: "HEAD" }), 414, "HEAD");
+  }
+  const { server, url } = serve(app);
+  try {
+    // Past 8 KiB, below Deno's own limit: the app answers.
+    await check(await fetch(`${url}/runs/${"a".repeat(50_000)}`), 414, "loopback 50 kB");
+    // 64 KiB and beyond (fetch refuses to send such a URL, so a raw request line): Deno.serve
+    // answers 400 itself before the app sees it, with no headers of ours (documented).
+    const { port } = new URL(url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(port) });
+    const line = `GET /runs/${
+      "a".repeat(100_000)
+    } HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`;
+    await conn.write(new TextEncoder().encode(line)).catch(() => 0);
+    const head = new Uint8Array(4096);
+    const n = await conn.read(head).catch(() => null);
+    conn.close();
+    assert.match(new TextDecoder().decode(head.subarray(0, n ?? 0)), /^HTTP\/1\.1 400 /);
+    assert.equal((await fetch(`${url}/health`).then((r) => r.json())).ok, true);
+  } finally {
+    await server.shutdown();
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -15,6 +15,9 @@
  * answer a generic message and log the detail to stderr.
  * Deno.serve has no header-read or idle timeout to set; handlers run under a request timeout
  * (504), and a deployment that needs connection timeouts puts a proxy in front.
+ * A request target (path and query) longer than `maxUrlBytes` (8 KiB) answers 414 with the same
+ * headers, before routing. Deno.serve itself answers a request line of 64 KiB or more with a bare
+ * 400 before the app sees it (its HTTP parser's limit); what reaches the app is held to ours.
  */
 import { Hono, HTTPException, timeout } from "../deps/hono.ts";
 import { z } from "../deps/zod.ts";
@@ -54,6 +57,8 @@ export interface ReportAppOptions {
   maxBodyBytes?: number;
   /** Longest a handler may take before a 504 (ms; default 30 000). */
   requestTimeoutMs?: number;
+  /** Longest request target (path and query) answered; longer ones get 414 (default 8 KiB). */
+  maxUrlBytes?: number;
 }
 
 /** Headers on every response: no scripts, no framing, no sniffing, no referrer. */
@@ -119,6 +124,22 @@ async function readBody(req: Request, max: number): Promise<Uint8Array | "too la
     at += p.length;
   }
   return out;
+}
+
+/** The path and query of an absolute URL (what the request line carried). */
+function requestTarget(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  return start < 0 ? "/" : url.slice(start);
+}
+
+/** 414 for an over-long URL, before routing: the URL is neither parsed further nor echoed. */
+async function tooLong(request: Request): Promise<Response> {
+  await request.body?.cancel();
+  const body = request.method === "HEAD" ? null : JSON.stringify({ error: "request URL too long" });
+  return new Response(body, {
+    status: 414,
+    headers: { "content-type": "application/json; charset=utf-8" },
+  });
 }
 
 /** Known paths and the methods each serves (beyond these: 405 with `Allow`). */
@@ -301,8 +322,11 @@ export function createReportApp(options: ReportAppOptions): ReportApp {
     return new Response(null, { status: get.status, headers });
   }
 
+  const maxUrl = options.maxUrlBytes ?? 8 * 1024;
   async function handle(request: Request): Promise<Response> {
-    const res = await dispatch(request);
+    const res = requestTarget(request.url).length > maxUrl
+      ? await tooLong(request)
+      : await dispatch(request);
     const headers = new Headers(res.headers);
     for (const [k, v] of Object.entries(SECURITY_HEADERS)) headers.set(k, v);
     return new Response(res.body, { status: res.status, statusText: res.statusText, headers });

@@ -17,6 +17,7 @@ import {
 import { SPEC as SERVE_SPEC } from "./serve.ts";
 import { SPEC as SETUP_SPEC } from "./setup.ts";
 import { SPEC as PERF_SPEC } from "../bench/perf.ts";
+import { SPEC as DEVICE_CHECK_SPEC } from "../bench/device_check.ts";
 import { SPEC as SERVE_LOAD_SPEC } from "../bench/serve_load.ts";
 import type { GridConfig } from "../grid/config.ts";
 
@@ -95,15 +96,29 @@ const TOOLS: Tool[] = [
         "batch",
         "seq",
         "mmlu-subject",
+        "mmlu-shots",
+        "mmlu-questions",
         "generate",
+        "decode-prompt",
+        "questions",
+        "device-memory",
         "checkpointing",
         "stages",
         "data",
         "keep",
         "record",
+        "results",
+        "block",
+        "vocab",
       ]),
     bad: ["--shape=xyz"],
     option: "--shape",
+  },
+  {
+    task: "device-check",
+    options: () => Promise.resolve(Object.keys(DEVICE_CHECK_SPEC.options)),
+    bad: ["--out=/tmp/moka-device-check-never", "--budget=0"],
+    option: "--budget",
   },
   {
     task: "synth",
@@ -247,7 +262,7 @@ Deno.test("deno task reproduce: a missing or invalid --config stops before the s
     }
     const cases: [string, RegExp][] = [
       ["missing.json", /--config \S*missing\.json: not found/],
-      ["bad.json", /--config \S*bad\.json: field adapters\.a: /],
+      ["bad.json", /--config \S*bad\.json: field adapters\.a\.kind: /],
       ["broken.json", /--config \S*broken\.json: not JSON/],
       ["typo.json", /typo\.json: field train\.stpes: unrecognized key \(did you mean steps\?\)$/],
       ["steps.json", /steps\.json: field train\.steps: Invalid input: expected number, received/],

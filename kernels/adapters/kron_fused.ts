@@ -50,6 +50,13 @@ export interface FusedKronComponent {
 const NONE = 0xffffffff;
 const HEADER = 8; // words before the components
 const FIELDS = 16; // words per component
+
+/**
+ * The descriptor's layout for other kernels reading it: words before the components, words per
+ * component, and the "absent" marker. Per component: ma, na, mb, nb, identity A; offsets of A, B,
+ * dA, dB (fields 5–8); dB's and dA's positions among the gradient elements (12, 13).
+ */
+export const KRON_DESC = { header: HEADER, fields: FIELDS, none: NONE } as const;
 const WG = 64;
 
 /**

@@ -8,6 +8,14 @@ import { dropoutKeep } from "../cpu/random.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import { gradMatmul, gradMatmulSlots } from "./grad_matmul.ts";
 import {
+  GPU_FILL_WORKGROUPS,
+  gpuGradSlots,
+  gpuProductKernel,
+  splitGrad,
+  type SplitGradPlan,
+  splitGradPlan,
+} from "./kron_gpu_kernels.ts";
+import {
   difference,
   doraBackward,
   doraForward,
@@ -330,4 +338,84 @@ Deno.test("ops: slot-accumulated gradients over chunks sum to the whole product 
       tokens: 1,
       perTokenK: 1,
     }), /partial of 5, want 2×1×3/);
+});
+
+Deno.test("ops: GPU split gradients over slots equal the product, bit for bit on every run; wrong plans and sums fail", async () => {
+  const rt = await testRuntime({ target: "gpu" });
+  const v = rt.variants;
+  // Tiles fit the d = 4096 MoKA shapes: 32×128 and 128×32 per token, tall outputs 32 wide.
+  const tile = (m: number, n: number, batch = 1) => {
+    const k = gpuProductKernel(v, m, n, batch);
+    return [16 * k.tm, 16 * k.tn];
+  };
+  assert.deepEqual(tile(32, 128, 512), [32, 128]);
+  assert.deepEqual(tile(128, 32, 512), [128, 32]);
+  assert.deepEqual(tile(64, 64, 512), [64, 64]);
+  assert.deepEqual(tile(65536, 32), [128, 32]);
+  // A 64×64 gradient over 512 tokens of 64: 256 slices of 128 (the shortest useful slice).
+  const big = 1 << 30;
+  assert.equal(gpuGradSlots(v, { m: 64, n: 64, tokens: 512, perTokenK: 64, maxFloats: big }), 256);
+  assert.equal(gpuGradSlots(v, { m: 64, n: 64, tokens: 512, perTokenK: 64, maxFloats: 4096 }), 1);
+  assert.ok(
+    gpuGradSlots(v, { m: 8, n: 8, tokens: 1 << 20, perTokenK: 1, maxFloats: big }) ===
+      GPU_FILL_WORKGROUPS,
+  );
+  assert.deepEqual(splitGradPlan(129, 8, [256, 256]), { used: 8, perSlice: 16, rest: 1 });
+  assert.deepEqual(splitGradPlan(128, 8, [256, 256]), { used: 8, perSlice: 16, rest: 0 });
+  // 121 tokens at 192-byte rows is no bindable split point: the divisor 3 takes them.
+  assert.deepEqual(splitGradPlan(129, 11, [192, 384]), { used: 3, perSlice: 43, rest: 0 });
+
+  const [m, n, perTokenK, tokens, slots] = [6, 10, 3, 129, 8];
+  for (const layout of ["stacked", "perToken"] as const) {
+    const l = randomF32(tokens * perTokenK * m, 6);
+    const r = randomF32(tokens * perTokenK * n, 7);
+    const ref = new Float64Array(m * n);
+    for (let t = 0; t < tokens; t++) {
+      for (let p = 0; p < perTokenK; p++) {
+        for (let i = 0; i < m; i++) {
+          for (let j = 0; j < n; j++) {
+            const lv = layout === "stacked"
+              ? l[(t * perTokenK + p) * m + i]
+              : l[(t * m + i) * perTokenK + p];
+            ref[i * n + j] += 0.5 * lv * r[(t * perTokenK + p) * n + j];
+          }
+        }
+      }
+    }
+    const left = rt.upload(l, [tokens, l.length / tokens]);
+    const right = rt.upload(r, [tokens, r.length / tokens]);
+    const run = async (plan?: SplitGradPlan, sumOver = slots) => {
+      const partial = rt.empty([slots, m, n]);
+      rt.fill(partial, NaN); // beta = 0 overwrites every slot the plan uses
+      const out = rt.empty([m, n]);
+      rt.fill(out, NaN);
+      const b = rt.batch();
+      const args = { left, right, m, n, tokens, perTokenK, alpha: 0.5, layout, plan };
+      if (plan && plan.used < slots) {
+        b.clear(partial.buffer, partial.byteOffset, partial.byteLength);
+      }
+      await splitGrad(rt, b, { ...args, partial, slots });
+      await sumSlices(rt, b, {
+        dst: out,
+        src: partial.view([sumOver * m * n]),
+        slices: sumOver,
+      });
+      await b.submit();
+      const got = await rt.read(out) as Float32Array;
+      partial.release();
+      out.release();
+      return got;
+    };
+    const first = await run();
+    close(first, ref, `splitGrad ${layout}`);
+    assert.deepEqual(await run(), first, `splitGrad ${layout}: not bit-reproducible`);
+    close(await run({ used: 3, perSlice: 43, rest: 0 }), ref, `splitGrad ${layout} divisor plan`);
+    // Negative controls: a plan that drops the rest token, a sum that misses the last slot.
+    const wrong = (got: Float32Array, what: string) =>
+      assert.ok(relativeError(got, ref) > 1e-3, `${what} passed the comparison`);
+    wrong(await run({ used: 8, perSlice: 16, rest: 0 }), `${layout}: rest dropped`);
+    wrong(await run(undefined, slots - 1), `${layout}: last slot not summed`);
+    left.release();
+    right.release();
+  }
 });

@@ -11,12 +11,17 @@
  * sequence needs no more per head than a short one. q [rows, heads·hs], k/v [rows, kvHeads·hs],
  * rows = sequences × seq; query head h reads KV head ⌊h / (heads / kvHeads)⌋. The float64 twin is
  * `kernels/llama/cpu/attention.ts`.
+ *
+ * These are the CPU-adapter kernels (one invocation per row, no workgroup memory). Where
+ * `rt.variants.target` is `"gpu"`, the same calls record the workgroup-tiled FlashAttention-2
+ * kernels of `attention_gpu.ts` instead, with the same out and lse layout.
  */
 import type { Batch } from "../runtime/batch.ts";
 import { flatIndexWgsl, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import { memoWgsl } from "../runtime/memo.ts";
+import { attentionBackwardGpu, attentionForwardGpu } from "./attention_gpu.ts";
 
 /** Keys scored per step of the online softmax (the output is rescaled once per tile). */
 const TILE = 16;
@@ -262,6 +267,12 @@ export async function attentionForward(
   if (out.size !== q.size || lse.size !== n) {
     throw new RangeError(`attention: out ${out.size} / lse ${lse.size} for ${n} query rows`);
   }
+  if (rt.variants.target === "gpu") {
+    // Workgroup-tiled FlashAttention-2 forward (`attention_gpu.ts`).
+    const sequences = n / (dims.heads * dims.seq);
+    await attentionForwardGpu(rt, batch, { out, lse, q, k, v }, { ...dims, sequences });
+    return;
+  }
   await launch(
     rt,
     batch,
@@ -301,6 +312,15 @@ export async function attentionBackward(
     dout.size !== q.size || lse.size !== n || dd.size !== n
   ) {
     throw new RangeError("attention backward: shapes");
+  }
+  if (rt.variants.target === "gpu") {
+    // D and dq per query block, then dk/dv per key block (`attention_gpu.ts`).
+    const sequences = n / (dims.heads * dims.seq);
+    await attentionBackwardGpu(rt, batch, { dq, dk, dv, dd, q, k, v, out, lse, dout }, {
+      ...dims,
+      sequences,
+    });
+    return;
   }
   const hs = dims.headSize;
   await launch(

@@ -10,11 +10,19 @@
  *
  * Masked rows (target −1) get loss 0 and a zero gradient. The float64 reference is
  * `kernels/llama/cpu/cross_entropy.ts` on the whole row.
+ *
+ * `ceStats` has two variants. On CPU adapters one invocation folds a whole row (two passes over
+ * its block); on GPUs (`rt.variants.target === "gpu"`) a workgroup folds a row: each invocation
+ * reads a strided share of the block once with coalesced loads, keeping its own online (max, sum),
+ * and a fixed workgroup-memory tree merges the pairs, so the result is the same run to run.
+ * `ceFinish` and `ceGrad` are element-wise with consecutive invocations on consecutive elements,
+ * which suits both families.
  */
 import type { Batch } from "../runtime/batch.ts";
-import { FLAT_INDEX_WGSL, launch, uniformLayout } from "../runtime/launch.ts";
+import { FLAT_INDEX_WGSL, grid1d, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import type { KernelVariants } from "../runtime/variants.ts";
 
 const MAIN = `@compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -61,6 +69,79 @@ ${MAIN}
   s[i] = sum;
   tl[i] = tgt;
 }`;
+
+// Invocations per row of the GPU stats kernel (WebGPU guarantees 256); a power of two for the tree.
+const ROW_WG = 256;
+
+// GPU stats: a workgroup per row (rows folded to 2-D past the dispatch limit).
+const STATS_GPU_WGSL = `${HEADER}
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> targets: array<i32>;
+@group(0) @binding(3) var<storage, read_write> m: array<f32>;
+@group(0) @binding(4) var<storage, read_write> s: array<f32>;
+@group(0) @binding(5) var<storage, read_write> tl: array<f32>;
+var<workgroup> wm: array<f32, ${ROW_WG}>;
+var<workgroup> ws: array<f32, ${ROW_WG}>;
+
+@compute @workgroup_size(${ROW_WG})
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) tid: u32,
+) {
+  let i = wid.x + wid.y * nwg.x;
+  if (i >= p.rows) { return; }
+  let o = i * p.width;
+  // One read per logit: this invocation's share folded online (an exp more only when the max grows).
+  var mx = -3.0e38;
+  var sum = 0.0;
+  for (var j = tid; j < p.width; j += ${ROW_WG}u) {
+    let x = logits[o + j];
+    if (x > mx) {
+      sum = sum * exp(mx - x) + 1.0;
+      mx = x;
+    } else {
+      sum += exp(x - mx);
+    }
+  }
+  wm[tid] = mx;
+  ws[tid] = sum;
+  // Tree over the pairs: (m₁, s₁) ⊕ (m₂, s₂) = (M, s₁·exp(m₁ − M) + s₂·exp(m₂ − M)).
+  for (var h = ${ROW_WG / 2}u; h > 0u; h >>= 1u) {
+    workgroupBarrier();
+    if (tid < h) {
+      let m1 = wm[tid];
+      let m2 = wm[tid + h];
+      let nm = max(m1, m2);
+      ws[tid] = ws[tid] * exp(m1 - nm) + ws[tid + h] * exp(m2 - nm);
+      wm[tid] = nm;
+    }
+  }
+  if (tid == 0u) {
+    var mx0 = -3.0e38;
+    var s0 = 0.0;
+    var tgt = 0.0;
+    if (p.first == 0u) { mx0 = m[i]; s0 = s[i]; tgt = tl[i]; }
+    let nm = max(mx0, wm[0]);
+    let t = targets[p.r0 + i];
+    if (t >= 0 && u32(t) >= p.v0 && u32(t) < p.v0 + p.width) { tgt = logits[o + u32(t) - p.v0]; }
+    m[i] = nm;
+    s[i] = s0 * exp(mx0 - nm) + ws[0] * exp(wm[0] - nm);
+    tl[i] = tgt;
+  }
+}`;
+
+/**
+ * The `ceStats` kernel these variants record: one invocation per row on CPU adapters, one
+ * workgroup per row on GPUs. `perRow` tells how it is dispatched.
+ */
+export function ceStatsKernel(
+  v: KernelVariants,
+): { code: string; label: string; perRow: "invocation" | "workgroup" } {
+  return v.target === "gpu"
+    ? { code: STATS_GPU_WGSL, label: "llama/ce-stats-gpu", perRow: "workgroup" }
+    : { code: STATS_WGSL, label: "llama/ce-stats", perRow: "invocation" };
+}
 
 const FINISH_WGSL = `${HEADER}
 @group(0) @binding(1) var<storage, read> targets: array<i32>;
@@ -136,23 +217,30 @@ function check(c: CeChunk, targets: GpuTensor, state: GpuTensor[]): void {
 
 /**
  * Fold one vocabulary block into the running max `m`, sum `s` and target logit `tl` ([rows]);
- * `first` starts them afresh.
+ * `first` starts them afresh. `kernel` defaults to {@link ceStatsKernel} of `rt.variants`.
  */
 export async function ceStats(
   rt: GpuRuntime,
   batch: Batch,
   a: { chunk: CeChunk; targets: GpuTensor; m: GpuTensor; s: GpuTensor; tl: GpuTensor },
   first: boolean,
+  kernel: { code: string; label: string; perRow: "invocation" | "workgroup" } = ceStatsKernel(
+    rt.variants,
+  ),
 ): Promise<void> {
   const { chunk, targets, m, s, tl } = a;
   check(chunk, targets, [m, s, tl]);
-  await launch(rt, batch, { code: STATS_WGSL, label: "llama/ce-stats" }, fields(chunk, first), [
-    chunk.logits,
-    targets,
-    m,
-    s,
-    tl,
-  ], chunk.rows);
+  const buffers = [chunk.logits, targets, m, s, tl];
+  if (kernel.perRow === "invocation") {
+    await launch(rt, batch, kernel, fields(chunk, first), buffers, chunk.rows);
+    return;
+  }
+  const pipeline = await rt.pipelines.get(kernel.code, kernel.label);
+  batch.dispatch(
+    pipeline,
+    [batch.uniform(fields(chunk, first)), ...buffers.map((t) => t.binding)],
+    grid1d(rt, chunk.rows, 1),
+  );
 }
 
 /** loss[r0 + r] = log s + m − tl (0 where masked); `m` becomes the row's log-sum-exp. */

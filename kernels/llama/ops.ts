@@ -3,11 +3,15 @@
  * float64 reference in `models/llama/cpu/`. Activations are row-major [rows, width] with
  * rows = sequences × T (every sequence the same length T, row r at position r mod T).
  * One invocation per element, per row or per (sequence, head, position): plain loops, like llm.c.
+ * With the GPU variants (`rt.variants.target`), RMSNorm takes a workgroup per row (`norm_gpu.ts`)
+ * and decode attention splits the KV length (`attention_decode.ts`).
  */
 import type { Batch } from "../runtime/batch.ts";
 import { FLAT_INDEX_WGSL, launch, uniformLayout } from "../runtime/launch.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import { rmsnormBackwardGpu, rmsnormForwardGpu } from "./norm_gpu.ts";
+import { attentionDecodeGpu } from "./attention_decode.ts";
 
 const HEAD = (bindings: string) => /* wgsl */ `
 ${bindings}
@@ -48,6 +52,7 @@ export async function rmsnormForward(
   const { y, inv, x, w, eps } = a;
   const dim = w.size;
   need(x.size % dim === 0 && y.size === x.size && inv.size === x.size / dim, "rmsnorm: shapes");
+  if (rt.variants.target === "gpu") return await rmsnormForwardGpu(rt, batch, a);
   await launch(
     rt,
     batch,
@@ -103,6 +108,7 @@ export async function rmsnormBackward(
     dx.size === x.size && dy.size === x.size && inv.size * w.size === x.size,
     "rmsnorm bwd: shapes",
   );
+  if (rt.variants.target === "gpu") return await rmsnormBackwardGpu(rt, batch, a);
   await launch(
     rt,
     batch,
@@ -499,7 +505,9 @@ ${MAIN}
  * One decoding step of attention: q [beams, heads·hs] of the token at `pos + offsets[beam]`
  * against the KV cache kc/vc [slots, maxSeq, kvHeads·hs], where position u of beam b is row u of
  * slot table[b, u] (u32 [beams, maxSeq]; beams share prefixes without copies). scores is scratch
- * [beams, heads, maxSeq]; a beam whose position is past the cache is skipped.
+ * [beams, heads, maxSeq] of the CPU-adapter kernel; a beam whose position is past the cache is
+ * skipped. With the GPU variants the KV length is split into blocks with a combine pass
+ * (`attention_decode.ts`), and `scores` is not used.
  */
 export async function attentionDecode(
   rt: GpuRuntime,
@@ -529,6 +537,11 @@ export async function attentionDecode(
   need(scores.size >= beams * heads * maxSeq, "attention decode: scratch");
   need(table.size === beams * maxSeq, "attention decode: slot table");
   need(offsets.size === beams, "attention decode: offsets");
+  if (rt.variants.target === "gpu") {
+    const dims = { rows: beams, heads, kvHeads, headSize, pos, maxSeq };
+    await attentionDecodeGpu(rt, batch, { out, q, kc, vc, table, offsets }, dims);
+    return;
+  }
   const n = beams * heads;
   await launch(
     rt,

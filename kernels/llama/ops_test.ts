@@ -102,71 +102,73 @@ Deno.test("llama ops: RMSNorm, RoPE and SwiGLU forward/backward", async () => {
   close(await rt.read(db), sb.db, "swiglu db");
 });
 
-Deno.test("llama ops: one decoding step of attention over a KV cache with a slot table and per-beam positions; RoPE at an offset", async () => {
-  const rt = await testRuntime();
-  const [heads, kvHeads, hs, maxSeq, pos] = [4, 2, 8, 10, 5];
-  // Beam b decodes position pos + offsets[b]; the last is past the cache and must be skipped.
-  const offsets = [0, 3, maxSeq - pos];
-  const beams = offsets.length;
-  const outRef = new Float64Array(beams * heads * hs).fill(NaN);
-  const qs = new Float32Array(beams * heads * hs);
-  const kc = new Float32Array(beams * maxSeq * kvHeads * hs).fill(NaN); // unwritten rows stay NaN
-  const vc = new Float32Array(kc.length).fill(NaN);
-  // Position u of beam b lives in slot (b + u) % beams: a table that is not the identity.
-  const table = Uint32Array.from(
-    { length: beams * maxSeq },
-    (_, i) => (Math.floor(i / maxSeq) + (i % maxSeq)) % beams,
-  );
-  const w = kvHeads * hs;
-  for (let b = 0; b < beams; b++) {
-    const at = pos + offsets[b];
-    if (at >= maxSeq) continue;
-    const T = at + 1;
-    const q = randomF32(T * heads * hs, 10 * b + 1);
-    const k = randomF32(T * kvHeads * hs, 10 * b + 2);
-    const v = randomF32(T * kvHeads * hs, 10 * b + 3);
-    const ref = attFwdCpu(f64(q), f64(k), f64(v), { tokens: T, heads, kvHeads, headSize: hs });
-    outRef.set(ref.out.subarray(at * heads * hs), b * heads * hs);
-    qs.set(q.subarray(at * heads * hs), b * heads * hs);
-    for (let u = 0; u < T; u++) {
-      const row = (table[b * maxSeq + u] * maxSeq + u) * w;
-      kc.set(k.subarray(u * w, (u + 1) * w), row);
-      vc.set(v.subarray(u * w, (u + 1) * w), row);
+for (const target of ["cpu-adapter", "gpu"] as const) {
+  Deno.test(`llama ops (${target} variants): one decoding step of attention over a KV cache with a slot table and per-beam positions; RoPE at an offset`, async () => {
+    const rt = await testRuntime({ target });
+    const [heads, kvHeads, hs, maxSeq, pos] = [4, 2, 8, 10, 5];
+    // Beam b decodes position pos + offsets[b]; the last is past the cache and must be skipped.
+    const offsets = [0, 3, maxSeq - pos];
+    const beams = offsets.length;
+    const outRef = new Float64Array(beams * heads * hs).fill(NaN);
+    const qs = new Float32Array(beams * heads * hs);
+    const kc = new Float32Array(beams * maxSeq * kvHeads * hs).fill(NaN); // unwritten rows stay NaN
+    const vc = new Float32Array(kc.length).fill(NaN);
+    // Position u of beam b lives in slot (b + u) % beams: a table that is not the identity.
+    const table = Uint32Array.from(
+      { length: beams * maxSeq },
+      (_, i) => (Math.floor(i / maxSeq) + (i % maxSeq)) % beams,
+    );
+    const w = kvHeads * hs;
+    for (let b = 0; b < beams; b++) {
+      const at = pos + offsets[b];
+      if (at >= maxSeq) continue;
+      const T = at + 1;
+      const q = randomF32(T * heads * hs, 10 * b + 1);
+      const k = randomF32(T * kvHeads * hs, 10 * b + 2);
+      const v = randomF32(T * kvHeads * hs, 10 * b + 3);
+      const ref = attFwdCpu(f64(q), f64(k), f64(v), { tokens: T, heads, kvHeads, headSize: hs });
+      outRef.set(ref.out.subarray(at * heads * hs), b * heads * hs);
+      qs.set(q.subarray(at * heads * hs), b * heads * hs);
+      for (let u = 0; u < T; u++) {
+        const row = (table[b * maxSeq + u] * maxSeq + u) * w;
+        kc.set(k.subarray(u * w, (u + 1) * w), row);
+        vc.set(v.subarray(u * w, (u + 1) * w), row);
+      }
     }
-  }
-  const out = rt.upload(new Float32Array(beams * heads * hs).fill(NaN), [beams, heads * hs]);
-  const x = randomF32(2 * heads * hs, 9);
-  const rx = rt.upload(x, [2, heads * hs]);
-  const tables = ropeTables(16, hs, 10000);
-  const b = rt.batch();
-  await attentionDecode(rt, b, {
-    out,
-    scores: rt.empty([beams, heads, maxSeq]),
-    q: rt.upload(qs, [beams, heads * hs]),
-    kc: rt.upload(kc, [beams, maxSeq, kvHeads * hs]),
-    vc: rt.upload(vc, [beams, maxSeq, kvHeads * hs]),
-    table: rt.upload(table, [beams, maxSeq], "u32"),
-    heads,
-    kvHeads,
-    headSize: hs,
-    pos,
-    maxSeq,
-    offsets: rt.upload(Uint32Array.from(offsets), [beams], "u32"),
+    const out = rt.upload(new Float32Array(beams * heads * hs).fill(NaN), [beams, heads * hs]);
+    const x = randomF32(2 * heads * hs, 9);
+    const rx = rt.upload(x, [2, heads * hs]);
+    const tables = ropeTables(16, hs, 10000);
+    const b = rt.batch();
+    await attentionDecode(rt, b, {
+      out,
+      scores: rt.empty([beams, heads, maxSeq]),
+      q: rt.upload(qs, [beams, heads * hs]),
+      kc: rt.upload(kc, [beams, maxSeq, kvHeads * hs]),
+      vc: rt.upload(vc, [beams, maxSeq, kvHeads * hs]),
+      table: rt.upload(table, [beams, maxSeq], "u32"),
+      heads,
+      kvHeads,
+      headSize: hs,
+      pos,
+      maxSeq,
+      offsets: rt.upload(Uint32Array.from(offsets), [beams], "u32"),
+    });
+    const [cos, sin] = [
+      rt.upload(tables.cos, [tables.cos.length]),
+      rt.upload(tables.sin, [tables.sin.length]),
+    ];
+    await rope(rt, b, { x: rx, cos, sin, heads, headSize: hs, seq: 1, offset: 7 });
+    await b.submit();
+    const got = await rt.read(out) as Float32Array;
+    const live = (beams - 1) * heads * hs;
+    close(got.subarray(0, live), outRef.subarray(0, live), "attention decode");
+    assert.ok(got.subarray(live).every(Number.isNaN), "the beam past the cache is skipped");
+    const rotated = f64(x);
+    ropeApply(rotated, [7, 7], heads, hs, 10000);
+    close(await rt.read(rx), rotated, "rope at offset 7");
   });
-  const [cos, sin] = [
-    rt.upload(tables.cos, [tables.cos.length]),
-    rt.upload(tables.sin, [tables.sin.length]),
-  ];
-  await rope(rt, b, { x: rx, cos, sin, heads, headSize: hs, seq: 1, offset: 7 });
-  await b.submit();
-  const got = await rt.read(out) as Float32Array;
-  const live = (beams - 1) * heads * hs;
-  close(got.subarray(0, live), outRef.subarray(0, live), "attention decode");
-  assert.ok(got.subarray(live).every(Number.isNaN), "the beam past the cache is skipped");
-  const rotated = f64(x);
-  ropeApply(rotated, [7, 7], heads, hs, 10000);
-  close(await rt.read(rx), rotated, "rope at offset 7");
-});
+}
 
 Deno.test("llama ops: RoPE of q and k with the cache write in one dispatch equals rope + copies", async () => {
   const rt = await testRuntime();

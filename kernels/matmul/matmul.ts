@@ -8,7 +8,7 @@ import {
   resolveMatmulSpec,
 } from "../cpu/matmul.ts";
 import type { Batch } from "../runtime/batch.ts";
-import type { Gpu } from "../runtime/device.ts";
+import { isCpuAdapter, type KernelVariants } from "../runtime/variants.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
 import {
@@ -54,15 +54,24 @@ export const GPU_MATMUL: MatmulKernelConfig = {
   bk: 16,
 };
 
-/** True for adapters that run shaders on the CPU. */
-export function isCpuAdapter(gpu: Gpu): boolean {
-  const d = gpu.description.toLowerCase();
-  return gpu.adapter.info.isFallbackAdapter || /llvmpipe|swiftshader|warp|lavapipe/.test(d);
-}
+export { isCpuAdapter };
 
-/** The kernel `matmul` uses on this device, for an m×n output, when none is given. */
-export function defaultMatmulKernel(gpu: Gpu, m = 1024, n = 1024): MatmulKernelConfig {
-  if (!isCpuAdapter(gpu)) return GPU_MATMUL;
+/**
+ * GPUs, outputs of at least 512 × 512: 128 × 128 per workgroup, 8 × 8 per invocation in vec4
+ * chunks (64 multiply-adds per 4 vec4 reads of workgroup memory).
+ */
+export const GPU_MATMUL_LARGE: MatmulKernelConfig = {
+  kind: "shared",
+  tm: 8,
+  tn: 8,
+  wx: 16,
+  wy: 16,
+  bk: 8,
+};
+
+/** The kernel `matmul` uses for these variants (`rt.variants`), for an m×n output, when none is given. */
+export function defaultMatmulKernel(v: KernelVariants, m = 1024, n = 1024): MatmulKernelConfig {
+  if (v.target === "gpu") return m >= 512 && n >= 512 ? GPU_MATMUL_LARGE : GPU_MATMUL;
   // Tall outputs 33–64 wide (the per-token Kronecker products over many tokens): a 16×16 block
   // would leave half of a 128-wide tile idle. 16×8 ran 1.5–2× faster at [32768, 64] (k = 64).
   if (n > 32 && n <= 64 && m >= 256) return { kind: "register", tm: 16, tn: 8, wx: 8, wy: 8 };
@@ -129,7 +138,7 @@ export async function matmul(
   if (outBatch > rt.device.limits.maxComputeWorkgroupsPerDimension) {
     throw new RangeError(`matmul: batch ${outBatch} exceeds the device's dispatch limit`);
   }
-  const cfg = options.kernel ?? defaultMatmulKernel(rt.gpu, s.m, s.n);
+  const cfg = options.kernel ?? defaultMatmulKernel(rt.variants, s.m, s.n);
   const layout = { ...vec4Layout(cfg, s), reduce: s.reduceBatch > 1 };
   const label = `matmul/${kernelName(cfg)}${s.transA ? "/tA" : ""}${s.transB ? "/tB" : ""}` +
     `${layout.vecA ? "/vA" : ""}${layout.vecB ? "/vB" : ""}${layout.reduce ? "/reduce" : ""}`;

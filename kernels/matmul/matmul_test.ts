@@ -1,14 +1,16 @@
 import assert from "node:assert/strict";
-import { matmulCpu, type MatmulSpec } from "../cpu/matmul.ts";
+import { matmulCpu, type MatmulSpec, resolveMatmulSpec } from "../cpu/matmul.ts";
 import { randomF32, relativeError, testRuntime, TOLERANCE } from "../testing/mod.ts";
 import {
   CPU_ADAPTER_MATMUL,
   CPU_ADAPTER_MATMUL_SMALL,
   GPU_MATMUL,
+  GPU_MATMUL_LARGE,
   matmul,
+  matmulParams,
   NAIVE_MATMUL,
 } from "./matmul.ts";
-import { kernelName, type MatmulKernelConfig } from "./wgsl.ts";
+import { kernelName, type MatmulKernelConfig, matmulWgsl, workgroupTile } from "./wgsl.ts";
 
 const KERNELS: MatmulKernelConfig[] = [
   NAIVE_MATMUL,
@@ -18,6 +20,8 @@ const KERNELS: MatmulKernelConfig[] = [
   { kind: "register", tm: 4, tn: 8, wx: 2, wy: 3 }, // vec4 reads on both operands, odd groups
   { kind: "register", tm: 3, tn: 5, wx: 4, wy: 2 }, // odd tiles: exercises every edge path
   { kind: "shared", tm: 2, tn: 3, wx: 8, wy: 4, bk: 7 },
+  GPU_MATMUL_LARGE,
+  { kind: "shared", tm: 8, tn: 4, wx: 2, wy: 3, bk: 5 }, // vec4 chunks, odd workgroup and bk
 ];
 
 // Each odd size appears as m, n and k somewhere; 513 crosses several 64-wide tiles.
@@ -161,5 +165,40 @@ Deno.test("matmul: the default kernel for narrow outputs (tall-thin tiles) is ri
     const ref = new Float64Array(s.batch * s.m * s.n);
     matmulCpu(a, b, ref, s);
     assert.ok(relativeError(await rt.read(c), ref) < TOLERANCE.f32, JSON.stringify(spec));
+  }
+});
+
+Deno.test("matmul: a mutated GPU shared kernel fails the float64 comparison (negative control)", async () => {
+  // The chunked shared kernel with one accumulation dropped, dispatched as matmul() would: the
+  // comparison that passes for the intact kernel must fail for the mutated one.
+  const rt = await testRuntime();
+  const spec = resolveMatmulSpec({ m: 37, n: 41, k: 29, transB: true });
+  const aData = randomF32(spec.m * spec.k, 91);
+  const bData = randomF32(spec.k * spec.n, 92);
+  const ref = new Float64Array(spec.m * spec.n);
+  matmulCpu(aData, bData, ref, spec, "f64");
+  const layout = { transA: false, transB: true, reduce: false };
+  const code = matmulWgsl(GPU_MATMUL, layout);
+  const mutated = code.replace(/acc0_2_0 = fma\([^;]*;/, "acc0_2_0 = acc0_2_0;");
+  assert.notEqual(mutated, code, "the mutation must apply");
+  const tile = workgroupTile(GPU_MATMUL);
+  for (const [wgsl, intact] of [[code, true], [mutated, false]] as const) {
+    const c = rt.empty([spec.m, spec.n]);
+    rt.fill(c, NaN);
+    const batch = rt.batch();
+    batch.dispatch(
+      await rt.pipelines.get(wgsl, "matmul/negative-control"),
+      [
+        batch.uniform(matmulParams(spec)),
+        rt.upload(aData, [aData.length]).binding,
+        rt.upload(bData, [bData.length]).binding,
+        c.binding,
+      ],
+      [Math.ceil(spec.n / tile.cols), Math.ceil(spec.m / tile.rows), 1],
+      "matmul/negative-control",
+    );
+    await batch.submit();
+    const err = relativeError(await rt.read(c), ref);
+    assert.equal(err < TOLERANCE.f32, intact, `${intact ? "intact" : "mutated"}: ${err}`);
   }
 });

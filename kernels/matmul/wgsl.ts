@@ -9,7 +9,11 @@
  *   register block amortises each gathered element over TM (or TN) multiply-adds.
  * - `shared`: the classic GPU kernel: the workgroup stages BM×BK and BK×BN tiles of A and B in
  *   workgroup memory behind two barriers per K-chunk, then each invocation does TM×TN outer
- *   products from there. This is what a real GPU wants.
+ *   products from there. This is what a real GPU wants. Where TM and TN are multiples of 4, an
+ *   invocation's rows and columns come in vec4 chunks spread across the tile (chunk c at c·4·WY),
+ *   so neighbouring invocations read neighbouring vec4s of workgroup memory (no bank conflicts),
+ *   and the tiles are staged with consecutive invocations on consecutive addresses of each
+ *   operand's contiguous dimension, whatever the transposes (coalesced global loads).
  *
  * Transposes are baked into the source (they change the index arithmetic); sizes, batch strides,
  * alpha and beta come from a uniform buffer so one compiled pipeline serves every problem size.
@@ -167,7 +171,9 @@ function generateMatmulWgsl(cfg: MatmulKernelConfig, layout: MatmulLayout): stri
     case "register":
       return registerWgsl(cfg, layout);
     case "shared":
-      return sharedWgsl(cfg, layout);
+      return cfg.tm % 4 === 0 && cfg.tn % 4 === 0
+        ? sharedChunkedWgsl(cfg, layout)
+        : sharedWgsl(cfg, layout);
   }
 }
 
@@ -190,6 +196,166 @@ ${batchOpen(layout, "gid.z")}
   }
 ${batchClose(layout)}
   storeC(gid.z * p.batchStrideC + row * p.N + col, acc);
+}
+`;
+}
+
+/**
+ * The register block of an invocation in a chunked tile: TM × TN outputs as (TM/4)·4·(TN/4) vec4
+ * accumulators `acc{c}_{i}_{d}`, where row chunk c covers rows c·4·WY + 4·y … + 3 of the tile and
+ * column chunk d columns d·4·WX + 4·x … + 3 (x, y: the invocation's place in the workgroup).
+ * Neighbouring invocations thus read neighbouring vec4s of workgroup memory. Shared by the dense
+ * `shared` kernel and the GPU frozen matmuls (`kernels/quant/tiled.ts`).
+ */
+export interface ChunkedBlock {
+  /** `var acc… = vec4<f32>(0.0);` lines. */
+  decl: string[];
+  /**
+   * One reduction step: the vec4 reads of row chunk c (`aAt(c)`) and column chunk d (`bAt(d)`),
+   * then every accumulator's multiply-add.
+   */
+  step(aAt: (c: number) => string, bAt: (d: number) => string): string[];
+  /**
+   * The guarded stores: for each of the block's rows, `let ${row} = ${rowBase} + offset;` inside
+   * `if (${row} < ${rows})`, then `storeCol(column expression, accumulator element)` for each of
+   * its columns (`${colBase} + offset`).
+   */
+  store(
+    row: string,
+    rowBase: string,
+    rows: string,
+    colBase: string,
+    storeCol: (col: string, acc: string) => string,
+  ): string[];
+}
+
+/** The {@link ChunkedBlock} of a TM × TN register block (multiples of 4) in a WX × WY workgroup. */
+export function chunkedBlock(tm: number, tn: number, wx: number, wy: number): ChunkedBlock {
+  const ac = tm / 4;
+  const bc = tn / 4;
+  const decl: string[] = [];
+  for (const c of range(ac)) {
+    for (const i of range(4)) {
+      for (const d of range(bc)) decl.push(`  var acc${c}_${i}_${d} = vec4<f32>(0.0);`);
+    }
+  }
+  return {
+    decl,
+    step(aAt, bAt) {
+      const lines: string[] = [];
+      for (const c of range(ac)) lines.push(`      let a${c} = ${aAt(c)};`);
+      for (const d of range(bc)) lines.push(`      let b${d} = ${bAt(d)};`);
+      for (const c of range(ac)) {
+        for (const i of range(4)) {
+          for (const d of range(bc)) {
+            lines.push(
+              `      acc${c}_${i}_${d} = fma(vec4<f32>(a${c}[${i}]), b${d}, acc${c}_${i}_${d});`,
+            );
+          }
+        }
+      }
+      return lines;
+    },
+    store(row, rowBase, rows, colBase, storeCol) {
+      const lines: string[] = [];
+      for (const c of range(ac)) {
+        for (const i of range(4)) {
+          lines.push(`  {`);
+          lines.push(`    let ${row} = ${rowBase} + ${c * 4 * wy + i}u;`);
+          lines.push(`    if (${row} < ${rows}) {`);
+          for (const d of range(bc)) {
+            for (const e of range(4)) {
+              const col = `${colBase} + ${d * 4 * wx + e}u`;
+              lines.push(`      { ${storeCol(`(${col})`, `acc${c}_${i}_${d}[${e}]`)} }`);
+            }
+          }
+          lines.push(`    }`);
+          lines.push(`  }`);
+        }
+      }
+      return lines;
+    },
+  };
+}
+
+/**
+ * The shared kernel for TM, TN multiples of 4: tiles of vec4 in workgroup memory, rows padded by
+ * one vec4 (stores of a transposed stage spread over banks), chunked rows and columns per
+ * invocation, and staging loops whose fastest index follows each operand's contiguous dimension.
+ */
+function sharedChunkedWgsl(
+  cfg: { tm: number; tn: number; wx: number; wy: number; bk: number },
+  layout: MatmulLayout,
+): string {
+  const { tm, tn, wx, wy, bk } = cfg;
+  const bm = wy * tm;
+  const bn = wx * tn;
+  const threads = wx * wy;
+  const am = bm / 4 + 1; // vec4s per row of tileA, padded
+  const bnv = bn / 4 + 1;
+  const block = chunkedBlock(tm, tn, wx, wy);
+  const step = block.step(
+    (c) => `tileA[kk * ${am}u + ly + ${c * wy}u]`,
+    (d) => `tileB[kk * ${bnv}u + lx + ${d * wx}u]`,
+  );
+  const store = block.store(
+    "row",
+    "tileRow + ly * 4u",
+    "p.M",
+    "tileCol + lx * 4u",
+    (col, acc) => `if (${col} < p.N) { storeC(cOff + row * p.N + ${col}, ${acc}); }`,
+  );
+  // Staging index e → (row or column, kk): the fastest-varying one is the operand's contiguous
+  // dimension (k for a row-major A and a transposed B).
+  const aSplit = layout.transA
+    ? `let kk = e / ${bm}u;\n      let r = e % ${bm}u;`
+    : `let r = e / ${bk}u;\n      let kk = e % ${bk}u;`;
+  const bSplit = layout.transB
+    ? `let cc = e / ${bk}u;\n      let kk = e % ${bk}u;`
+    : `let kk = e / ${bn}u;\n      let cc = e % ${bn}u;`;
+  return `${MATMUL_PARAMS_WGSL}
+${bindings()}
+${STORE_FN}
+
+var<workgroup> tileA: array<vec4<f32>, ${bk * am}>; // [kk][row / 4]
+var<workgroup> tileB: array<vec4<f32>, ${bk * bnv}>; // [kk][col / 4]
+
+@compute @workgroup_size(${wx}, ${wy})
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+  let lx = lid.x;
+  let ly = lid.y;
+  let li = ly * ${wx}u + lx;
+  let tileRow = wg.y * ${bm}u;
+  let tileCol = wg.x * ${bn}u;
+${block.decl.join("\n")}
+  // No early return: every invocation must reach the barriers.
+${batchOpen(layout, "wg.z")}
+  for (var k0 = 0u; k0 < p.K; k0 += ${bk}u) {
+    for (var e = li; e < ${bk * bm}u; e += ${threads}u) {
+      ${aSplit}
+      let row = tileRow + r;
+      let k = k0 + kk;
+      var v = 0.0;
+      if (row < p.M && k < p.K) { v = a[aOff + ${aIndex(layout, "row", "k")}]; }
+      tileA[kk * ${am}u + r / 4u][r % 4u] = v;
+    }
+    for (var e = li; e < ${bk * bn}u; e += ${threads}u) {
+      ${bSplit}
+      let col = tileCol + cc;
+      let k = k0 + kk;
+      var v = 0.0;
+      if (col < p.N && k < p.K) { v = b[bOff + ${bIndex(layout, "k", "col")}]; }
+      tileB[kk * ${bnv}u + cc / 4u][cc % 4u] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < ${bk}u; kk++) {
+${step.join("\n")}
+    }
+    workgroupBarrier();
+  }
+${batchClose(layout)}
+  let cOff = wg.z * p.batchStrideC;
+${store.join("\n")}
 }
 `;
 }

@@ -23,6 +23,7 @@ import type { GpuTensor } from "../runtime/tensor.ts";
 import {
   emptyWeight,
   type GpuQuantWeight,
+  quantGemvFor,
   quantMatmul,
   quantMatmulBackward,
   quantParams,
@@ -186,6 +187,15 @@ export interface FrozenForwardOptions extends FrozenMatmulOptions {
   epilogue?: ProductEpilogue;
 }
 
+/**
+ * Whether an f32 weight's forward takes the dense matmul: always, except for the few tokens of a
+ * decoding step on a GPU, where the matrix–vector kernel reads W at memory speed (rows of whole
+ * groups of 8 columns).
+ */
+function denseF32(rt: GpuRuntime, w: FrozenMatrix, tokens: number): boolean {
+  return w.cols % 8 !== 0 || quantGemvFor(rt, tokens) === null;
+}
+
 /** y [tokens, W.rows] = x [tokens, W.cols]·Wᵀ + β·y. */
 export async function frozenMatmul(
   rt: GpuRuntime,
@@ -207,7 +217,7 @@ export async function frozenMatmul(
   }
   if (w.blocks.length === 1) {
     const b = w.blocks[0].weight;
-    if (w.format === "f32" && !epilogue) {
+    if (w.format === "f32" && !epilogue && denseF32(rt, w, tokens)) {
       await matmul(rt, x, b.packed, { m: tokens, n: w.rows, k: w.cols, transB: true, beta }, {
         out: y,
         batch,
@@ -277,7 +287,7 @@ export async function frozenBlockMatmul(
 ): Promise<void> {
   const weight = w.blocks[b].weight;
   const tokens = x.size / w.cols;
-  if (w.format === "f32") {
+  if (w.format === "f32" && denseF32(rt, w, tokens)) {
     await matmul(rt, x, weight.packed, { m: tokens, n: weight.rows, k: w.cols, transB: true }, {
       out,
       batch,

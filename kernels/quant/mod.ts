@@ -49,9 +49,13 @@ export {
   QUANT_DECODE,
   QUANT_PREFILL,
   type QuantForwardOptions,
+  type QuantGemvChoice,
+  quantGemvFor,
+  type QuantKernelChoice,
   quantMatmul,
   quantMatmulBackward,
   type QuantMatmulOptions,
+  quantTileFor,
   type StorageFormat,
   storageRowBytes,
   uploadF32Weight,
@@ -59,6 +63,27 @@ export {
   uploadQuantized,
 } from "./qmatmul.ts";
 export { quantizeRows, type RawRows, type StoredDType } from "./quantize.ts";
+export {
+  checkTile,
+  chooseTile,
+  type QuantTileConfig,
+  quantTiledWgsl,
+  type QuantTileMode,
+  TILE_FEW,
+  TILE_LARGE,
+  TILE_MEDIUM,
+  tileName,
+  tileStorageBytes,
+  tileWorkgroup,
+} from "./tiled.ts";
+export {
+  chooseGemv,
+  GEMV_MAX_TOKENS,
+  gemvName,
+  gemvStorageBytes,
+  type QuantGemvConfig,
+  quantGemvWgsl,
+} from "./gemv.ts";
 export {
   type FrozenBlock,
   frozenBlockBackward,

@@ -19,6 +19,23 @@ import {
   type QuantKernelFormat,
   wideForwardEligible,
 } from "./wgsl.ts";
+import {
+  chooseGemv,
+  GEMV_MAX_TOKENS,
+  gemvName,
+  gemvStorageBytes,
+  type QuantGemvConfig,
+  quantGemvWgsl,
+} from "./gemv.ts";
+import { grid1d } from "../runtime/launch.ts";
+import { subgroupPrelude } from "../runtime/variants.ts";
+import {
+  chooseTile,
+  type QuantTileConfig,
+  quantTiledWgsl,
+  tileName,
+  tileStorageBytes,
+} from "./tiled.ts";
 
 /** A frozen weight resident on the GPU in its storage format. */
 export interface GpuQuantWeight {
@@ -294,9 +311,61 @@ export interface QuantMatmulOptions {
   outOffset?: number;
 }
 
+/**
+ * The kernel a frozen matmul records: the CPU-adapter register tile, or the GPU workgroup tile
+ * (`kernels/quant/tiled.ts`). Without either option the runtime's variants decide
+ * ({@link quantTileFor}).
+ */
+export interface QuantKernelChoice {
+  /** Force a GPU workgroup tile (the tiled kernels run on any adapter). */
+  tile?: QuantTileConfig;
+}
+
+/** Options of the forward's GPU matrix–vector kernel. */
+export interface QuantGemvChoice {
+  /** Force the GPU matrix–vector kernel (at most 16 tokens) with this shape. */
+  gemv?: QuantGemvConfig;
+}
+
+/**
+ * The GPU matrix–vector kernel `rt.variants` choose for `tokens` (1–7 on GPUs), or null.
+ */
+export function quantGemvFor(rt: GpuRuntime, tokens: number): QuantGemvConfig | null {
+  if (rt.variants.target !== "gpu" || tokens > GEMV_MAX_TOKENS) return null;
+  const cfg = chooseGemv(tokens, rt.variants.subgroups);
+  return gemvStorageBytes(cfg, tokens) <= rt.variants.workgroupStorageBytes ? cfg : null;
+}
+
+/**
+ * The GPU tile `rt.variants` choose for `tokens` × `outputs`, or null for the CPU-adapter kernels
+ * (on CPU adapters, and on GPUs for fewer than 8 tokens).
+ */
+export function quantTileFor(
+  rt: GpuRuntime,
+  tokens: number,
+  outputs: number,
+): QuantTileConfig | null {
+  if (rt.variants.target !== "gpu") return null;
+  return chooseTile(tokens, outputs, rt.variants.workgroupStorageBytes);
+}
+
+function checkTileFits(rt: GpuRuntime, tile: QuantTileConfig, label: string): void {
+  const need = tileStorageBytes(tile);
+  if (need > rt.variants.workgroupStorageBytes) {
+    throw new RangeError(
+      `${label}: tile ${tileName(tile)} needs ${need} bytes of workgroup memory, over the ` +
+        `device's ${rt.variants.workgroupStorageBytes}`,
+    );
+  }
+}
+
 /** Options of {@link quantMatmul}. */
-export interface QuantForwardOptions extends QuantMatmulOptions {
-  /** The tile (default {@link QUANT_DECODE} for one token, else {@link QUANT_PREFILL}). */
+export interface QuantForwardOptions
+  extends QuantMatmulOptions, QuantKernelChoice, QuantGemvChoice {
+  /**
+   * The CPU-adapter tile (default {@link QUANT_DECODE} for one token, else {@link QUANT_PREFILL});
+   * giving it overrides the variants' choice of a GPU tile.
+   */
   kernel?: QuantForwardConfig;
   /**
    * Terms added to every output in the same dispatch: y = α·x·Wᵀ + e + β·y, with e(t, o) of
@@ -405,10 +474,54 @@ export async function quantMatmul(
     out.check("output", "f32");
     window(w, out, tokens, options);
   } else out = outputFor(rt, tokens, w.rows, options);
+  const { epilogue } = options;
+  const auto = !options.kernel && !options.tile && !options.gemv;
+  const gemv = options.gemv ?? (auto ? quantGemvFor(rt, tokens) : null);
+  if (gemv) {
+    if (gemv.subgroups && !rt.variants.subgroups) {
+      throw new RangeError("quantMatmul: subgroup kernels need rt.variants.subgroups");
+    }
+    const vecX = w.cols % 4 === 0;
+    const label = `qmatmul-gemv/${w.format}/t${tokens}-${gemvName(gemv)}${vecX ? "/v4" : ""}${
+      epilogue ? `+${epilogue.name}` : ""
+    }`;
+    const need = gemvStorageBytes(gemv, tokens);
+    if (need > rt.variants.workgroupStorageBytes) {
+      throw new RangeError(`${label}: needs ${need} bytes of workgroup memory`);
+    }
+    const code = quantGemvWgsl(
+      w.format,
+      gemv,
+      tokens,
+      vecX,
+      epilogue?.wgsl(EPILOGUE_FIRST_BINDING, vecX) ?? "",
+      gemv.subgroups ? subgroupPrelude(rt.variants) : "",
+    );
+    const [gx, gy] = grid1d(rt, Math.ceil(w.rows / gemv.rows), 1);
+    await run(rt, code, label, w, x, out, tokens, [gx, gy], options, epilogue);
+    return out;
+  }
+  const tile = options.tile ?? (auto ? quantTileFor(rt, tokens, w.rows) : null);
+  if (tile) {
+    const vecA = w.cols % 4 === 0;
+    const label = `qmatmul-tiled/${w.format}/${tileName(tile)}${vecA ? "/v4" : ""}${
+      epilogue ? `+${epilogue.name}` : ""
+    }`;
+    checkTileFits(rt, tile, label);
+    const code = quantTiledWgsl(
+      w.format,
+      "forward",
+      tile,
+      vecA,
+      epilogue?.wgsl(EPILOGUE_FIRST_BINDING, vecA) ?? "",
+    );
+    const grid: [number, number] = [Math.ceil(w.rows / tile.bn), Math.ceil(tokens / tile.bm)];
+    await run(rt, code, label, w, x, out, tokens, grid, options, epilogue);
+    return out;
+  }
   const cfg = options.kernel ?? (tokens === 1 ? QUANT_DECODE : QUANT_PREFILL);
   const aligned = w.cols % 8 === 0;
   const wide = (cfg.wide ?? true) && wideForwardEligible(w.format, w.cols, w.blockSize);
-  const { epilogue } = options;
   const label = `qmatmul/${w.format}/${cfg.tm}x${cfg.tn}-wg${cfg.wx}x${cfg.wy}${
     wide ? "/w4" : aligned ? "/v4" : ""
   }${epilogue ? `+${epilogue.name}` : ""}`;
@@ -429,7 +542,7 @@ export async function quantMatmulBackward(
   rt: GpuRuntime,
   dy: GpuTensor,
   w: GpuQuantWeight,
-  options: QuantMatmulOptions & { kernel?: QuantBackwardConfig } = {},
+  options: QuantMatmulOptions & QuantKernelChoice & { kernel?: QuantBackwardConfig } = {},
 ): Promise<GpuTensor> {
   checkFullColumns(w, "quantMatmulBackward");
   let tokens: number;
@@ -444,6 +557,20 @@ export async function quantMatmulBackward(
     window(w, dy, tokens, options);
   } else tokens = checkIo(dy, w.rows, "quantMatmulBackward dy");
   const out = outputFor(rt, tokens, w.cols, options);
+  // Any number of tokens takes the tiled backward on GPUs: the CPU-adapter backward walks all N
+  // rows of W in every invocation.
+  const tile = options.tile ??
+    (options.kernel ? null : quantTileFor(rt, Math.max(tokens, 8), w.cols));
+  if (tile) {
+    const ldo = options.outStride ?? w.rows;
+    const vecA = w.rows % 4 === 0 && ldo % 4 === 0 && (options.outOffset ?? 0) % 4 === 0;
+    const label = `qmatmul-bwd-tiled/${w.format}/${tileName(tile)}${vecA ? "/v4" : ""}`;
+    checkTileFits(rt, tile, label);
+    const code = quantTiledWgsl(w.format, "backward", tile, vecA, "");
+    const grid: [number, number] = [Math.ceil(w.cols / tile.bn), Math.ceil(tokens / tile.bm)];
+    await run(rt, code, label, w, dy, out, tokens, grid, options);
+    return out;
+  }
   const cfg = options.kernel ?? QUANT_BACKWARD;
   const label = `qmatmul-bwd/${w.format}/${cfg.tm}x${cfg.tw}w-wg${cfg.wx}x${cfg.wy}`;
   const grid: [number, number] = [

@@ -244,9 +244,21 @@ export async function quantizeRows(
   }
   const pipeline = await rt.pipelines.get(code, `quantize/${dtype}->${dst.format}`);
   const params = PARAMS.pack({ rows, cols, rowBase, flag, n, wpr, bs: dst.blockSize, bpr });
+  // A pooled uniform, back in the pool once the batch has run, not `batch.uniform`: every
+  // conversion's parameters are new (its row base and tensor), and a kept uniform is a buffer of
+  // its own that lives as long as the device. Made between a load's large `writeBuffer` staging
+  // copies, hundreds of them held the driver's freed staging memory resident (an 8B load's host
+  // memory grew by about its NF4 payload again).
+  const uniform = rt.pool.acquire(
+    params.byteLength,
+    GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST,
+    "uniform",
+  );
+  rt.device.queue.writeBuffer(uniform, 0, params);
+  batch.releaseAfter({ release: () => rt.pool.release(uniform) });
   batch.dispatch(
     pipeline,
-    [batch.uniform(params), src.raw.binding, flags.binding, ...outs.map((t) => t.binding)],
+    [uniform, src.raw.binding, flags.binding, ...outs.map((t) => t.binding)],
     grid1d(rt, n),
   );
 }

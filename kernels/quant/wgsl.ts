@@ -128,7 +128,7 @@ function bindings(
 }
 
 /** Helpers every format needs: block scale (and int4 zero point) of (row, word). */
-function scaleFns(format: QuantKernelFormat): string {
+export function quantScaleFns(format: QuantKernelFormat): string {
   switch (format) {
     case "nf4":
       return `${nf4LevelFn()}
@@ -239,8 +239,11 @@ function decodeWordVec4(format: QuantKernelFormat, tag: string, rowExpr: string)
   return out;
 }
 
-// \`extra\` is an epilogue's term (kernels/runtime/epilogue.ts), added after the scaling by α.
-const STORE = (name: string) =>
+/**
+ * `fn store(idx, acc, extra)`: out[idx] = α·acc + extra + β·out[idx], where `extra` is an
+ * epilogue's term (kernels/runtime/epilogue.ts), added after the scaling by α.
+ */
+export const quantStoreFn = (name: string): string =>
   `fn store(idx: u32, acc: f32, extra: f32) {
   var v = fma(p.alpha, acc, extra);
   if (p.beta != 0.0) { v = fma(p.beta, ${name}[idx], v); }
@@ -260,7 +263,7 @@ fn inputAt(t: u32, k: u32) -> f32 {
     : `fn inputAt(t: u32, k: u32) -> f32 { return x[t * p.K + k]; }`;
 
 /** The epilogue's code, numbered after the forward kernels' six bindings. */
-function epilogueWgsl(epilogue: string, xVec4: boolean): string {
+export function epilogueWgsl(epilogue: string, xVec4: boolean): string {
   return epilogue === "" ? "" : `${INPUT_AT(xVec4)}\n${epilogue}`;
 }
 
@@ -382,8 +385,8 @@ function forwardKernel(
   }
   return `${QUANT_PARAMS_WGSL}
 ${bindingLines}
-${scaleFns(format)}
-${STORE("y")}
+${quantScaleFns(format)}
+${quantStoreFn("y")}
 ${epilogue}
 
 @compute @workgroup_size(${cfg.wx}, ${cfg.wy})
@@ -534,8 +537,8 @@ function quantBackwardWgslUncached(format: QuantKernelFormat, cfg: QuantBackward
   }
   return `${QUANT_PARAMS_WGSL}
 ${bindings(format, "dy", "dx", false)}
-${scaleFns(format)}
-${STORE("dx")}
+${quantScaleFns(format)}
+${quantStoreFn("dx")}
 
 @compute @workgroup_size(${cfg.wx}, ${cfg.wy})
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -578,7 +581,7 @@ export function weightAtWgsl(format: QuantKernelFormat): string {
 @group(0) @binding(3) var<storage, read> aux: array<u32>;
 @group(0) @binding(4) var<storage, read> ids: array<u32>;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
-${scaleFns(format)}
+${quantScaleFns(format)}
 fn weightAt(row: u32, col: u32) -> f32 {
   ${body}
 }`;

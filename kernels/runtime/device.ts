@@ -20,7 +20,10 @@ export interface AcquireGpuOptions {
   backend?: GpuBackend;
   /** Passed to `requestAdapter`. */
   powerPreference?: GPUPowerPreference;
-  /** Optional features to enable when the adapter has them (never required). */
+  /**
+   * Optional features to enable when the adapter has them (never required). `subgroups` is asked
+   * for by name even when the adapter does not list it (Deno's adapters grant it unlisted).
+   */
   wantFeatures?: GPUFeatureName[];
 }
 
@@ -38,6 +41,15 @@ export interface Gpu {
   readonly hasF16: boolean;
   /** `timestamp-query` is enabled on the device. */
   readonly hasTimestamps: boolean;
+  /**
+   * `subgroups` is enabled, a shader using `subgroupAdd` runs, and a 1-D workgroup's subgroups are
+   * full runs of consecutive invocation indices (what the subgroup kernels rely on).
+   */
+  readonly hasSubgroups: boolean;
+  /** Subgroup shaders need the `enable subgroups;` directive (browsers do; naga refuses it). */
+  readonly subgroupDirective: boolean;
+  /** The subgroup size a 256-wide workgroup ran with (0 without subgroups); kernels assume none. */
+  readonly subgroupSize: number;
   /** Set once the device is lost; every later submit should fail with this reason. */
   lostReason: string | null;
 }
@@ -122,12 +134,12 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
       `requestAdapter() returned null (backend ${started}). ${FIX_HINT}`,
     );
   }
-  const wanted: GPUFeatureName[] = options.wantFeatures ?? ["shader-f16", "timestamp-query"];
-  const requiredFeatures = wanted.filter((f) => adapter.features.has(f));
+  const wanted: GPUFeatureName[] = options.wantFeatures ??
+    ["shader-f16", "timestamp-query", SUBGROUPS];
+  const listed = wanted.filter((f) => adapter.features.has(f));
   const limits = adapter.limits;
-  let device: GPUDevice;
-  try {
-    device = await adapter.requestDevice({
+  const request = (requiredFeatures: GPUFeatureName[]) =>
+    adapter.requestDevice({
       requiredFeatures,
       requiredLimits: {
         maxStorageBufferBindingSize: limits.maxStorageBufferBindingSize,
@@ -137,11 +149,22 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
         maxStorageBuffersPerShaderStage: limits.maxStorageBuffersPerShaderStage,
       },
     });
+  let device: GPUDevice | null = null;
+  if (wanted.includes(SUBGROUPS) && !listed.includes(SUBGROUPS)) {
+    try {
+      device = await request([...listed, SUBGROUPS]);
+    } catch { /* not granted unlisted: ask for the listed features only */ }
+  }
+  try {
+    device ??= await request(listed);
   } catch (e) {
     throw new GpuUnavailableError(
       `requestDevice failed on ${adapter.info.description}: ${(e as Error).message}`,
     );
   }
+  const subgroups = device.features.has(SUBGROUPS)
+    ? await probeSubgroups(device)
+    : { works: false, directive: false, size: 0 };
   const gpu: Gpu = {
     adapter,
     device,
@@ -149,12 +172,92 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<Gpu> 
     backend: started,
     hasF16: device.features.has("shader-f16"),
     hasTimestamps: device.features.has("timestamp-query"),
+    hasSubgroups: subgroups.works,
+    subgroupDirective: subgroups.directive,
+    subgroupSize: subgroups.size,
     lostReason: null,
   };
   device.lost.then((info) => {
     gpu.lostReason = `WebGPU device lost (${info.reason}): ${info.message}`;
   });
   return gpu;
+}
+
+const SUBGROUPS = "subgroups" as GPUFeatureName;
+
+// Each invocation checks that its subgroup is the run of consecutive invocation indices
+// [i − lane, i − lane + size), full: the subgroup kernels reduce a subgroup, then combine the
+// subgroups of a workgroup by index, and rely on that layout (every implementation we know forms
+// 1-D subgroups this way, but WGSL does not promise it). Slot 256 gets the subgroup size.
+const SUBGROUP_PROBE = `@group(0) @binding(0) var<storage, read_write> o: array<u32>;
+@compute @workgroup_size(256)
+fn main(
+  @builtin(local_invocation_index) i: u32,
+  @builtin(subgroup_size) n: u32,
+  @builtin(subgroup_invocation_id) lane: u32,
+) {
+  let full = subgroupAdd(1u) == n;
+  let runs = subgroupBroadcastFirst(i) + lane == i && lane == i % n;
+  o[i] = select(0u, 1u, full && runs);
+  if (i == 0u) { o[256] = n; }
+}`;
+
+/**
+ * Whether subgroup shaders work as the kernels use them, whether they need `enable subgroups;`
+ * (WGSL requires the directive and browsers enforce it, while naga, Deno's compiler, refuses it),
+ * and the subgroup size seen.
+ */
+async function probeSubgroups(
+  device: GPUDevice,
+): Promise<{ works: boolean; directive: boolean; size: number }> {
+  for (const directive of [true, false]) {
+    const code = (directive ? "enable subgroups;\n" : "") + SUBGROUP_PROBE;
+    device.pushErrorScope("validation"); // a refused variant is expected, not an uncaptured error
+    const module = device.createShaderModule({ code, label: "subgroup probe" });
+    const info = await module.getCompilationInfo();
+    await device.popErrorScope();
+    if (info.messages.some((m) => m.type === "error")) continue;
+    const bytes = 257 * 4;
+    const out = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC,
+    });
+    const read = device.createBuffer({
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    try {
+      const pipeline = await device.createComputePipelineAsync({
+        layout: "auto",
+        compute: { module, entryPoint: "main" },
+      });
+      const encoder = device.createCommandEncoder();
+      const pass = encoder.beginComputePass();
+      pass.setPipeline(pipeline);
+      pass.setBindGroup(
+        0,
+        device.createBindGroup({
+          layout: pipeline.getBindGroupLayout(0),
+          entries: [{ binding: 0, resource: { buffer: out } }],
+        }),
+      );
+      pass.dispatchWorkgroups(1);
+      pass.end();
+      encoder.copyBufferToBuffer(out, 0, read, 0, bytes);
+      device.queue.submit([encoder.finish()]);
+      await read.mapAsync(GPUMapMode.READ);
+      const flags = new Uint32Array(read.getMappedRange().slice(0));
+      read.unmap();
+      const works = flags.subarray(0, 256).every((f) => f === 1);
+      return { works, directive, size: flags[256] };
+    } catch {
+      return { works: false, directive, size: 0 };
+    } finally {
+      out.destroy();
+      read.destroy();
+    }
+  }
+  return { works: false, directive: false, size: 0 };
 }
 
 /** Throw a clear error if the device was lost; call before submitting work. */

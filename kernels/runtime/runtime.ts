@@ -8,6 +8,21 @@ import { acquireGpu, type AcquireGpuOptions, assertAlive, type Gpu } from "./dev
 import { BYTES_PER_ELEMENT, type DType, type HostArray, hostArray, numel } from "./dtype.ts";
 import { PipelineCache } from "./pipeline_cache.ts";
 import { GpuTensor, TENSOR_USAGE } from "./tensor.ts";
+import {
+  chooseKernelVariants,
+  type KernelVariantRequest,
+  type KernelVariants,
+  variantRequestFromEnv,
+} from "./variants.ts";
+
+/** Options of {@link GpuRuntime}: which kernel variants it records. */
+export interface GpuRuntimeOptions {
+  /**
+   * Force kernel variants (tests run the GPU family on a CPU adapter); unset choices follow
+   * `MOKA_KERNELS`, then the device.
+   */
+  kernels?: KernelVariantRequest;
+}
 
 /** Device + buffer pool + pipeline cache. Create with {@link GpuRuntime.create}. */
 export class GpuRuntime {
@@ -17,17 +32,20 @@ export class GpuRuntime {
   readonly pool: BufferPool;
   /** Compiled pipelines by WGSL source. */
   readonly pipelines: PipelineCache;
+  /** The kernel variants every kernel family records on this runtime. */
+  readonly variants: KernelVariants;
 
-  /** Wrap an acquired Gpu (several runtimes may share one). */
-  constructor(gpu: Gpu) {
+  /** Wrap an acquired Gpu (several runtimes may share one, each with its own variants). */
+  constructor(gpu: Gpu, options: GpuRuntimeOptions = {}) {
     this.gpu = gpu;
     this.pool = new BufferPool(gpu.device);
     this.pipelines = new PipelineCache(gpu.device);
+    this.variants = chooseKernelVariants(gpu, { ...variantRequestFromEnv(), ...options.kernels });
   }
 
   /** Acquire an adapter/device and wrap it. */
-  static async create(options?: AcquireGpuOptions): Promise<GpuRuntime> {
-    return new GpuRuntime(await acquireGpu(options));
+  static async create(options?: AcquireGpuOptions & GpuRuntimeOptions): Promise<GpuRuntime> {
+    return new GpuRuntime(await acquireGpu(options), options);
   }
 
   /** The device. */

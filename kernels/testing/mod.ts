@@ -6,15 +6,24 @@
  */
 import { GpuRuntime } from "../runtime/runtime.ts";
 import { sharedGpu } from "../runtime/device.ts";
+import type { KernelVariantRequest } from "../runtime/variants.ts";
 import { rng } from "../cpu/random.ts";
 
 export { rng };
 
-let runtime: Promise<GpuRuntime> | null = null;
+const runtimes = new Map<string, Promise<GpuRuntime>>();
 
-/** The process-wide runtime for tests; throws (failing the test) when WebGPU is unavailable. */
-export function testRuntime(): Promise<GpuRuntime> {
-  runtime ??= sharedGpu().then((gpu) => new GpuRuntime(gpu));
+/**
+ * The process-wide runtime for tests, one per variant request (`{ target: "gpu" }` runs the GPU
+ * kernel family on a CPU adapter); throws (failing the test) when WebGPU is unavailable.
+ */
+export function testRuntime(kernels: KernelVariantRequest = {}): Promise<GpuRuntime> {
+  const key = JSON.stringify([kernels.target, kernels.subgroups, kernels.f16]);
+  let runtime = runtimes.get(key);
+  if (!runtime) {
+    runtime = sharedGpu().then((gpu) => new GpuRuntime(gpu, { kernels }));
+    runtimes.set(key, runtime);
+  }
   return runtime;
 }
 

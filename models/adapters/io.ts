@@ -5,7 +5,8 @@
  * all of it (version, config, shapes, the exact set of tensors) before returning anything.
  */
 import { z } from "../../deps/zod.ts";
-import { assertFinite, encodeSafetensors, parseSafetensors } from "../safetensors.ts";
+import { issueText } from "../schema.ts";
+import { assertFinite, encodeSafetensors, missingSays, parseSafetensors } from "../safetensors.ts";
 import type { Adapter } from "./adapter.ts";
 import {
   type AdapterConfig,
@@ -87,12 +88,17 @@ export function decodeAdapters(
         `${ADAPTER_FILE_VERSION}`,
     );
   }
-  let meta: z.output<typeof LayerMetaSchema>;
+  let layersJson: unknown;
   try {
-    meta = LayerMetaSchema.parse(JSON.parse(layers ?? "null"));
+    layersJson = JSON.parse(layers ?? "null");
   } catch (e) {
-    throw new Error(`${source}: __metadata__.layers is invalid (${(e as Error).message})`);
+    throw new Error(`${source}: __metadata__.layers: not JSON (${(e as Error).message})`);
   }
+  const parsedMeta = LayerMetaSchema.safeParse(layersJson);
+  if (!parsedMeta.success) {
+    throw new Error(`${source}: __metadata__.layers: ${issueText(parsedMeta.error.issues)}`);
+  }
+  const meta: z.output<typeof LayerMetaSchema> = parsedMeta.data;
   // Values the file holds: an upper bound on what its metadata may declare.
   let stored = 0;
   for (const e of file.entries.values()) stored += e.shape.reduce((a, b) => a * b, 1);
@@ -184,5 +190,6 @@ export async function loadAdapters(
   path: string,
   options: AdapterLoadOptions = {},
 ): Promise<AdapterSet> {
-  return decodeAdapters(await Deno.readFile(path), path, options);
+  const bytes = await missingSays(Deno.readFile(path), path, "named as the adapter file");
+  return decodeAdapters(bytes, path, options);
 }

@@ -3,7 +3,7 @@
  * Parameter counts come from the config alone (no tensors), so whole-model counts are instant.
  */
 import { z } from "../../deps/zod.ts";
-import type { Same, Schema } from "../schema.ts";
+import { type IssueLike, issueText, type Same, type Schema } from "../schema.ts";
 import type { Adapter, AdapterStart, BaseRowNorms, Params } from "./adapter.ts";
 import { type DoraConfig, DoraConfigSchemaObject, doraTrainableParams } from "./dora/config.ts";
 import { DoraAdapter } from "./dora/layer.ts";
@@ -52,32 +52,50 @@ export function configForModule(spec: unknown, module: string): unknown {
 const MODULE_NAMES = ["q", "k", "v", "o", "gate", "up", "down"];
 
 /**
- * Parse an adapter spec that may carry per-module overrides (see {@link configForModule}): the
- * shared config and each module's are validated; returns the shared one.
+ * The issues of an adapter spec that may carry per-module overrides (see {@link configForModule}),
+ * each with its path from the spec's root (`modules.up.r`); empty when the spec is valid.
  */
-export function parseAdapterSpec(value: unknown, source = "adapter config"): AdapterConfig {
-  if (typeof value === "object" && value !== null && "modules" in value) {
+export function adapterSpecIssues(value: unknown): IssueLike[] {
+  const issues: IssueLike[] = [];
+  if (value && typeof value === "object" && "modules" in value) {
     const modules = (value as { modules: unknown }).modules;
     if (typeof modules !== "object" || modules === null || Array.isArray(modules)) {
-      throw new Error(`invalid ${source}: modules must map module names to overrides`);
+      return [{ path: ["modules"], message: "must map module names to overrides" }];
     }
     for (const m of Object.keys(modules)) {
       if (!MODULE_NAMES.includes(m)) {
-        throw new Error(`invalid ${source}.modules: unknown module "${m}" (${MODULE_NAMES})`);
+        issues.push({
+          path: ["modules", m],
+          message: `unknown module (${MODULE_NAMES.join(", ")})`,
+        });
+        continue;
       }
-      parseAdapterConfig(configForModule(value, m), `${source}.modules.${m}`);
+      const r = AdapterConfigSchema.safeParse(configForModule(value, m));
+      if (!r.success) {
+        for (const i of r.error.issues) issues.push({ ...i, path: ["modules", m, ...i.path] });
+      }
     }
   }
+  const r = AdapterConfigSchema.safeParse(configForModule(value, ""));
+  if (!r.success) issues.push(...r.error.issues);
+  return issues;
+}
+
+/**
+ * Parse an adapter spec that may carry per-module overrides (see {@link configForModule}): the
+ * shared config and each module's are validated; returns the shared one. The error is one line,
+ * `source: field a.b: what` for each bad field.
+ */
+export function parseAdapterSpec(value: unknown, source = "adapter config"): AdapterConfig {
+  const issues = adapterSpecIssues(value);
+  if (issues.length) throw new Error(`${source}: ${issueText(issues)}`);
   return parseAdapterConfig(configForModule(value, ""), source);
 }
 
-/** Parse an adapter config; the error lists each bad field with its path under `source`. */
+/** Parse an adapter config; the error (one line) names `source` and each bad field's path. */
 export function parseAdapterConfig(value: unknown, source = "adapter config"): AdapterConfig {
   const r = AdapterConfigSchema.safeParse(value);
-  if (!r.success) {
-    const detail = r.error.issues.map((i) => `  ${[source, ...i.path].join(".")}: ${i.message}`);
-    throw new Error(`invalid ${source}:\n${detail.join("\n")}`);
-  }
+  if (!r.success) throw new Error(`${source}: ${issueText(r.error.issues)}`);
   return r.data;
 }
 

@@ -196,3 +196,43 @@ Deno.test("generate on the GPU: a batch near the context end (GQA), fitContext c
   }
   model.release();
 });
+
+Deno.test("generate with the GPU kernel variants forced: ids and scores equal the CPU-adapter variants' (stories260K f32 and NF4, a random GQA model)", async () => {
+  const cpuRt = await testRuntime();
+  const gpuRt = await testRuntime({ target: "gpu" });
+  const ckpt = await loadLlama2c(defaultModelPath("stories260K.bin"));
+  const ref = await loadModelReference(defaultModelPath("reference.json"));
+  const config = fromLlama2c(ckpt.config);
+  const tok = await Llama2cTokenizer.load(defaultModelPath("tok512.bin"), config.vocab);
+  const prompt = tok.encode("Once upon a time, a little dog", { bos: true });
+  const cases = [
+    { config, ckpt, base: "f32" as const, prompt },
+    { config, ckpt, base: "nf4" as const, prompt },
+    {
+      config: fromLlama2c(TINY_CONFIG),
+      ckpt: randomCheckpoint(TINY_CONFIG, 7),
+      base: "nf4" as const,
+      prompt: [1, 5, 9, 13, 17],
+    },
+  ];
+  for (const c of cases) {
+    const cpuModel = await GpuLlama.create(cpuRt, c.config, c.ckpt, { base: c.base });
+    const gpuModel = await GpuLlama.create(gpuRt, c.config, c.ckpt, { base: c.base });
+    const what = `${c.config.dim}-wide ${c.base}`;
+    const maxNew = Math.min(ref.greedyIds.length, c.config.seqLen - c.prompt.length - 1);
+    const greedy = { maxNew, eos: -1, stepsPerSubmit: 4 };
+    const gpuGreedy = await generateOnGpu(gpuRt, gpuModel, c.prompt, greedy);
+    assert.deepEqual(gpuGreedy, await generateOnGpu(cpuRt, cpuModel, c.prompt, greedy), what);
+    if (c.ckpt === ckpt && c.base === "f32") {
+      const fromBos = await generateOnGpu(gpuRt, gpuModel, [ref.bos], { ...greedy, maxNew: 16 });
+      assert.deepEqual(fromBos, ref.greedyIds.slice(0, 16), `${what}: reference.json`);
+    }
+    const beams = { maxNew: Math.min(16, maxNew), beams: 4, eos: 2, stepsPerSubmit: 5 };
+    const onGpu = await searchOnGpu(gpuRt, gpuModel, c.prompt, beams);
+    const onCpu = await searchOnGpu(cpuRt, cpuModel, c.prompt, beams);
+    assert.deepEqual(onGpu.ids, onCpu.ids, `${what}: 4 beams`);
+    assert.ok(Math.abs(onGpu.score - onCpu.score) < 1e-4 * Math.abs(onCpu.score), `${what} score`);
+    cpuModel.release();
+    gpuModel.release();
+  }
+});

@@ -182,7 +182,12 @@ export { adamwHyper, trainCpu } from "./train.ts";
 export { adaptersForModel, type BaseWeights, targetModules } from "./attach.ts";
 export {
   describeStepMemory,
+  estimateGenerationMemory,
+  estimateScoringMemory,
   estimateStepMemory,
+  type InferenceBatchMemory,
+  inferenceTokenBytes,
   type StepMemory,
   type StepMemorySettings,
+  widestActivationRowBytes,
 } from "./memory.ts";

@@ -3,6 +3,11 @@
  * fallback as in LLaMA-2) through `@huggingface/tokenizers`, the pure-TS implementation of the
  * Tokenizers pipeline (normalizer, pre-tokenizer, model, decoder): our tests hold it to llama2.c's
  * own encoder on the embedded vocabulary and to hand-computed byte-level merges.
+ *
+ * Before the package sees a file it is checked here, so every error names the file and field:
+ * ids within bounds, the four pipeline stages present (null when unused), and each BPE merge's
+ * parts and their concatenation in the vocabulary. Whatever the package still throws is
+ * rethrown prefixed with the file's name.
  */
 import { Tokenizer } from "../../deps/tokenizers.ts";
 import { z } from "../../deps/zod.ts";
@@ -12,9 +17,58 @@ import type { TextTokenizer } from "./tokenizer.ts";
 // Ids within the largest vocabulary a config may declare (hf.ts): the size is the top id + 1.
 const TokenId = z.number().int().nonnegative().max(2 ** 22);
 const TokenizerJsonSchema = z.object({
-  model: z.object({ type: z.string(), vocab: z.record(z.string(), TokenId) }).loose(),
+  model: z.object({
+    type: z.string(),
+    vocab: z.record(z.string(), TokenId),
+    // "a b" (as LLaMA's files spell them) or ["a", "b"] (newer files).
+    merges: z.array(z.union([z.string(), z.tuple([z.string(), z.string()])])).default([]),
+    continuing_subword_prefix: z.string().nullable().optional(),
+  }).loose(),
   added_tokens: z.array(z.object({ id: TokenId, content: z.string() }).loose()).default([]),
 }).loose();
+
+// Pipeline stages the format always writes (null when unused); the tokenizers package refuses a
+// file without them, in words that name no file.
+const STAGES = ["normalizer", "pre_tokenizer", "post_processor", "decoder"] as const;
+
+/**
+ * Each merge's two parts and their concatenation must be vocabulary tokens, as the BPE format
+ * requires: a merge outside the vocabulary makes the encoder emit ids of tokens that do not
+ * exist (or `<unk>`) without a word.
+ */
+function checkMerges(
+  vocab: Record<string, unknown>,
+  merges: (string | [string, string])[],
+  prefix: string | null | undefined,
+  source: string,
+): void {
+  const has = (t: string) => Object.hasOwn(vocab, t);
+  for (let i = 0; i < merges.length; i++) {
+    const m = merges[i];
+    let pair: [string, string];
+    if (typeof m === "string") {
+      const parts = m.split(" ");
+      if (parts.length !== 2 || !parts[0] || !parts[1]) {
+        throw new Error(
+          `${source}: model.merges[${i}] ${JSON.stringify(m)} is not two tokens separated by ` +
+            `one space`,
+        );
+      }
+      pair = [parts[0], parts[1]];
+    } else pair = m;
+    const where = `${source}: model.merges[${i}] ${JSON.stringify(pair.join(" "))}`;
+    for (const part of pair) {
+      if (!has(part)) throw new Error(`${where}: ${JSON.stringify(part)} is not in the vocabulary`);
+    }
+    const [a, b] = pair;
+    const merged = a + (prefix && b.startsWith(prefix) ? b.slice(prefix.length) : b);
+    if (!has(merged)) {
+      throw new Error(
+        `${where}: the merged token ${JSON.stringify(merged)} is not in the vocabulary`,
+      );
+    }
+  }
+}
 
 /** A tokenizer.json-backed tokenizer. */
 export class HfTokenizer implements TextTokenizer {
@@ -36,7 +90,24 @@ export class HfTokenizer implements TextTokenizer {
     if (r.data.model.type !== "BPE") {
       throw new Error(`${source}: model type ${r.data.model.type}, only BPE is supported`);
     }
-    this.#tok = new Tokenizer(json as object, config);
+    for (const stage of STAGES) {
+      if (!(stage in (json as object))) {
+        throw new Error(`${source}: field ${stage}: missing (null when unused)`);
+      }
+    }
+    const model = (json as { model: { vocab: Record<string, unknown> } }).model;
+    checkMerges(
+      model.vocab,
+      r.data.model.merges,
+      r.data.model.continuing_subword_prefix,
+      source,
+    );
+    try {
+      this.#tok = new Tokenizer({ ...(json as object), added_tokens: r.data.added_tokens }, config);
+    } catch (e) {
+      // The package's own words, with the file's name in our style.
+      throw new Error(`${source}: ${(e as Error).message}`);
+    }
     // A loop, not Math.max(...ids): a 128k vocabulary would overflow the call stack.
     let top = -1;
     for (const id of Object.values(r.data.model.vocab)) if (id > top) top = id;

@@ -93,13 +93,24 @@ export function parseRecords(
 }
 
 /**
- * Read and validate one LLM-Adapters JSON file (test files need `answer`; with `task`, answers
- * are checked against its words).
+ * The task whose folder holds `path` (`…/boolq/test.json` → boolq, as LLM-Adapters lays out its
+ * `dataset/`), or null.
+ */
+export function taskOfPath(path: string): CommonsenseTask | null {
+  const folder = path.replaceAll("\\", "/").split("/").at(-2);
+  return COMMONSENSE_ORDER.find((t) => t === folder) ?? null;
+}
+
+/**
+ * Read and validate one LLM-Adapters JSON file (test files need `answer`). Answers are checked
+ * against a task's words: `task`'s, else the task whose folder holds the file
+ * ({@link taskOfPath}). `null`, or a file outside a task's folder (commonsense_170k mixes tasks,
+ * math_10k answers with numbers), checks only that answers are non-empty text.
  */
 export async function loadRecordFile(
   path: string,
   needAnswer: boolean,
-  task?: CommonsenseTask,
+  task?: CommonsenseTask | null,
 ): Promise<InstructionRecord[]> {
   let json: unknown;
   try {
@@ -109,7 +120,12 @@ export async function loadRecordFile(
     if (e instanceof Deno.errors.NotFound) throw new Deno.errors.NotFound(`${path}: no such file`);
     throw new Error(`${path}: ${(e as Error).message}`);
   }
-  return parseRecords(json, path, needAnswer, task);
+  return parseRecords(
+    json,
+    path,
+    needAnswer,
+    task === undefined ? taskOfPath(path) ?? undefined : task ?? undefined,
+  );
 }
 
 /** A task's split from `<dataDir>/commonsense/<task>/<split>.json`, first `limit` records. */

@@ -4,7 +4,7 @@
  * and the header `question,choice0..choice3,answer` with answer indices 0–3. Subjects map to the
  * paper's four categories as in its `categories.py`.
  */
-import { parseCsv } from "../csv.ts";
+import { parseCsvRecords } from "../csv.ts";
 
 /** One question. */
 export interface MmluQuestion {
@@ -119,10 +119,14 @@ const ANSWER_DIGITS = ["0", "1", "2", "3"];
  * without questions is an error too.
  */
 export function parseMmluCsv(text: string, source: string): MmluQuestion[] {
-  const rows = parseCsv(text, source).filter((r) => !(r.length === 1 && r[0] === ""));
+  const records = parseCsvRecords(text, source).filter((r) =>
+    !(r.fields.length === 1 && r.fields[0] === "")
+  );
+  const rows = records.map((r) => r.fields);
   const header = rows[0]?.[0] === "question" && rows[0]?.[5] === "answer";
   const questions = rows.slice(header ? 1 : 0).map((r, i): MmluQuestion => {
-    const where = `${source}: line ${i + 1 + (header ? 1 : 0)}`;
+    // The physical line the record starts on (quoted fields may span lines).
+    const where = `${source}: line ${records[i + (header ? 1 : 0)].line}`;
     if (r.length !== 6) {
       throw new Error(`${where}: ${r.length} fields, expected 6 (question, 4 choices, answer)`);
     }

@@ -11,6 +11,7 @@ import { adapterKey, type CpuAdapters, CpuLlama } from "../cpu/model.ts";
 import { loadModelReference } from "../reference.ts";
 import { cpuBatchLossAndGrads, randomCheckpoint, TINY_CONFIG } from "../testing.ts";
 import { GpuLlama } from "./model.ts";
+import type { GpuRuntime } from "../../../kernels/runtime/runtime.ts";
 
 Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit and 16-bit bases equal the CPU model on their stored weights", async () => {
   const rt = await testRuntime();
@@ -51,8 +52,8 @@ Deno.test("gpu llama: stories260K logits equal reference.json (f32); 4-bit and 1
   }
 });
 
-Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny GQA model, 2 sequences)", async () => {
-  const rt = await testRuntime();
+/** A training step's loss, every adapter gradient and chosen logits against the float64 model. */
+async function checkStepAgainstFloat64(rt: GpuRuntime): Promise<void> {
   const interleaved = fromLlama2c(TINY_CONFIG);
   const ckpt = randomCheckpoint(TINY_CONFIG, 5);
   const kinds = [
@@ -141,10 +142,18 @@ Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny G
     for (const t of [ids, tg, loss, picked]) t.release();
     model.release();
   }
+}
+
+Deno.test("gpu llama: loss and adapter gradients equal the float64 model (tiny GQA model, 2 sequences)", async () => {
+  await checkStepAgainstFloat64(await testRuntime());
 });
 
-Deno.test("gpu llama: activation checkpointing gives the same loss and gradients bit for bit, with a lower pool peak", async () => {
-  const rt = await testRuntime();
+Deno.test("gpu llama: the same training step with the GPU kernel variants forced", async () => {
+  await checkStepAgainstFloat64(await testRuntime({ target: "gpu" }));
+});
+
+/** A step with and without checkpointing: bit-identical results, a lower pool peak. */
+async function checkCheckpointing(rt: GpuRuntime): Promise<void> {
   const shape = { ...TINY_CONFIG, dim: 32, hiddenDim: 64, layers: 6, seqLen: 64 };
   const config = fromLlama2c(shape);
   const ckpt = randomCheckpoint(shape, 8);
@@ -200,4 +209,12 @@ Deno.test("gpu llama: activation checkpointing gives the same loss and gradients
     checkpointed.peak < plain.peak,
     `peak ${checkpointed.peak} with checkpointing, ${plain.peak} without`,
   );
+}
+
+Deno.test("gpu llama: activation checkpointing gives the same loss and gradients bit for bit, with a lower pool peak", async () => {
+  await checkCheckpointing(await testRuntime());
+});
+
+Deno.test("gpu llama: checkpointing is bit for bit with the GPU kernel variants too", async () => {
+  await checkCheckpointing(await testRuntime({ target: "gpu" }));
 });

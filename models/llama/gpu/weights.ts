@@ -3,7 +3,9 @@
  * uploaded raw and converted on the GPU into the storage format (`quantizeRows`); the conversions
  * of about `chunkBytes` of checkpoint run as one batch while the next are read from disk. The
  * host holds two such batches of raw bytes at most and never a widened copy, so an 8B checkpoint
- * loads in a few hundred MB of host memory beside what the GPU holds.
+ * loads in a few hundred MB of host memory beside what the GPU holds (`tools/memory_test.ts` holds
+ * a load and a forward to the pool's buffers + 576 MiB). Nothing made per conversion outlives its
+ * batch: the raw rows and the conversion's parameters are pooled buffers released once it has run.
  *
  * Every matrix lives in row blocks within the device's binding limit (`FrozenMatrix`); NaN or ±Inf
  * anywhere in a tensor is flagged on the GPU and refused with the tensor's file and name.
