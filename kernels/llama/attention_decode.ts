@@ -28,6 +28,7 @@ import { uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import { colsPer, headAccessWgsl, lanesOf, unrollCols, vecCols } from "./head_wgsl.ts";
 import { subgroupPrelude } from "../runtime/variants.ts";
 
 const PARAMS = uniformLayout(
@@ -47,11 +48,8 @@ const PARAMS = uniformLayout(
 const WG = 128;
 const WG_COMBINE = 64;
 
-// vec4 columns of a head; invocations per key in the score phase (8, fewer for tiny heads);
-// vec4 columns each owns; key groups of the value phase; value loads in flight per invocation.
-const vecCols = (hs: number) => Math.ceil(hs / 4);
-const lanesOf = (hs: number) => Math.min(8, 2 ** Math.ceil(Math.log2(vecCols(hs))));
-const colsPer = (hs: number) => Math.ceil(vecCols(hs) / lanesOf(hs));
+// Key groups of the value phase (one invocation per vec4 column each); value loads in flight per
+// invocation. The score phase shares a key among lanesOf(hs) invocations (head_wgsl.ts).
 const groupsOf = (hs: number) => Math.floor(WG / vecCols(hs));
 const UNROLL = 4;
 
@@ -85,25 +83,6 @@ export function attentionDecodeBlock(maxSeq: number, hs: number, bytes: number):
   return block;
 }
 
-// Load one vec4 column `cv` of a head row starting at float offset `o` (zeros past the head), or
-// store one: 16-byte accesses where the head size is a multiple of 4, guarded scalars otherwise.
-function access(hs: number, name: string, write: boolean): string {
-  if (hs % 4 === 0) {
-    return write
-      ? `fn st_${name}(o: u32, cv: u32, x: vec4<f32>) { ${name}[o / 4u + cv] = x; }`
-      : `fn ld_${name}(o: u32, cv: u32) -> vec4<f32> { return ${name}[o / 4u + cv]; }`;
-  }
-  return write
-    ? `fn st_${name}(o: u32, cv: u32, x: vec4<f32>) {
-  for (var m = 0u; m < 4u; m++) { if (cv * 4u + m < HS) { ${name}[o + cv * 4u + m] = x[m]; } }
-}`
-    : `fn ld_${name}(o: u32, cv: u32) -> vec4<f32> {
-  var x = vec4<f32>();
-  for (var m = 0u; m < 4u; m++) { if (cv * 4u + m < HS) { x[m] = ${name}[o + cv * 4u + m]; } }
-  return x;
-}`;
-}
-
 // A workgroup reduction of one f32 per invocation, the result in every invocation. With subgroup
 // operations: the subgroup's value, then the subgroups' values in index order (subgroups are runs
 // of consecutive local indices, checked when the device is opened). Otherwise a halving tree.
@@ -132,17 +111,6 @@ function reduceFn(name: string, subgroups: boolean, op: "max" | "add"): string {
   return r;
 }`;
 }
-
-// Statements for each owned vec4 column k of the score phase (literal indices keep them in
-// registers), guarded where the lanes do not divide the head's vec4 columns.
-const unroll = (hs: number, f: (k: number) => string, indent: number) =>
-  Array.from({ length: colsPer(hs) }, (_, k) => {
-    const s = f(k);
-    const guarded = vecCols(hs) % lanesOf(hs) === 0
-      ? s
-      : `if (lane + ${k * lanesOf(hs)}u < HV) { ${s} }`;
-    return " ".repeat(indent) + guarded;
-  }).join("\n");
 
 function header(hs: number, block: number): string {
   return `${PARAMS.wgsl}
@@ -181,10 +149,10 @@ const G = ${groups}u;
 @group(0) @binding(5) var<storage, read> offsets: array<u32>;
 @group(0) @binding(6) var<storage, read_write> po: array<${el}>;
 @group(0) @binding(7) var<storage, read_write> ml: array<vec2<f32>>;
-${access(hs, "q", false)}
-${access(hs, "kc", false)}
-${access(hs, "vc", false)}
-${access(hs, "po", true)}
+${headAccessWgsl(hs, "q", false)}
+${headAccessWgsl(hs, "kc", false)}
+${headAccessWgsl(hs, "vc", false)}
+${headAccessWgsl(hs, "po", true)}
 // Partial dots (odd stride: one invocation per key reads a row), scores then probabilities,
 // cache-row offsets of the block's keys, the value groups' sums, reduction slots.
 var<workgroup> sp: array<f32, ${block * (lanes + 1)}>;
@@ -223,11 +191,11 @@ fn main(
   let lane = tid % LANES;
   let qo = (b * p.heads + h) * HS;
   var qv: array<vec4<f32>, NC>;
-${unroll(hs, (k) => `qv[${k}] = ld_q(qo, lane + ${k * lanes}u) * p.scale;`, 2)}
+${unrollCols(hs, (k) => `qv[${k}] = ld_q(qo, lane + ${k * lanes}u) * p.scale;`, 2)}
   for (var j = r; j < n; j += KPS) {
     let ko = ro[j];
     var d = 0.0;
-${unroll(hs, (k) => `d += dot(qv[${k}], ld_kc(ko, lane + ${k * lanes}u));`, 4)}
+${unrollCols(hs, (k) => `d += dot(qv[${k}], ld_kc(ko, lane + ${k * lanes}u));`, 4)}
     sp[j * SPW + lane] = d;
   }
   workgroupBarrier();

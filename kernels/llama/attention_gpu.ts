@@ -28,6 +28,7 @@ import { uniformLayout } from "../runtime/launch.ts";
 import { memoWgsl } from "../runtime/memo.ts";
 import type { GpuRuntime } from "../runtime/runtime.ts";
 import type { GpuTensor } from "../runtime/tensor.ts";
+import { colsPer, headAccessWgsl, lanesOf, unrollCols, vecCols } from "./head_wgsl.ts";
 
 const PARAMS = uniformLayout(
   "P",
@@ -55,11 +56,7 @@ export interface AttentionGpuKernels {
   dkv: { code: string; label: string; tiles: AttentionTiles };
 }
 
-// vec4 columns of a head; invocations per accumulator row (8, fewer for tiny heads); vec4
-// columns each owns; odd row stride in workgroup memory (vec4s).
-const vecCols = (hs: number) => Math.ceil(hs / 4);
-const lanesOf = (hs: number) => Math.min(8, 2 ** Math.ceil(Math.log2(vecCols(hs))));
-const colsPer = (hs: number) => Math.ceil(vecCols(hs) / lanesOf(hs));
+// Odd row stride of a head in workgroup memory (vec4s), against bank conflicts.
 const strideOf = (hs: number) => vecCols(hs) | 1;
 
 // f32 words of workgroup memory a kernel declares for a tile shape.
@@ -94,36 +91,6 @@ export function attentionTiles(
   );
 }
 
-// Statements for each owned vec4 column k (literal indices keep the arrays in registers), guarded
-// where the lanes do not divide the head's vec4 columns.
-const unroll = (hs: number, f: (k: number) => string, indent = 4) =>
-  Array.from({ length: colsPer(hs) }, (_, k) => {
-    const s = f(k);
-    const pad = " ".repeat(indent);
-    return vecCols(hs) % lanesOf(hs) === 0
-      ? `${pad}${s}`
-      : `${pad}if (lane + ${k * lanesOf(hs)}u < HV) { ${s} }`;
-  }).join("\n");
-
-// Load and store one vec4 column `cv` of a head row starting at float offset `o` of a tensor:
-// 16-byte accesses where the head size is a multiple of 4, guarded scalars otherwise.
-function access(hs: number, name: string, write: boolean): string {
-  if (hs % 4 === 0) {
-    return write
-      ? `fn st_${name}(o: u32, cv: u32, x: vec4<f32>) { ${name}[o / 4u + cv] = x; }`
-      : `fn ld_${name}(o: u32, cv: u32) -> vec4<f32> { return ${name}[o / 4u + cv]; }`;
-  }
-  return write
-    ? `fn st_${name}(o: u32, cv: u32, x: vec4<f32>) {
-  for (var m = 0u; m < 4u; m++) { if (cv * 4u + m < HS) { ${name}[o + cv * 4u + m] = x[m]; } }
-}`
-    : `fn ld_${name}(o: u32, cv: u32) -> vec4<f32> {
-  var x = vec4<f32>();
-  for (var m = 0u; m < 4u; m++) { if (cv * 4u + m < HS) { x[m] = ${name}[o + cv * 4u + m]; } }
-  return x;
-}`;
-}
-
 // Tensor bindings: vec4 arrays where the head size allows, then their load/store helpers;
 // "row-" bindings hold one f32 per query row (lse, dd).
 function bindings(hs: number, list: [string, "in" | "out" | "row-in" | "row-out"][]): string {
@@ -133,7 +100,7 @@ function bindings(hs: number, list: [string, "in" | "out" | "row-in" | "row-out"
     const decl = `@group(0) @binding(${i + 1}) var<storage, ${rw}> ${name}: array<${
       use.startsWith("row") ? "f32" : el
     }>;`;
-    return use.startsWith("row") ? decl : `${decl}\n${access(hs, name, use === "out")}`;
+    return use.startsWith("row") ? decl : `${decl}\n${headAccessWgsl(hs, name, use === "out")}`;
   }).join("\n");
 }
 
@@ -242,19 +209,19 @@ ${stage(4, "vs", "TILE", "v", "kvw", "u0", "kh")}
     // Online softmax: rescale once per tile, then acc += P·V.
     let corr = exp(m - nm);
     l *= corr;
-${unroll(hs, (k) => `acc[${k}] *= corr;`)}
+${unrollCols(hs, (k) => `acc[${k}] *= corr;`)}
     for (var j = 0u; j < TILE; j++) {
       let pj = ps[r * ST + j];
       l += pj;
       let vo = j * W + lane;
-${unroll(hs, (k) => `acc[${k}] = fma(vec4(pj), vs[vo + ${k * lanesOf(hs)}u], acc[${k}]);`, 6)}
+${unrollCols(hs, (k) => `acc[${k}] = fma(vec4(pj), vs[vo + ${k * lanesOf(hs)}u], acc[${k}]);`, 6)}
     }
     m = nm;
   }
   if (t < p.seq) {
     let inv = 1.0 / l;
     let qo = (b * p.seq + t) * qw + h * HS;
-${unroll(hs, (k) => `st_out(qo, lane + ${k * lanesOf(hs)}u, acc[${k}] * inv);`)}
+${unrollCols(hs, (k) => `st_out(qo, lane + ${k * lanesOf(hs)}u, acc[${k}] * inv);`)}
     if (lane == 0u) { lse[(b * p.heads + h) * p.seq + t] = m + log(l); }
   }
 }`;
@@ -343,12 +310,12 @@ ${stage(4, "vs", "TILE", "v", "kvw", "u0", "kh")}
     for (var j = 0u; j < TILE; j++) {
       let g = ds[r * ST + j];
       let ko = j * W + lane;
-${unroll(hs, (k) => `acc[${k}] = fma(vec4(g), ks[ko + ${k * lanesOf(hs)}u], acc[${k}]);`, 6)}
+${unrollCols(hs, (k) => `acc[${k}] = fma(vec4(g), ks[ko + ${k * lanesOf(hs)}u], acc[${k}]);`, 6)}
     }
   }
   if (t < p.seq) {
     let qo = (b * p.seq + t) * qw + h * HS;
-${unroll(hs, (k) => `st_dq(qo, lane + ${k * lanesOf(hs)}u, acc[${k}] * p.scale);`)}
+${unrollCols(hs, (k) => `st_dq(qo, lane + ${k * lanesOf(hs)}u, acc[${k}] * p.scale);`)}
   }
 }`;
 }
@@ -435,15 +402,15 @@ ${stage(6, "gs", "TILE", "dout", "qw", "t0", "h")}
         let pr = ps[i * BLOCK + j];
         let g = ds[i * BLOCK + j];
         let qo = i * W + lane;
-${unroll(hs, (k) => `gk[${k}] = fma(vec4(g), qs[qo + ${k * lanesOf(hs)}u], gk[${k}]);`, 8)}
-${unroll(hs, (k) => `gv[${k}] = fma(vec4(pr), gs[qo + ${k * lanesOf(hs)}u], gv[${k}]);`, 8)}
+${unrollCols(hs, (k) => `gk[${k}] = fma(vec4(g), qs[qo + ${k * lanesOf(hs)}u], gk[${k}]);`, 8)}
+${unrollCols(hs, (k) => `gv[${k}] = fma(vec4(pr), gs[qo + ${k * lanesOf(hs)}u], gv[${k}]);`, 8)}
       }
     }
   }
   if (u < p.seq) {
     let ko = (b * p.seq + u) * kvw + kh * HS;
-${unroll(hs, (k) => `st_dk(ko, lane + ${k * lanesOf(hs)}u, gk[${k}] * p.scale);`)}
-${unroll(hs, (k) => `st_dv(ko, lane + ${k * lanesOf(hs)}u, gv[${k}]);`)}
+${unrollCols(hs, (k) => `st_dk(ko, lane + ${k * lanesOf(hs)}u, gk[${k}] * p.scale);`)}
+${unrollCols(hs, (k) => `st_dv(ko, lane + ${k * lanesOf(hs)}u, gv[${k}]);`)}
   }
 }`;
 }
